@@ -1,0 +1,34 @@
+"""Prediction heads shared by every backbone: 3x3 conv (head_conv) + ReLU + 1x1 conv."""
+from __future__ import annotations
+
+from torch import nn
+
+HEATMAP_PRIOR_BIAS = -2.19  # sigmoid(-2.19) ~= 0.1: the original's prior for heat-map heads
+
+
+def is_heatmap_head(name: str) -> bool:
+    """Heat-map heads (``hm``, ``hm_hp``) get the focal-loss prior bias."""
+    return name.startswith("hm")
+
+
+def make_head(name: str, in_channels: int, out_channels: int, head_conv: int) -> nn.Sequential:
+    """One head, initialised as the original: prior bias on heat maps, N(0, 0.001) weights elsewhere.
+
+    With ``head_conv <= 0`` the head is a single 1x1 conv, as in the original.
+    """
+    if head_conv > 0:
+        head = nn.Sequential(
+            nn.Conv2d(in_channels, head_conv, kernel_size=3, padding=1, bias=True),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(head_conv, out_channels, kernel_size=1, bias=True),
+        )
+    else:
+        head = nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=True))
+    if is_heatmap_head(name):
+        nn.init.constant_(head[-1].bias, HEATMAP_PRIOR_BIAS)
+    else:
+        for m in head.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.001)
+                nn.init.constant_(m.bias, 0.0)
+    return head

@@ -1,0 +1,54 @@
+"""Architecture registry: a name maps to a tiny builder function (timm style)."""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+
+# Default 3x3 head width per architecture family, as the original's opts.py chose it.
+DEFAULT_HEAD_CONV = {"res": 64, "resdcn": 64, "dla": 256, "dlav0": 256, "hourglass": 256}
+
+
+def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering ``fn(heads, head_conv) -> nn.Module`` under ``name``."""
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _BUILDERS:
+            raise ValueError(f"architecture {name!r} is registered twice")
+        _BUILDERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    """Names of every registered architecture, sorted."""
+    return sorted(_BUILDERS)
+
+
+def default_head_conv(arch: str) -> int:
+    family = arch.rsplit("_", 1)[0] if arch != "hourglass" else "hourglass"
+    return DEFAULT_HEAD_CONV[family]
+
+
+def build_model(arch: str, heads: dict[str, int], head_conv: int | None = None) -> nn.Module:
+    """Build a raw CenterNet network.
+
+    Args:
+        arch: a registered name (``res_18``, ``resdcn_101``, ``dla_34``, ``dlav0_34``, ``hourglass``...).
+        heads: head name -> output channels, e.g. ``{"hm": 80, "wh": 2, "reg": 2}``.
+        head_conv: channels of each head's 3x3 conv; ``None`` picks the original's default
+            (64 for ResNets, 256 for DLA; Hourglass-104 ignores it).
+
+    Returns:
+        A module whose ``forward(x)`` with ``x`` a normalised ``[B, 3, H, W]`` tensor returns the
+        raw (pre-sigmoid) head maps at stride 4: a dict name -> ``[B, C, H/4, W/4]``, or for
+        Hourglass a list with one such dict per stack.
+    """
+    if arch not in _BUILDERS:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(list_models())}")
+    if head_conv is None:
+        head_conv = default_head_conv(arch)
+    return _BUILDERS[arch](heads=dict(heads), head_conv=head_conv)

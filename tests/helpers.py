@@ -1,0 +1,18 @@
+"""Comparison helpers for the parity and behaviour tests."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def assert_close(actual, expected, name: str = "", atol: float | None = None, rtol: float = 1e-3) -> None:
+    """Parity comparison: ``atol = 1e-3 * max(1, std(expected))`` and ``rtol = 1e-3`` by default.
+
+    Shapes must match exactly. Pass a tighter ``atol`` / ``rtol`` for deterministic maths.
+    """
+    actual = np.asarray(actual.detach().cpu() if isinstance(actual, torch.Tensor) else actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != reference {expected.shape}"
+    if atol is None:
+        atol = 1e-3 * max(1.0, float(expected.std())) if expected.size else 0.0
+    np.testing.assert_allclose(actual, expected, atol=atol, rtol=rtol, err_msg=name)

@@ -1,0 +1,1 @@
+"""Deployment: ONNX export with in-graph decoding."""

@@ -1,0 +1,200 @@
+"""Typed experiment configuration: dataclasses, YAML files on disk, dotted overrides.
+
+One YAML file per published recipe (``configs/ctdet_res18_coco_140e.yaml``); any field can be
+overridden from the command line as ``train.epochs=10`` or ``model.arch=dla_34``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+COCO_MEAN_BGR = (0.40789654, 0.44719302, 0.47026115)
+COCO_STD_BGR = (0.28863828, 0.27408164, 0.27809835)
+# The original's KITTI normalisation: ImageNet's RGB statistics applied to BGR images.
+KITTI_MEAN = (0.485, 0.456, 0.406)
+KITTI_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ModelConfig:
+    """Network: architecture name, head width and optional local ImageNet backbone weights."""
+
+    arch: str = "res_18"
+    head_conv: int | None = None
+    pretrained: str | None = None  # local path to ImageNet backbone weights; never downloaded
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are fed to the network.
+
+    ``source`` is a COCO json, a VOC folder, a YOLO data yaml, a KITTI folder, or ``synthetic``.
+    ``input_size`` is ``[height, width]`` of the network input (fix-res letterbox); with
+    ``keep_res`` the image keeps its size, padded to a multiple of 32 (128 for hourglass).
+    """
+
+    source: str = "synthetic"
+    train_split: str = "train"
+    val_split: str = "val"
+    input_size: list[int] = field(default_factory=lambda: [512, 512])
+    keep_res: bool = False
+    mean: list[float] = field(default_factory=lambda: list(COCO_MEAN_BGR))
+    std: list[float] = field(default_factory=lambda: list(COCO_STD_BGR))
+    channel_order: str = "bgr"
+    num_workers: int = 2
+    synthetic_images: dict[str, int] = field(default_factory=lambda: {"train": 512, "val": 64})
+
+
+@dataclass
+class AugmentConfig:
+    """The original's training augmentation (``--not_rand_crop``, ``--scale``, ``--shift``, ``--flip``...)."""
+
+    random_crop: bool = True  # scales 0.6..1.3 with a border; False: shift/scale jitter
+    scale: float = 0.4
+    shift: float = 0.1
+    flip: float = 0.5
+    color: bool = True  # colour jitter 0.4 and PCA lighting 0.1
+    rotate: float = 0.0  # degrees; pose only in the original (``--rotate``)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation: Adam, lr 1.25e-4 per 32 images scaled linearly with the batch, step drops."""
+
+    epochs: int = 140
+    batch_size: int = 32
+    lr: float | None = None  # None: 1.25e-4 * batch_size / 32 (the paper's rule)
+    lr_steps: list[int] = field(default_factory=lambda: [90, 120])
+    lr_drop: float = 0.1
+    grad_clip: float | None = None
+    amp: bool = True  # CUDA only
+    val_interval: int = 5
+    seed: int = 317
+    device: str = "auto"
+    max_objects: int = 128
+    save_images: int = 4  # validation images drawn into the run folder
+
+
+@dataclass
+class TestConfig:
+    """Inference: top-K, thresholds and test-time augmentation."""
+
+    K: int = 100
+    score_thresh: float = 0.0
+    flip: bool = False
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    nms: bool = False  # Gaussian soft-NMS over merged detections (always on with several scales)
+
+
+@dataclass
+class Config:
+    """A whole experiment."""
+
+    task: str = "ctdet"
+    name: str = "exp"
+    project: str = "runs"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+class ConfigError(ValueError):
+    """A config file or override names a field that does not exist or has the wrong type."""
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+    kwargs = {}
+    for key, value in values.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, f"{where}.{key}")
+        else:
+            kwargs[key] = _coerce(value, hint, f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against a simple type hint (int promoted to float where a float is wanted)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ConfigError(f"{where}: may not be null")
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} does not match {hint}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is Any or (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+        return value
+    raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: {key} is not a section")
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML recipe (or the defaults) and apply ``key.sub=value`` overrides.
+
+    Values of overrides are parsed as YAML (``train.epochs=10``, ``test.scales=[0.5,1,1.5]``).
+    """
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        tree = loaded or {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.field=value")
+        key, raw = item.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    return _build(Config, tree, source)

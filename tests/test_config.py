@@ -1,0 +1,56 @@
+"""Typed configs: YAML recipes, dotted overrides, clear errors."""
+from __future__ import annotations
+
+import pytest
+
+from centernet.config import Config, ConfigError, load_config
+
+
+def test_defaults_follow_the_paper():
+    cfg = load_config()
+    assert cfg.train.lr_steps == [90, 120] and cfg.train.epochs == 140
+    assert cfg.test.K == 100
+    assert cfg.data.input_size == [512, 512]
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("model:\n  arch: dla_34\ntrain:\n  epochs: 70\n  lr_steps: [45, 60]\n")
+    cfg = load_config(path, ["train.epochs=3", "test.scales=[0.5, 1, 1.5]", "train.grad_clip=35"])
+    assert cfg.model.arch == "dla_34"
+    assert cfg.train.epochs == 3 and cfg.train.lr_steps == [45, 60]
+    assert cfg.test.scales == [0.5, 1.0, 1.5]
+    assert cfg.train.grad_clip == 35.0
+
+
+def test_round_trip(tmp_path):
+    cfg = load_config(None, ["name=abc", "data.keep_res=true"])
+    cfg.save(tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epoch=3", "unknown field(s) epoch"),
+        ("train.epochs=abc", "train.epochs: expected int"),
+        ("model=3", "model: expected a mapping"),
+        ("noequals", "must look like section.field=value"),
+    ],
+)
+def test_bad_overrides_are_named(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(None, [override])
+
+
+def test_bad_yaml_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_config_is_a_dataclass_tree():
+    assert isinstance(Config().model.arch, str)

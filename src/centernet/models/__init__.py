@@ -1,4 +1,6 @@
 """CenterNet networks. Importing this package registers every architecture."""
 from centernet.models.registry import build_model, default_head_conv, list_models, register_model
 
+import centernet.models.hourglass  # noqa: F401  (registers "hourglass")
+
 __all__ = ["build_model", "default_head_conv", "list_models", "register_model"]

@@ -1,0 +1,133 @@
+"""The contract every task module (2D boxes, pose, 3D) implements, and the per-image warp metadata.
+
+Data flow: ``data.transforms`` warps an image and returns its ``ImageMeta``; ``Task.encode`` turns
+the image's annotations into fixed-size target arrays with that meta; the network's raw head maps
+go to ``Task.loss`` in training, or to ``Task.decode`` then ``Task.post_process`` at inference.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from centernet.tasks.common import get_affine_transform
+
+HeadOutputs = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """How one network input was cut out of its source image (the original's ``meta`` dict).
+
+    Attributes:
+        center: ``(x, y)`` window centre in source-image pixels (float32; already mirrored,
+            ``width - x - 1``, when ``flipped``).
+        scale: window size in source pixels: a scalar (square window, fix-res) or ``(w, h)``.
+        input_hw: network input ``(height, width)`` in pixels.
+        output_hw: output map ``(height, width)`` in pixels (input / down ratio).
+        image_hw: source image ``(height, width)`` in pixels.
+        rot: rotation of the window in degrees (training augmentation of pose; 0 otherwise).
+        flipped: whether the source image was mirrored before the warp (training augmentation).
+        calib: camera projection ``[3, 4]`` for 3D tasks, ``None`` otherwise.
+    """
+
+    center: np.ndarray
+    scale: float | np.ndarray
+    input_hw: tuple[int, int]
+    output_hw: tuple[int, int]
+    image_hw: tuple[int, int]
+    rot: float = 0.0
+    flipped: bool = False
+    calib: np.ndarray | None = None
+
+    def input_transform(self, rot: float | None = None) -> np.ndarray:
+        """``[2, 3]`` float64 map from (mirrored) source pixels to input pixels."""
+        return get_affine_transform(self.center, self.scale, self.rot if rot is None else rot, self.input_hw[::-1])
+
+    def output_transform(self, rot: float | None = None) -> np.ndarray:
+        """``[2, 3]`` float64 map from (mirrored) source pixels to output-map pixels."""
+        return get_affine_transform(self.center, self.scale, self.rot if rot is None else rot, self.output_hw[::-1])
+
+
+def final_stack(outputs: HeadOutputs | list[HeadOutputs]) -> HeadOutputs:
+    """The head maps used at inference: the last stack of a multi-stack network (Hourglass)."""
+    return outputs[-1] if isinstance(outputs, list) else outputs
+
+
+class Task(ABC):
+    """One CenterNet task: its heads, target encoder, loss, decoder and post-processor.
+
+    Subclasses set ``name`` and ``loss_weights`` (named loss -> weight, in the order the original
+    sums them) and implement the abstract methods.
+
+    Args:
+        num_classes: number of object classes (channels of the centre heat map ``hm``).
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.loss_weights: dict[str, float] = {}
+
+    @classmethod
+    @abstractmethod
+    def head_channels(cls, num_classes: int) -> dict[str, int]:
+        """Head name -> output channels, in the original's options order (``hm`` first)."""
+
+    @property
+    def heads(self) -> dict[str, int]:
+        """This task's heads for its ``num_classes``."""
+        return self.head_channels(self.num_classes)
+
+    @abstractmethod
+    def encode(self, annotations: Mapping[str, np.ndarray], meta: ImageMeta) -> dict[str, np.ndarray]:
+        """Training targets of one sample, fixed-size arrays keyed like the original's batch.
+
+        Args:
+            annotations: the source image's annotations in source pixels, NOT mirrored
+                (``boxes [N, 4]`` xyxy, ``labels [N]`` 0-based, plus task-specific fields);
+                the task mirrors them itself when ``meta.flipped``.
+            meta: the warp that produced the network input.
+        """
+
+    @abstractmethod
+    def stack_losses(self, output: HeadOutputs, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Unweighted named losses of one stack's raw head maps against the batch targets."""
+
+    def loss(
+        self, outputs: HeadOutputs | list[HeadOutputs], batch: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Weighted total and named losses, each averaged over the stacks as the original.
+
+        Args:
+            outputs: raw head maps ``name -> [B, C, H, W]``, or a list with one dict per stack.
+            batch: collated targets from ``encode`` (tensors with a leading batch dimension).
+
+        Returns:
+            ``(total, {"loss": total, "<name>_loss": value, ...})``.
+        """
+        stacks = outputs if isinstance(outputs, list) else [outputs]
+        named: dict[str, torch.Tensor] = {}
+        for output in stacks:
+            for key, value in self.stack_losses(output, batch).items():
+                named[key] = named.get(key, 0) + value / len(stacks)
+        total = sum(self.loss_weights[key] * value for key, value in named.items())
+        return total, {"loss": total, **named}
+
+    @abstractmethod
+    def decode(self, outputs: HeadOutputs | list[HeadOutputs], K: int = 100, flip: bool = False) -> torch.Tensor:
+        """Detections ``[B, K, D]`` in output-map pixels from raw head maps (activation included).
+
+        With ``flip`` the batch holds ``B`` images followed by their ``B`` mirrored copies
+        (``[2B, C, H, W]``; the original's ``[image, mirror]`` pair when ``B = 1``) and the result
+        has ``B`` rows of detections.
+        """
+
+    @abstractmethod
+    def post_process(self, dets: torch.Tensor | np.ndarray, meta: ImageMeta) -> Any:
+        """One image's decoded rows ``[K, D]`` mapped to source-image pixels (task-specific form)."""

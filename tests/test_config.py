@@ -54,3 +54,11 @@ def test_bad_yaml_names_the_file(tmp_path):
 
 def test_config_is_a_dataclass_tree():
     assert isinstance(Config().model.arch, str)
+
+
+def test_lr_schedule_scales_with_the_run_length():
+    cfg = load_config(None, ["train.epochs=70"])
+    assert cfg.lr_milestones() == [45, 60]
+    assert load_config().lr_milestones() == [90, 120]
+    assert load_config(None, ["train.batch_size=64"]).base_lr() == 2.5e-4
+    assert load_config(None, ["train.lr=1e-3"]).base_lr() == 1e-3

@@ -71,7 +71,11 @@ class TrainConfig:
     batch_size: int = 32
     lr: float | None = None  # None: 1.25e-4 * batch_size / 32 (the paper's rule)
     lr_steps: list[int] = field(default_factory=lambda: [90, 120])
+    # The run length ``lr_steps`` were written for: when ``epochs`` is changed (e.g. by an
+    # override), the drops move proportionally. ``None``: the steps are used as written.
+    schedule_epochs: int | None = 140
     lr_drop: float = 0.1
+    checkpoint_interval: int = 0  # iterations between mid-epoch ``last.pt`` saves; 0: epoch ends only
     grad_clip: float | None = None
     amp: bool = True  # CUDA only
     val_interval: int = 5
@@ -104,6 +108,17 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     test: TestConfig = field(default_factory=TestConfig)
+
+    def lr_milestones(self) -> list[int]:
+        """Epochs at which the learning rate drops, scaled to ``train.epochs``."""
+        t = self.train
+        if t.schedule_epochs is None or t.schedule_epochs == t.epochs:
+            return list(t.lr_steps)
+        return [max(1, round(step * t.epochs / t.schedule_epochs)) for step in t.lr_steps]
+
+    def base_lr(self) -> float:
+        """Adam learning rate: the paper's 1.25e-4 per 32 images, scaled with the batch, unless given."""
+        return self.train.lr if self.train.lr is not None else 1.25e-4 * self.train.batch_size / 32
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -161,6 +176,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return {str(k): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-3" (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     if hint is Any or (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
         return value
     raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")

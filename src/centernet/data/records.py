@@ -1,0 +1,308 @@
+"""The one internal representation every reader produces: image records, data sets and their problem report.
+
+Conventions shared by all readers:
+
+* ``boxes`` are ``float32 [N, 4]`` ``(x1, y1, x2, y2)`` in pixels of the image *as loaded* (EXIF
+  orientation applied), corners exactly as the source wrote them (no ``-1`` shifts).
+* ``labels`` are ``int64 [N]`` 0-based contiguous class indices into ``DetectionDataset.class_names``,
+  or ``-1`` for an object of no trained class.
+* ``ignore`` marks a region that must be neither rewarded nor penalised: for its own class when
+  ``label >= 0``, for every class when ``label == -1`` (KITTI ``DontCare``). An object with
+  ``label == -1`` and ``ignore == False`` (KITTI ``Tram`` / ``Misc``) is kept only so that object
+  rows line up with the annotation file, as in the original, which reserves their target slot.
+* Objects keep the order of the annotation file (the original's target rows follow it).
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Literal
+
+import numpy as np
+
+#: What to do with COCO ``iscrowd`` boxes and VOC ``difficult`` boxes: ``"train"`` keeps them as
+#: ordinary objects (the original's behaviour), ``"ignore"`` keeps them flagged ``ignore``,
+#: ``"drop"`` removes them. The ``crowd`` / ``difficult`` flags are kept in every case but ``"drop"``.
+FlagPolicy = Literal["train", "ignore", "drop"]
+FLAG_POLICIES: tuple[str, ...] = ("train", "ignore", "drop")
+
+
+class DataFormatError(ValueError):
+    """An annotation or image file that cannot be read; the message names the file (and line / id)."""
+
+
+@dataclass(frozen=True)
+class DataIssue:
+    """One problem (or notable fact) found while reading a data set.
+
+    Attributes:
+        kind: One of ``ISSUE_KINDS``.
+        file: The annotation or image file concerned.
+        where: Annotation id, line number or object index inside ``file``; empty for the whole file.
+        message: What happened and what was done about it.
+    """
+
+    kind: str
+    file: str
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        location = f"{self.file} [{self.where}]" if self.where else self.file
+        return f"{location}: {self.message}"
+
+
+#: Issue kinds, in the order summaries list them.
+ISSUE_KINDS: tuple[str, ...] = (
+    "unknown_category",  # skipped: the class is not in the data set's class list
+    "degenerate_box",  # dropped: zero or negative width / height (after clipping)
+    "clipped_box",  # box reached outside the image; clipped to it
+    "keypoint_outside",  # a labelled joint outside the image; its visibility set to 0
+    "no_visible_keypoints",  # a person without labelled joints (kept, as the original does)
+    "crowd",  # COCO iscrowd box (handled by the crowd policy)
+    "difficult",  # VOC difficult box (handled by the difficult policy)
+    "empty_image",  # no object left: kept as a negative
+    "missing_split",  # no split file: every frame used
+    "truncated_image",  # image decoded despite a missing end marker
+)
+
+
+@dataclass
+class DataReport:
+    """Every issue met while reading a data set, in reading order."""
+
+    issues: list[DataIssue] = field(default_factory=list)
+
+    def add(self, kind: str, file: str | Path, message: str, where: str | int = "") -> None:
+        """Records one issue; ``kind`` must be one of ``ISSUE_KINDS``."""
+        if kind not in ISSUE_KINDS:
+            raise ValueError(f"unknown issue kind {kind!r}")
+        self.issues.append(DataIssue(kind, str(file), str(where), message))
+
+    def counts(self) -> Counter[str]:
+        """Number of issues of each kind."""
+        return Counter(issue.kind for issue in self.issues)
+
+    def of_kind(self, kind: str) -> list[DataIssue]:
+        """The issues of one kind, in reading order."""
+        return [issue for issue in self.issues if issue.kind == kind]
+
+
+@dataclass(frozen=True)
+class Objects3D:
+    """KITTI 3D annotations of the objects of one image (camera coordinates, metres, radians).
+
+    Attributes:
+        dims: ``float32 [N, 3]`` object size ``(h, w, l)`` in metres.
+        locations: ``float32 [N, 3]`` bottom-centre ``(x, y, z)`` in camera coordinates, metres.
+        rotation_y: ``float32 [N]`` yaw around the camera Y axis.
+        alpha: ``float32 [N]`` observation angle.
+        truncation: ``float32 [N]`` 0 (inside the image) .. 1 (leaving it).
+        occlusion: ``int64 [N]`` 0 visible, 1 partly, 2 largely occluded, 3 unknown.
+        types: KITTI class name of each object (``Car``, ``Van``, ``DontCare``...).
+    """
+
+    dims: np.ndarray
+    locations: np.ndarray
+    rotation_y: np.ndarray
+    alpha: np.ndarray
+    truncation: np.ndarray
+    occlusion: np.ndarray
+    types: tuple[str, ...]
+
+    @property
+    def depth(self) -> np.ndarray:
+        """``float32 [N]`` distance along the optical axis (``locations[:, 2]``), metres."""
+        return self.locations[:, 2]
+
+    def subset(self, keep: np.ndarray) -> Objects3D:
+        """The objects where the boolean mask ``keep [N]`` is true."""
+        return Objects3D(
+            dims=self.dims[keep],
+            locations=self.locations[keep],
+            rotation_y=self.rotation_y[keep],
+            alpha=self.alpha[keep],
+            truncation=self.truncation[keep],
+            occlusion=self.occlusion[keep],
+            types=tuple(t for t, k in zip(self.types, keep) if k),
+        )
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image and its objects.
+
+    Attributes:
+        path: Image file (a virtual name for generated images).
+        image_id: Identifier unique in the data set (the COCO image id where there is one).
+        width: Image width in pixels, after EXIF orientation.
+        height: Image height in pixels, after EXIF orientation.
+        boxes: ``float32 [N, 4]`` ``(x1, y1, x2, y2)`` image pixels.
+        labels: ``int64 [N]`` class index, ``-1`` for no trained class.
+        annotation_ids: ``int64 [N]`` id of each object in its source (COCO id, line or object number).
+        crowd: ``bool [N]`` COCO ``iscrowd``.
+        difficult: ``bool [N]`` VOC ``difficult``.
+        ignore: ``bool [N]`` region to neither reward nor penalise (see module docstring).
+        keypoints: ``float32 [N, K, 3]`` ``(x, y, visibility)`` in image pixels, or ``None``.
+        calib: ``float32 [3, 4]`` camera projection matrix (KITTI ``P2``), or ``None``.
+        objects_3d: KITTI 3D annotations, or ``None``.
+    """
+
+    path: Path
+    image_id: int
+    width: int
+    height: int
+    boxes: np.ndarray
+    labels: np.ndarray
+    annotation_ids: np.ndarray
+    crowd: np.ndarray
+    difficult: np.ndarray
+    ignore: np.ndarray
+    keypoints: np.ndarray | None = None
+    calib: np.ndarray | None = None
+    objects_3d: Objects3D | None = None
+
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        image_id: int,
+        width: int,
+        height: int,
+        boxes: np.ndarray | list,
+        labels: np.ndarray | list,
+        annotation_ids: np.ndarray | list | None = None,
+        crowd: np.ndarray | list | None = None,
+        difficult: np.ndarray | list | None = None,
+        ignore: np.ndarray | list | None = None,
+        keypoints: np.ndarray | list | None = None,
+        calib: np.ndarray | list | None = None,
+        objects_3d: Objects3D | None = None,
+    ) -> ImageRecord:
+        """Builds a record with canonical dtypes; absent flags are all false, ids ``0..N-1``.
+
+        ``keypoints`` of an image without objects must already be shaped ``[0, K, 3]``.
+        """
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        n = len(boxes)
+
+        def flags(values: np.ndarray | list | None) -> np.ndarray:
+            return np.zeros(n, dtype=bool) if values is None else np.asarray(values, dtype=bool).reshape(n)
+
+        return cls(
+            path=Path(path),
+            image_id=int(image_id),
+            width=int(width),
+            height=int(height),
+            boxes=boxes,
+            labels=np.asarray(labels, dtype=np.int64).reshape(n),
+            annotation_ids=np.arange(n, dtype=np.int64)
+            if annotation_ids is None
+            else np.asarray(annotation_ids, dtype=np.int64).reshape(n),
+            crowd=flags(crowd),
+            difficult=flags(difficult),
+            ignore=flags(ignore),
+            keypoints=None if keypoints is None else np.asarray(keypoints, dtype=np.float32).reshape(n, -1, 3)
+            if n
+            else np.asarray(keypoints, dtype=np.float32),
+            calib=None if calib is None else np.asarray(calib, dtype=np.float32).reshape(3, 4),
+            objects_3d=objects_3d,
+        )
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def subset(self, keep: np.ndarray) -> ImageRecord:
+        """The same image with only the objects where the boolean mask ``keep [N]`` is true."""
+        keep = np.asarray(keep, dtype=bool)
+        return dataclasses.replace(
+            self,
+            boxes=self.boxes[keep],
+            labels=self.labels[keep],
+            annotation_ids=self.annotation_ids[keep],
+            crowd=self.crowd[keep],
+            difficult=self.difficult[keep],
+            ignore=self.ignore[keep],
+            keypoints=None if self.keypoints is None else self.keypoints[keep],
+            objects_3d=None if self.objects_3d is None else self.objects_3d.subset(keep),
+        )
+
+
+def _load_from_path(record: ImageRecord) -> np.ndarray:
+    from centernet.data.image_io import load_image
+
+    return load_image(record.path)
+
+
+@dataclass
+class DetectionDataset:
+    """A list of image records with its classes and the report of what reading them found.
+
+    Attributes:
+        records: One record per image, in the source's order.
+        class_names: Name of each class index.
+        category_ids: Source category id of each class index (COCO's sparse 1..90, or ``1..C``).
+        report: Problems found while reading (clipped / dropped boxes, unknown classes...).
+        source: What was read (a file or folder, or ``"synthetic"``).
+        keypoint_names: Joint names when the records carry keypoints.
+        image_source: Returns the BGR ``uint8 [H, W, 3]`` pixels of a record; loads ``record.path``
+            by default, renders generated images for the synthetic set.
+    """
+
+    records: list[ImageRecord]
+    class_names: tuple[str, ...]
+    category_ids: tuple[int, ...]
+    report: DataReport = field(default_factory=DataReport)
+    source: str = ""
+    keypoint_names: tuple[str, ...] | None = None
+    image_source: Callable[[ImageRecord], np.ndarray] = _load_from_path
+
+    def __post_init__(self) -> None:
+        if len(self.class_names) != len(self.category_ids):
+            raise ValueError(f"{len(self.class_names)} class names but {len(self.category_ids)} category ids")
+        self.label_of_category: dict[int, int] = {cid: i for i, cid in enumerate(self.category_ids)}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> ImageRecord:
+        return self.records[index]
+
+    def __iter__(self) -> Iterator[ImageRecord]:
+        return iter(self.records)
+
+    def load_image(self, index: int) -> np.ndarray:
+        """BGR ``uint8 [H, W, 3]`` pixels of record ``index``."""
+        return self.image_source(self.records[index])
+
+    def category_id_of(self, label: int) -> int:
+        """Source category id of a 0-based class index (COCO: ``valid_ids[label]``)."""
+        return self.category_ids[label]
+
+    def ground_truth(self) -> list[dict]:
+        """Per-image ground truth in the form ``evaluation.coco.build_coco_ground_truth`` takes.
+
+        Crowd and ignore regions become ``crowd`` (COCOeval lets detections match them without
+        counting either way); objects of no class are left out.
+        """
+        images = []
+        for record in self.records:
+            trained = record.labels >= 0
+            image = {
+                "image_id": record.image_id,
+                "width": record.width,
+                "height": record.height,
+                "boxes": record.boxes[trained],
+                "labels": record.labels[trained],
+                "crowd": (record.crowd | record.ignore)[trained],
+            }
+            if record.keypoints is not None:
+                image["keypoints"] = record.keypoints[trained]
+            images.append(image)
+        return images

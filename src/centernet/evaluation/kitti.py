@@ -1,0 +1,717 @@
+"""KITTI 3D object evaluation, numerically faithful to the evaluator the original CenterNet runs.
+
+The original calls the prebuilt ``evaluate_object_3d_offline`` binary (the KITTI devkit's
+``evaluate_object.cpp`` with BEV/3D added). This module reproduces its numbers in float64 numpy:
+
+- frames are the result files; a ground-truth frame without a result file is not evaluated;
+- per class, metric (``bbox``, ``aos``, ``bev``, ``3d``) and difficulty (easy, moderate, hard)
+  it returns the 41-value interpolated precision (or orientation-similarity) array;
+- AP11 (mean of entries 0, 4, ..., 40; what the binary prints and CenterNet reports) and AP40
+  (mean of entries 1..40; the official KITTI metric since 2019) are derived from that array;
+- a class/metric the binary would not evaluate is ``None``.
+
+Two passes per class, metric and difficulty, both greedy over each frame's ground truth in file
+order: pass 1 takes the highest-scoring overlapping detection and collects the scores of true
+positives, from which at most 41 score thresholds are chosen; pass 2 takes, at each threshold,
+the best-overlapping detection and counts TP / FP. Both passes are vectorised across frames (the
+i-th ground truth of every frame is matched in the same step) and, in pass 2, across thresholds.
+
+Units: 2D boxes in pixels of the image, 3D dimensions and locations in metres in the camera frame
+(x right, y down, z forward); ``location`` is the bottom centre of the box.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+KITTI_CLASSES = ("car", "pedestrian", "cyclist")
+METRICS = ("bbox", "aos", "bev", "3d")
+DIFFICULTIES = ("easy", "moderate", "hard")
+NUM_SAMPLE_POINTS = 41
+
+# Per difficulty (easy, moderate, hard), applied to ground truth. An object is ignored at a level
+# when its occlusion or truncation is strictly above the limit or its height strictly below it.
+_MIN_HEIGHT_PX = (40, 25, 25)
+_MAX_OCCLUSION = (0, 1, 2)
+_MAX_TRUNCATION = (0.15, 0.30, 0.50)
+
+# Ground truth of the neighbouring class is ignored rather than "other": detecting it is no error.
+NEIGHBOUR_CLASSES = {"car": "van", "pedestrian": "person_sitting"}
+_DONT_CARE = "dontcare"
+
+IouThresholds = Mapping[str, Mapping[str, float]]
+"""Class name -> {"bbox": iou, "bev": iou, "3d": iou}; ``aos`` uses the ``bbox`` threshold."""
+
+IOU_THRESHOLDS: dict[str, IouThresholds] = {
+    # The binary CenterNet ships: BEV / 3D at 0.5 (Car) and 0.25 (Pedestrian, Cyclist).
+    "original": {
+        "car": {"bbox": 0.7, "bev": 0.5, "3d": 0.5},
+        "pedestrian": {"bbox": 0.5, "bev": 0.25, "3d": 0.25},
+        "cyclist": {"bbox": 0.5, "bev": 0.25, "3d": 0.25},
+    },
+    # The official KITTI devkit: the 2D thresholds for every metric.
+    "official": {
+        "car": {"bbox": 0.7, "bev": 0.7, "3d": 0.7},
+        "pedestrian": {"bbox": 0.5, "bev": 0.5, "3d": 0.5},
+        "cyclist": {"bbox": 0.5, "bev": 0.5, "3d": 0.5},
+    },
+}
+
+# Placeholder values that mean "not provided" in a detection line.
+_NO_ALPHA = -10.0
+_NO_LOCATION = -1000.0
+
+_GT_COLUMNS = 15
+_DET_COLUMNS = 16
+
+
+@dataclass
+class KittiObjects:
+    """The objects of one frame, as in a KITTI label or result file.
+
+    Attributes:
+        types: [N] class names as written (``Car``, ``Pedestrian``, ``DontCare``...); compared
+            case-insensitively.
+        boxes: [N, 4] float64 2D boxes (x1, y1, x2, y2) in image pixels.
+        alpha: [N] observation angle in radians (``-10`` = not provided).
+        dimensions: [N, 3] (height, width, length) in metres.
+        locations: [N, 3] bottom centre (x, y, z) in camera coordinates, metres.
+        rotation_y: [N] yaw around the camera y axis in radians.
+        truncation: [N] ground truth truncation in 0..1 (0 for detections).
+        occlusion: [N] int ground truth occlusion 0..3 (0 for detections).
+        scores: [N] detection confidence (1 for ground truth).
+    """
+
+    types: Sequence[str]
+    boxes: np.ndarray
+    alpha: np.ndarray
+    dimensions: np.ndarray
+    locations: np.ndarray
+    rotation_y: np.ndarray
+    truncation: np.ndarray | None = None
+    occlusion: np.ndarray | None = None
+    scores: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.types)
+        self.types = tuple(self.types)
+        self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(n, 4)
+        self.alpha = np.asarray(self.alpha, dtype=np.float64).reshape(n)
+        self.dimensions = np.asarray(self.dimensions, dtype=np.float64).reshape(n, 3)
+        self.locations = np.asarray(self.locations, dtype=np.float64).reshape(n, 3)
+        self.rotation_y = np.asarray(self.rotation_y, dtype=np.float64).reshape(n)
+        self.truncation = np.zeros(n) if self.truncation is None else np.asarray(self.truncation, np.float64).reshape(n)
+        self.occlusion = np.zeros(n, np.int64) if self.occlusion is None else np.asarray(self.occlusion, np.int64).reshape(n)
+        self.scores = np.ones(n) if self.scores is None else np.asarray(self.scores, np.float64).reshape(n)
+
+    def __len__(self) -> int:
+        return len(self.types)
+
+    @classmethod
+    def empty(cls) -> KittiObjects:
+        """A frame without objects (an empty result file: evaluated, nothing detected)."""
+        return cls((), np.zeros((0, 4)), np.zeros(0), np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0))
+
+
+def read_kitti_file(path: str | os.PathLike, *, detections: bool) -> KittiObjects:
+    """Reads one KITTI label file (15 columns) or result file (16 columns, the last is the score).
+
+    Blank lines are skipped. Raises ``ValueError`` naming the file and line on a wrong column
+    count or a field that is not a number.
+    """
+    path = Path(path)
+    expected = _DET_COLUMNS if detections else _GT_COLUMNS
+    types, numbers = [], []
+    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != expected:
+            kind = "result" if detections else "label"
+            raise ValueError(
+                f"{path}:{line_no}: a KITTI {kind} line has {expected} columns, found {len(fields)}: {line!r}"
+            )
+        try:
+            values = [float(f) for f in fields[1:]]
+        except ValueError as error:
+            raise ValueError(f"{path}:{line_no}: {error}: {line!r}") from None
+        if not detections and values[1] != int(values[1]):
+            raise ValueError(f"{path}:{line_no}: occlusion must be an integer, found {fields[2]!r}")
+        types.append(fields[0])
+        numbers.append(values)
+    if not types:
+        return KittiObjects.empty()
+    table = np.asarray(numbers, dtype=np.float64)
+    # Columns after the type: truncation, occlusion, alpha, x1 y1 x2 y2, h w l, x y z, ry[, score].
+    return KittiObjects(
+        types=types,
+        truncation=table[:, 0] if not detections else None,
+        occlusion=table[:, 1].astype(np.int64) if not detections else None,
+        alpha=table[:, 2],
+        boxes=table[:, 3:7],
+        dimensions=table[:, 7:10],
+        locations=table[:, 10:13],
+        rotation_y=table[:, 13],
+        scores=table[:, 14] if detections else None,
+    )
+
+
+def format_kitti_lines(objects: KittiObjects, *, detections: bool = True, decimals: int = 2) -> list[str]:
+    """KITTI text lines for ``objects``: 16 columns with the score for detections, else 15.
+
+    Detections are written as the original CenterNet does: ``<Type> 0.0 0`` then 13 numbers with
+    ``decimals`` decimals (score included, so scores of 2 decimals tie often, as in the original).
+    """
+    lines = []
+    for i, name in enumerate(objects.types):
+        numbers = [
+            objects.alpha[i], *objects.boxes[i], *objects.dimensions[i], *objects.locations[i], objects.rotation_y[i]
+        ]
+        if detections:
+            numbers.append(objects.scores[i])
+            head = f"{name} 0.0 0"
+        else:
+            head = f"{name} {objects.truncation[i]:.2f} {int(objects.occlusion[i])}"
+        lines.append(head + "".join(f" {v:.{decimals}f}" for v in numbers))
+    return lines
+
+
+def write_kitti_results(folder: str | os.PathLike, frames: Mapping[int, KittiObjects], *, decimals: int = 2) -> Path:
+    """Writes a KITTI result folder: one ``NNNNNN.txt`` per frame id, empty when nothing was detected.
+
+    Every frame of ``frames`` gets a file, so every one of them is evaluated. Returns the folder.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for frame_id, objects in frames.items():
+        lines = format_kitti_lines(objects, detections=True, decimals=decimals)
+        (folder / f"{int(frame_id):06d}.txt").write_text("".join(line + "\n" for line in lines))
+    return folder
+
+
+def list_result_frames(det_dir: str | os.PathLike) -> list[int]:
+    """Frame ids of a result folder: one per ``<digits>.txt`` file, sorted.
+
+    The binary also turns any other entry with a name of 10+ characters into a (usually bogus)
+    frame id; here such entries are ignored.
+    """
+    return sorted(
+        int(p.stem) for p in Path(det_dir).iterdir() if p.suffix == ".txt" and p.stem.isdigit() and p.is_file()
+    )
+
+
+@dataclass(frozen=True)
+class KittiResult:
+    """Output of the KITTI evaluation.
+
+    Attributes:
+        precision: class -> metric -> [3, 41] float64 array (rows easy, moderate, hard) of
+            interpolated precision, or orientation similarity for ``aos``; ``None`` where the
+            class/metric was not evaluated (no such output from the binary).
+        num_ground_truth: class -> (easy, moderate, hard) counts of non-ignored ground truth.
+        num_frames: number of evaluated frames.
+        iou_thresholds: class -> {"bbox", "bev", "3d"} overlaps used.
+    """
+
+    precision: Mapping[str, Mapping[str, np.ndarray | None]]
+    num_ground_truth: Mapping[str, tuple[int, int, int]]
+    num_frames: int
+    iou_thresholds: IouThresholds = field(default_factory=dict)
+
+    def ap11(self, class_name: str, metric: str) -> np.ndarray | None:
+        """[3] AP in percent from the 11 points 0, 0.1, ..., 1 (what the original reports)."""
+        precision = self.precision[class_name][metric]
+        return None if precision is None else 100.0 * precision[:, 0::4].mean(axis=1)
+
+    def ap40(self, class_name: str, metric: str) -> np.ndarray | None:
+        """[3] AP|R40 in percent (points 1/40 ... 1; the official KITTI metric since 2019)."""
+        precision = self.precision[class_name][metric]
+        return None if precision is None else 100.0 * precision[:, 1:].mean(axis=1)
+
+    def as_dict(self) -> dict[str, float]:
+        """Flat ``{"car/3d/moderate/ap40": value, ...}`` of the evaluated entries, for logging."""
+        flat = {}
+        for class_name, metrics in self.precision.items():
+            for metric in metrics:
+                for kind, ap in (("ap11", self.ap11(class_name, metric)), ("ap40", self.ap40(class_name, metric))):
+                    if ap is not None:
+                        for difficulty, value in zip(DIFFICULTIES, ap):
+                            flat[f"{class_name}/{metric}/{difficulty}/{kind}"] = float(value)
+        return flat
+
+    def format_table(self) -> str:
+        """Human-readable table: one row per class and metric, AP11 and AP40 for E / M / H."""
+        header = f"{'class':<12}{'metric':<8}{'AP11 easy':>10}{'mod':>8}{'hard':>8}{'AP40 easy':>12}{'mod':>8}{'hard':>8}"
+        rows = [f"KITTI evaluation: {self.num_frames} frames", header, "-" * len(header)]
+        for class_name, metrics in self.precision.items():
+            thresholds = self.iou_thresholds.get(class_name, {})
+            for metric in metrics:
+                ap11, ap40 = self.ap11(class_name, metric), self.ap40(class_name, metric)
+                iou = thresholds.get("bbox" if metric == "aos" else metric)
+                label = metric if iou is None else f"{metric}@{iou:g}"
+                if ap11 is None:
+                    rows.append(f"{class_name:<12}{label:<8}{'not evaluated':>30}")
+                    continue
+                rows.append(
+                    f"{class_name:<12}{label:<8}{ap11[0]:>10.2f}{ap11[1]:>8.2f}{ap11[2]:>8.2f}"
+                    f"{ap40[0]:>12.2f}{ap40[1]:>8.2f}{ap40[2]:>8.2f}"
+                )
+        return "\n".join(rows)
+
+
+def evaluate_kitti(
+    gt_dir: str | os.PathLike,
+    det_dir: str | os.PathLike,
+    *,
+    iou_thresholds: Literal["original", "official"] | IouThresholds = "original",
+    classes: Sequence[str] = KITTI_CLASSES,
+) -> KittiResult:
+    """Evaluates a KITTI result folder against a label folder, as the original's binary does.
+
+    Only frames with a result file in ``det_dir`` are evaluated (an empty file = no detections);
+    their label files must exist in ``gt_dir``.
+
+    Args:
+        gt_dir: folder of ``NNNNNN.txt`` label files (15 columns).
+        det_dir: folder of ``NNNNNN.txt`` result files (16 columns).
+        iou_thresholds: ``"original"`` (the binary: BEV/3D at 0.5/0.25/0.25), ``"official"``
+            (0.7/0.5/0.5 everywhere) or a mapping class -> {"bbox", "bev", "3d"} -> overlap.
+        classes: lower-case class names to evaluate; each needs thresholds.
+
+    Raises:
+        FileNotFoundError: a result file has no label file.
+        ValueError: a malformed line (the message names file and line).
+    """
+    gt_dir, det_dir = Path(gt_dir), Path(det_dir)
+    frame_ids = list_result_frames(det_dir)
+    ground_truth, detections = [], []
+    for frame_id in frame_ids:
+        name = f"{frame_id:06d}.txt"
+        if not (gt_dir / name).is_file():
+            raise FileNotFoundError(f"result file {det_dir / name} has no ground truth {gt_dir / name}")
+        ground_truth.append(read_kitti_file(gt_dir / name, detections=False))
+        detections.append(read_kitti_file(det_dir / name, detections=True))
+    return evaluate_kitti_objects(ground_truth, detections, iou_thresholds=iou_thresholds, classes=classes)
+
+
+@dataclass
+class _Flat:
+    """All frames' objects concatenated, frame-major and in file order within a frame."""
+
+    frame: np.ndarray  # [N] int
+    types: np.ndarray  # [N] lower-case names (object array)
+    objects: KittiObjects
+
+    @classmethod
+    def concatenate(cls, frames: Sequence[KittiObjects]) -> _Flat:
+        frame = np.repeat(np.arange(len(frames)), [len(f) for f in frames]).astype(np.int64)
+        names = [t for f in frames for t in f.types]
+        arrays = {
+            f.name: np.concatenate([getattr(KittiObjects.empty(), f.name)] + [getattr(o, f.name) for o in frames])
+            for f in fields(KittiObjects)
+            if f.name != "types"
+        }
+        types = np.array([t.lower() for t in names], dtype=object)
+        return cls(frame=frame, types=types, objects=KittiObjects(types=names, **arrays))
+
+
+def evaluate_kitti_objects(
+    ground_truth: Sequence[KittiObjects],
+    detections: Sequence[KittiObjects],
+    *,
+    iou_thresholds: Literal["original", "official"] | IouThresholds = "original",
+    classes: Sequence[str] = KITTI_CLASSES,
+) -> KittiResult:
+    """Same as :func:`evaluate_kitti` on in-memory frames: ``detections[i]`` belongs to
+    ``ground_truth[i]``, and every given frame is evaluated (like a result file, even if empty).
+
+    Scores are used as given; the file route rounds them to the decimals written (2 in the
+    original), which creates ties. Round first for identical numbers.
+    """
+    if len(ground_truth) != len(detections):
+        raise ValueError(f"{len(ground_truth)} ground-truth frames but {len(detections)} detection frames")
+    thresholds = IOU_THRESHOLDS[iou_thresholds] if isinstance(iou_thresholds, str) else iou_thresholds
+    classes = tuple(c.lower() for c in classes)
+    missing = [c for c in classes if c not in thresholds]
+    if missing:
+        raise ValueError(f"no IoU thresholds for classes {missing}")
+
+    gt = _Flat.concatenate(ground_truth)
+    det = _Flat.concatenate(detections)
+    overlaps = _frame_overlaps(gt, det)
+    # AOS needs every detection line (any class) to carry an orientation.
+    compute_aos = not np.any(det.objects.alpha == _NO_ALPHA)
+
+    precision: dict[str, dict[str, np.ndarray | None]] = {}
+    num_ground_truth: dict[str, tuple[int, int, int]] = {}
+    for class_name in classes:
+        of_class = det.types == class_name
+        # A metric is evaluated only if some detection of the class provides its inputs.
+        evaluated = {
+            "bbox": bool(np.any(of_class & (det.objects.boxes[:, 0] >= 0))),
+            "bev": bool(np.any(of_class & (det.objects.locations[:, 0] != _NO_LOCATION))),
+            "3d": bool(np.any(of_class & (det.objects.locations[:, 1] != _NO_LOCATION))),
+        }
+        per_metric: dict[str, np.ndarray | None] = dict.fromkeys(METRICS)
+        for metric in ("bbox", "bev", "3d"):
+            if not evaluated[metric]:
+                continue
+            with_aos = metric == "bbox" and compute_aos
+            rows = [
+                _evaluate_level(gt, det, overlaps[metric], class_name, level, thresholds[class_name][metric], with_aos)
+                for level in range(len(DIFFICULTIES))
+            ]
+            per_metric[metric] = np.stack([r[0] for r in rows])
+            if with_aos:
+                per_metric["aos"] = np.stack([r[1] for r in rows])
+        precision[class_name] = per_metric
+        num_ground_truth[class_name] = tuple(
+            int(np.sum(_ground_truth_roles(gt, class_name, level) == _VALID)) for level in range(len(DIFFICULTIES))
+        )
+    return KittiResult(
+        precision=precision,
+        num_ground_truth=num_ground_truth,
+        num_frames=len(ground_truth),
+        iou_thresholds={c: dict(thresholds[c]) for c in classes},
+    )
+
+
+# Roles of ground truth and detections for one class and difficulty.
+_VALID, _IGNORED, _OTHER = 0, 1, -1  # ignored detections are the "small" ones
+
+
+def _ground_truth_roles(gt: _Flat, class_name: str, level: int) -> np.ndarray:
+    """[N_gt] role: valid (counted), ignored (absorbs detections silently) or other (skipped)."""
+    o = gt.objects
+    height = o.boxes[:, 3] - o.boxes[:, 1]
+    outside_level = (
+        (o.occlusion > _MAX_OCCLUSION[level]) | (o.truncation > _MAX_TRUNCATION[level]) | (height < _MIN_HEIGHT_PX[level])
+    )
+    same = gt.types == class_name
+    neighbour = gt.types == NEIGHBOUR_CLASSES[class_name] if class_name in NEIGHBOUR_CLASSES else np.zeros_like(same)
+    roles = np.full(len(gt.types), _OTHER, dtype=np.int8)
+    roles[neighbour | (same & outside_level)] = _IGNORED
+    roles[same & ~outside_level] = _VALID
+    return roles
+
+
+def _detection_roles(det: _Flat, class_name: str, level: int) -> np.ndarray:
+    """[N_det] role: small (too short for the level, whatever its class), valid or other."""
+    height = np.trunc(np.abs(det.objects.boxes[:, 1] - det.objects.boxes[:, 3]))  # the binary's int cast
+    roles = np.where(det.types == class_name, _VALID, _OTHER).astype(np.int8)
+    roles[height < _MIN_HEIGHT_PX[level]] = _IGNORED
+    return roles
+
+
+@dataclass
+class _PairOverlaps:
+    """Overlaps of same-frame (ground truth, detection) pairs with a non-zero intersection.
+
+    Sorted by ground truth then detection index. ``iou`` is against the ground truth;
+    ``of_detection`` is intersection / detection size, used against don't-care regions.
+    """
+
+    gt: np.ndarray
+    det: np.ndarray
+    iou: np.ndarray
+    of_detection: np.ndarray
+
+    def select(self, keep: np.ndarray) -> _PairOverlaps:
+        return _PairOverlaps(self.gt[keep], self.det[keep], self.iou[keep], self.of_detection[keep])
+
+
+def _same_frame_pairs(gt: _Flat, det: _Flat, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """All (gt index, det index) pairs of the same frame, sorted by gt then det."""
+    det_counts = np.bincount(det.frame, minlength=num_frames)
+    det_starts = np.concatenate([[0], np.cumsum(det_counts)[:-1]])
+    per_gt = det_counts[gt.frame]
+    pair_gt = np.repeat(np.arange(len(gt.frame)), per_gt)
+    pair_starts = np.concatenate([[0], np.cumsum(per_gt)[:-1]])
+    offset = np.arange(len(pair_gt)) - np.repeat(pair_starts, per_gt)
+    pair_det = det_starts[gt.frame][pair_gt] + offset
+    return pair_gt, pair_det
+
+
+def _frame_overlaps(gt: _Flat, det: _Flat) -> dict[str, _PairOverlaps]:
+    """Image, bird's-eye-view and 3D overlaps of every same-frame pair (zeros dropped)."""
+    num_frames = int(max(gt.frame.max(initial=-1), det.frame.max(initial=-1))) + 1
+    pair_gt, pair_det = _same_frame_pairs(gt, det, num_frames)
+    g, d = gt.objects, det.objects
+
+    # Image boxes in continuous pixels (no +1); no overlap unless width and height are > 0.
+    gb, db = g.boxes[pair_gt], d.boxes[pair_det]
+    width = np.minimum(gb[:, 2], db[:, 2]) - np.maximum(gb[:, 0], db[:, 0])
+    height = np.minimum(gb[:, 3], db[:, 3]) - np.maximum(gb[:, 1], db[:, 1])
+    hit = (width > 0) & (height > 0)
+    inter = (width * height)[hit]
+    gt_area = ((gb[:, 2] - gb[:, 0]) * (gb[:, 3] - gb[:, 1]))[hit]
+    det_area = ((db[:, 2] - db[:, 0]) * (db[:, 3] - db[:, 1]))[hit]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        image = _PairOverlaps(pair_gt[hit], pair_det[hit], inter / (det_area + gt_area - inter), inter / det_area)
+
+    # Bird's-eye view: only pairs whose circumscribed circles meet can intersect.
+    g_radius = 0.5 * np.hypot(g.dimensions[:, 1], g.dimensions[:, 2])
+    d_radius = 0.5 * np.hypot(d.dimensions[:, 1], d.dimensions[:, 2])
+    gap = np.hypot(
+        g.locations[pair_gt, 0] - d.locations[pair_det, 0], g.locations[pair_gt, 2] - d.locations[pair_det, 2]
+    )
+    near = gap < g_radius[pair_gt] + d_radius[pair_det]
+    pair_gt, pair_det = pair_gt[near], pair_det[near]
+    inter_area = rotated_rectangle_intersection(
+        _ground_rectangles(g)[pair_gt], _ground_rectangles(d)[pair_det]
+    )
+    hit = inter_area > 0
+    pair_gt, pair_det, inter_area = pair_gt[hit], pair_det[hit], inter_area[hit]
+    # Signed w*l equals the polygon area the binary computes (the corner order flips with sign).
+    g_area = g.dimensions[pair_gt, 1] * g.dimensions[pair_gt, 2]
+    d_area = d.dimensions[pair_det, 1] * d.dimensions[pair_det, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ground = _PairOverlaps(pair_gt, pair_det, inter_area / (d_area + g_area - inter_area), inter_area / d_area)
+
+        # 3D: a box spans [y - h, y] vertically (y is the bottom; camera y points down).
+        g_bottom, d_bottom = g.locations[pair_gt, 1], d.locations[pair_det, 1]
+        g_top, d_top = g_bottom - g.dimensions[pair_gt, 0], d_bottom - d.dimensions[pair_det, 0]
+        vertical = np.maximum(0.0, np.minimum(g_bottom, d_bottom) - np.maximum(g_top, d_top))
+        inter_volume = inter_area * vertical
+        g_volume = g_area * g.dimensions[pair_gt, 0]
+        d_volume = d_area * d.dimensions[pair_det, 0]
+        box3d = _PairOverlaps(
+            pair_gt, pair_det, inter_volume / (d_volume + g_volume - inter_volume), inter_volume / d_volume
+        )
+    return {"bbox": image, "bev": ground, "3d": box3d}
+
+
+def _ground_rectangles(objects: KittiObjects) -> np.ndarray:
+    """[N, 4, 2] corners in the (x, z) ground plane; the length axis points along (cos ry, -sin ry)."""
+    c, s = np.cos(objects.rotation_y), np.sin(objects.rotation_y)
+    half_l, half_w = objects.dimensions[:, 2:3] / 2, objects.dimensions[:, 1:2] / 2
+    a = half_l * np.array([1.0, 1.0, -1.0, -1.0])  # [N, 4] offsets along the length
+    b = half_w * np.array([1.0, -1.0, -1.0, 1.0])  # [N, 4] offsets along the width
+    x = objects.locations[:, 0:1] + c[:, None] * a + s[:, None] * b
+    z = objects.locations[:, 2:3] - s[:, None] * a + c[:, None] * b
+    return np.stack([x, z], axis=-1)
+
+
+def _polygon_area(points: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Signed shoelace area of [N, K, 2] polygons whose first ``count[n]`` vertices are used."""
+    k = np.arange(points.shape[1])
+    nxt = np.where(k + 1 < count[:, None], k + 1, 0)
+    following = np.take_along_axis(points, nxt[..., None], axis=1)
+    cross = points[..., 0] * following[..., 1] - following[..., 0] * points[..., 1]
+    return 0.5 * np.sum(np.where(k < count[:, None], cross, 0.0), axis=1)
+
+
+def rotated_rectangle_intersection(first: np.ndarray, second: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """Intersection areas of convex quadrilaterals, pair by pair (Sutherland-Hodgman clipping).
+
+    Args:
+        first: [N, 4, 2] corners in order (either orientation).
+        second: [N, 4, 2] corners in order (either orientation).
+        chunk: pairs clipped at once (bounds the memory).
+
+    Returns:
+        [N] non-negative areas, in the squared unit of the corners; 0 if either is degenerate.
+    """
+    areas = np.zeros(len(first))
+    for start in range(0, len(first), chunk):
+        stop = start + chunk
+        areas[start:stop] = _clip_area(first[start:stop], second[start:stop])
+    return areas
+
+
+def _clip_area(subject: np.ndarray, clip: np.ndarray) -> np.ndarray:
+    n = len(subject)
+    four = np.full(n, 4)
+    orientation = np.sign(_polygon_area(clip, four))
+    points, count = subject, four
+    for edge in range(4):
+        if points.shape[1] == 0:
+            break
+        start, stop = clip[:, edge], clip[:, (edge + 1) % 4]
+        direction = stop - start
+        k = np.arange(points.shape[1])
+        valid = k < count[:, None]
+        nxt = np.where(k + 1 < count[:, None], k + 1, 0)
+        # > 0 on the interior side of this edge, whatever the clip polygon's orientation.
+        rel = points - start[:, None, :]
+        side = orientation[:, None] * (direction[:, None, 0] * rel[..., 1] - direction[:, None, 1] * rel[..., 0])
+        side_next = np.take_along_axis(side, nxt, axis=1)
+        inside = side >= 0
+        crosses = inside != (side_next >= 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.where(crosses, side / (side - side_next), 0.0)
+        following = np.take_along_axis(points, nxt[..., None], axis=1)
+        crossing = points + t[..., None] * (following - points)
+        # Each vertex emits itself if inside, then the edge's crossing point if it leaves/enters.
+        candidates = np.stack([points, crossing], axis=2).reshape(n, -1, 2)
+        keep = np.stack([inside & valid, crosses & valid], axis=2).reshape(n, -1)
+        count = keep.sum(axis=1)
+        order = np.argsort(~keep, axis=1, kind="stable")[:, : int(count.max(initial=0))]
+        points = np.take_along_axis(candidates, order[..., None], axis=1)
+    area = np.abs(_polygon_area(points, count))
+    return np.where((orientation != 0) & (_polygon_area(subject, four) != 0), area, 0.0)
+
+
+@dataclass
+class _Matches:
+    """Greedy assignments: threshold index, ground truth and detection of each."""
+
+    step: np.ndarray
+    gt: np.ndarray
+    det: np.ndarray
+
+
+def _greedy_match(
+    pairs: _PairOverlaps, gt_frame: np.ndarray, priority: np.ndarray, scores: np.ndarray, min_scores: np.ndarray
+) -> _Matches:
+    """Each frame's ground truth, in file order, takes its best remaining candidate detection.
+
+    The j-th candidate-holding ground truth of every frame is matched in the same step (frames
+    share no detections); all score thresholds are matched at once.
+
+    Args:
+        pairs: candidate pairs (overlap above threshold, neither side "other"), sorted by gt, det.
+        gt_frame: [N_gt] frame of each ground truth.
+        priority: [P] preference of each pair; ties go to the lower detection index (file order).
+        scores: [N_det] detection scores.
+        min_scores: [T] score thresholds: at step t only detections scoring >= min_scores[t] exist.
+
+    Returns:
+        The assignments over all thresholds.
+    """
+    if len(pairs.gt) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return _Matches(empty, empty, empty)
+    gts, pair_to_gt = np.unique(pairs.gt, return_inverse=True)
+    frames = gt_frame[gts]
+    rank = np.arange(len(gts)) - np.searchsorted(frames, frames)  # position among the frame's candidates
+    dets, pair_det = np.unique(pairs.det, return_inverse=True)
+    present = scores[dets][None, :] >= min_scores[:, None]  # [T, D]
+    taken = np.zeros_like(present)
+    pair_rank = rank[pair_to_gt]
+    by_step = np.argsort(pair_rank, kind="stable")  # keeps (gt, det) order within a step
+    bounds = np.searchsorted(pair_rank[by_step], np.arange(rank.max() + 2))
+    steps, matched_gt, matched_det = [], [], []
+    for r in range(rank.max() + 1):
+        sel = by_step[bounds[r] : bounds[r + 1]]
+        candidate_det, owner = pair_det[sel], pair_to_gt[sel]
+        starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        available = present[:, candidate_det] & ~taken[:, candidate_det]  # [T, P]
+        score = np.where(available, priority[sel], -np.inf)
+        best = np.maximum.reduceat(score, starts, axis=1)  # [T, G]
+        lengths = np.diff(np.r_[starts, len(sel)])
+        is_best = available & (score == np.repeat(best, lengths, axis=1))
+        first = np.minimum.reduceat(np.where(is_best, np.arange(len(sel)), len(sel)), starts, axis=1)
+        step, group = np.nonzero(first < len(sel))
+        chosen = first[step, group]
+        taken[step, candidate_det[chosen]] = True
+        steps.append(step)
+        matched_gt.append(gts[owner[chosen]])
+        matched_det.append(dets[candidate_det[chosen]])
+    return _Matches(np.concatenate(steps), np.concatenate(matched_gt), np.concatenate(matched_det))
+
+
+def _score_thresholds(scores: np.ndarray, num_valid: int) -> np.ndarray:
+    """Up to 41 true-positive scores approximating recall 0, 1/40, ..., 1 (the binary's rule).
+
+    The running recall target is accumulated by repeated float additions as in the binary;
+    computing it as k/40 changes which score is chosen in tie cases.
+    """
+    scores = np.sort(scores)[::-1]
+    chosen, target = [], 0.0
+    last = len(scores) - 1
+    for i, score in enumerate(scores):
+        left = (i + 1) / num_valid
+        right = (i + 2) / num_valid if i < last else left
+        if i < last and (right - target) < (target - left):
+            continue
+        chosen.append(score)
+        target += 1.0 / (NUM_SAMPLE_POINTS - 1.0)
+    return np.asarray(chosen, dtype=np.float64)
+
+
+def _count_at_least(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """[T] number of ``values`` >= each threshold."""
+    return len(values) - np.searchsorted(np.sort(values), thresholds, side="left")
+
+
+def _evaluate_level(
+    gt: _Flat,
+    det: _Flat,
+    overlaps: _PairOverlaps,
+    class_name: str,
+    level: int,
+    iou_threshold: float,
+    with_aos: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """[41] interpolated precision and (if ``with_aos``) orientation similarity for one level."""
+    gt_role = _ground_truth_roles(gt, class_name, level)
+    det_role = _detection_roles(det, class_name, level)
+    num_valid = int(np.sum(gt_role == _VALID))
+    scores = det.objects.scores
+    candidates = overlaps.select(
+        (overlaps.iou > iou_threshold) & (gt_role[overlaps.gt] != _OTHER) & (det_role[overlaps.det] != _OTHER)
+    )
+    true_positive = lambda m: (gt_role[m.gt] == _VALID) & (det_role[m.det] == _VALID)  # noqa: E731
+
+    # Pass 1: the highest-scoring candidate wins; true-positive scores give the thresholds.
+    first = _greedy_match(candidates, gt.frame, scores[candidates.det], scores, np.array([-np.inf]))
+    thresholds = _score_thresholds(scores[first.det[true_positive(first)]], num_valid)
+
+    # Pass 2, at every threshold: a valid candidate with the largest overlap wins; a small one
+    # only when there is no valid one.
+    priority = np.where(det_role[candidates.det] == _VALID, candidates.iou, -1.0)
+    matches = _greedy_match(candidates, gt.frame, priority, scores, thresholds)
+    num_steps = len(thresholds)
+    tp_mask = true_positive(matches)
+    tp = np.bincount(matches.step[tp_mask], minlength=num_steps)
+    similarity = (1.0 + np.cos(gt.objects.alpha[matches.gt] - det.objects.alpha[matches.det])) / 2.0
+    aos_sum = np.bincount(matches.step[tp_mask], weights=similarity[tp_mask], minlength=num_steps)
+
+    # False positives: valid detections left untaken, minus those inside a don't-care region.
+    valid_det = det_role == _VALID
+    dont_care = gt.types[overlaps.gt] == _DONT_CARE
+    covered = np.zeros(len(scores), dtype=bool)
+    covered[overlaps.det[dont_care & (overlaps.of_detection > iou_threshold)]] = True
+    taken_valid = valid_det[matches.det]
+    untaken = _count_at_least(scores[valid_det], thresholds) - np.bincount(
+        matches.step[taken_valid], minlength=num_steps
+    )
+    covered_untaken = _count_at_least(scores[valid_det & covered], thresholds) - np.bincount(
+        matches.step[taken_valid & covered[matches.det]], minlength=num_steps
+    )
+    fp = untaken - covered_untaken
+
+    precision = np.zeros(NUM_SAMPLE_POINTS)
+    aos = np.zeros(NUM_SAMPLE_POINTS)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision[:num_steps] = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        aos[:num_steps] = np.where(tp + fp > 0, aos_sum / (tp + fp), 0.0)
+    # Each entry becomes the best value at or beyond it (trailing zeros included).
+    precision = np.maximum.accumulate(precision[::-1])[::-1]
+    aos = np.maximum.accumulate(aos[::-1])[::-1]
+    return precision, (aos if with_aos else None)
+
+
+__all__ = [
+    "DIFFICULTIES",
+    "IOU_THRESHOLDS",
+    "KITTI_CLASSES",
+    "METRICS",
+    "NEIGHBOUR_CLASSES",
+    "KittiObjects",
+    "KittiResult",
+    "evaluate_kitti",
+    "evaluate_kitti_objects",
+    "format_kitti_lines",
+    "list_result_frames",
+    "read_kitti_file",
+    "rotated_rectangle_intersection",
+    "write_kitti_results",
+]

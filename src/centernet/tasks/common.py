@@ -148,8 +148,9 @@ def get_affine_transform(
     Returns:
         ``[2, 3]`` float64 matrix acting on ``[x, y, 1]``.
     """
-    if not isinstance(scale, (np.ndarray, list)):
-        scale = np.array([scale, scale], dtype=np.float32)
+    # A scalar (including a 0-d array) means a square window; numpy's type promotion from here on
+    # follows the original's so that the float32 correspondences round identically.
+    scale = np.array([scale, scale], dtype=np.float32) if np.ndim(scale) == 0 else np.asarray(scale)
     shift = np.asarray(shift, dtype=np.float32)
     center = np.asarray(center)
     src_w = scale[0]

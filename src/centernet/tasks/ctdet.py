@@ -1,0 +1,209 @@
+"""2D object detection as centre points (the original's ``ctdet``): heads, targets, loss, decoder.
+
+Heads: ``hm`` (one centre heat map per class), ``wh`` (box width and height in output pixels),
+``reg`` (sub-pixel offset of the centre). A box is a peak of ``hm`` at integer ``(x, y)``,
+centred at ``(x, y) + reg`` with size ``wh``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from centernet.tasks.base import HeadOutputs, ImageMeta, Task, final_stack
+from centernet.tasks.common import (
+    affine_transform,
+    clamped_sigmoid,
+    draw_gaussian,
+    flip_lr,
+    focal_loss,
+    gather_features,
+    gaussian_radius,
+    peak_filter,
+    reg_l1_loss,
+    topk,
+    transform_preds,
+)
+
+MAX_OBJECTS = 128
+
+
+def mirror_boxes(boxes: np.ndarray, image_width: int) -> np.ndarray:
+    """Boxes ``[N, 4]`` xyxy of an image mirrored left-right (``x -> width - x - 1``, as the original)."""
+    mirrored = boxes.copy()
+    mirrored[:, [0, 2]] = image_width - boxes[:, [2, 0]] - 1
+    return mirrored
+
+
+def boxes_to_output(boxes: np.ndarray, meta: ImageMeta) -> np.ndarray:
+    """Source-image boxes mapped onto the output map and clipped to it, as the original's dataset.
+
+    Args:
+        boxes: ``[N, 4]`` xyxy in source pixels, not mirrored (mirrored here when ``meta.flipped``).
+        meta: the warp of the sample.
+
+    Returns:
+        ``[N, 4]`` float32 xyxy in output-map pixels; boxes cut away by the crop become degenerate
+        (zero width or height).
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    if meta.flipped:
+        boxes = mirror_boxes(boxes, meta.image_hw[1])
+    trans = meta.output_transform()
+    out = affine_transform(boxes.reshape(-1, 2), trans).astype(np.float32).reshape(-1, 4)
+    out_h, out_w = meta.output_hw
+    out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, out_w - 1)
+    out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, out_h - 1)
+    return out
+
+
+def box_radius(height: float, width: float) -> int:
+    """Integer Gaussian radius of a box, from its size rounded up (ctdet / pose convention)."""
+    return max(0, int(gaussian_radius((math.ceil(height), math.ceil(width)))))
+
+
+def decode_boxes(
+    heat: torch.Tensor, wh: torch.Tensor, reg: torch.Tensor, K: int = 100
+) -> torch.Tensor:
+    """Top-K centre peaks turned into boxes (the original's ``ctdet_decode``).
+
+    Args:
+        heat: ``[B, C, H, W]`` centre scores in [0, 1] (after sigmoid / flip merge).
+        wh: ``[B, 2, H, W]`` box sizes in output pixels.
+        reg: ``[B, 2, H, W]`` sub-pixel centre offsets.
+        K: detections per image.
+
+    Returns:
+        ``[B, K, 6]`` rows ``[x1, y1, x2, y2, score, class]`` in output-map pixels, class 0-based,
+        sorted by decreasing score.
+    """
+    scores, inds, classes, ys, xs = topk(peak_filter(heat), K)
+    offset = gather_features(reg, inds)
+    size = gather_features(wh, inds)
+    cx = xs + offset[..., 0]
+    cy = ys + offset[..., 1]
+    half_w = size[..., 0] / 2
+    half_h = size[..., 1] / 2
+    boxes = torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=2)
+    return torch.cat([boxes, scores.unsqueeze(2), classes.unsqueeze(2).float()], dim=2)
+
+
+class CtdetTask(Task):
+    """Centre-point 2D detection.
+
+    Args:
+        num_classes: object classes.
+        max_objects: targets kept per image (the first ``max_objects`` annotations).
+        hm_weight, wh_weight, off_weight: loss weights (the original's 1, 0.1, 1).
+    """
+
+    name = "ctdet"
+
+    def __init__(
+        self,
+        num_classes: int,
+        max_objects: int = MAX_OBJECTS,
+        hm_weight: float = 1.0,
+        wh_weight: float = 0.1,
+        off_weight: float = 1.0,
+    ) -> None:
+        super().__init__(num_classes)
+        self.max_objects = max_objects
+        self.loss_weights = {"hm_loss": hm_weight, "wh_loss": wh_weight, "off_loss": off_weight}
+
+    @classmethod
+    def head_channels(cls, num_classes: int) -> dict[str, int]:
+        return {"hm": num_classes, "wh": 2, "reg": 2}
+
+    def encode(self, annotations: Mapping[str, np.ndarray], meta: ImageMeta) -> dict[str, np.ndarray]:
+        """Targets of one sample, exactly as the original ctdet dataset.
+
+        Args:
+            annotations: ``boxes [N, 4]`` xyxy source pixels (not mirrored), ``labels [N]`` 0-based.
+            meta: the sample's warp.
+
+        Returns:
+            ``hm [C, Ho, Wo]`` float32 centre heat maps; ``wh [M, 2]`` float32 box (w, h) in
+            output pixels; ``reg [M, 2]`` float32 centre minus integer centre; ``ind [M]`` int64
+            ``y * Wo + x``; ``reg_mask [M]`` uint8 (1 for a real object). ``M = max_objects``;
+            rows follow the annotation order, boxes degenerate after clipping keep a zero row.
+        """
+        out_h, out_w = meta.output_hw
+        m = self.max_objects
+        hm = np.zeros((self.num_classes, out_h, out_w), dtype=np.float32)
+        wh = np.zeros((m, 2), dtype=np.float32)
+        reg = np.zeros((m, 2), dtype=np.float32)
+        ind = np.zeros((m,), dtype=np.int64)
+        reg_mask = np.zeros((m,), dtype=np.uint8)
+
+        labels = np.asarray(annotations["labels"], dtype=np.int64).reshape(-1)[:m]
+        boxes = boxes_to_output(np.asarray(annotations["boxes"]).reshape(-1, 4)[:m], meta)
+        heights = boxes[:, 3] - boxes[:, 1]
+        widths = boxes[:, 2] - boxes[:, 0]
+        centers = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
+        centers_int = centers.astype(np.int32)
+        for k in np.flatnonzero((heights > 0) & (widths > 0)):
+            draw_gaussian(hm[labels[k]], centers_int[k], box_radius(heights[k], widths[k]))
+            wh[k] = widths[k], heights[k]
+            ind[k] = centers_int[k, 1] * out_w + centers_int[k, 0]
+            reg[k] = centers[k] - centers_int[k]
+            reg_mask[k] = 1
+        return {"hm": hm, "wh": wh, "reg": reg, "ind": ind, "reg_mask": reg_mask}
+
+    def stack_losses(self, output: HeadOutputs, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {
+            "hm_loss": focal_loss(clamped_sigmoid(output["hm"]), batch["hm"]),
+            "wh_loss": reg_l1_loss(output["wh"], batch["reg_mask"], batch["ind"], batch["wh"]),
+            "off_loss": reg_l1_loss(output["reg"], batch["reg_mask"], batch["ind"], batch["reg"]),
+        }
+
+    def decode(self, outputs: HeadOutputs | list[HeadOutputs], K: int = 100, flip: bool = False) -> torch.Tensor:
+        """``[B, K, 6]`` rows ``[x1, y1, x2, y2, score, class0]`` in output pixels.
+
+        With ``flip`` the centre scores and sizes are the average of the image's and its
+        mirror's (un-mirrored); the offset comes from the un-mirrored image alone, as the original.
+        """
+        output = final_stack(outputs)
+        heat = output["hm"].sigmoid()
+        wh = output["wh"]
+        reg = output["reg"]
+        if flip:
+            n = heat.shape[0] // 2
+            heat = (heat[:n] + flip_lr(heat[n:])) / 2
+            wh = (wh[:n] + flip_lr(wh[n:])) / 2
+            reg = reg[:n]
+        return decode_boxes(heat, wh, reg, K)
+
+    def post_process(self, dets: torch.Tensor | np.ndarray, meta: ImageMeta) -> dict[int, np.ndarray]:
+        """One image's detections in source-image pixels, grouped by 1-based class (original form).
+
+        Args:
+            dets: ``[K, 6]`` (or ``[1, K, 6]``) rows from ``decode``.
+            meta: the warp of the image's network input.
+
+        Returns:
+            ``{class_id: [n, 5] float32 rows [x1, y1, x2, y2, score]}`` for ``class_id`` in
+            ``1..num_classes`` (empty arrays included), rows in decode order.
+        """
+        if isinstance(dets, torch.Tensor):
+            dets = dets.detach().cpu().numpy()
+        dets = np.array(dets, dtype=np.float32).reshape(-1, 6)
+        out_wh = meta.output_hw[::-1]
+        dets[:, 0:2] = transform_preds(dets[:, 0:2], meta.center, meta.scale, out_wh)
+        dets[:, 2:4] = transform_preds(dets[:, 2:4], meta.center, meta.scale, out_wh)
+        classes = dets[:, 5]
+        return {c + 1: dets[classes == c, :5] for c in range(self.num_classes)}
+
+
+def results_to_arrays(results: Mapping[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class results ``{class_id (1-based): [n, 5]}`` -> ``(boxes [N, 4], scores [N], labels [N] 0-based)``.
+
+    Rows keep the class-then-decode order of the original's result dict.
+    """
+    ids = sorted(results)
+    rows = [np.asarray(results[c], dtype=np.float32).reshape(-1, 5) for c in ids]
+    labels = np.concatenate([np.full(len(r), c - 1, dtype=np.int64) for c, r in zip(ids, rows)]) if ids else np.zeros(0, np.int64)
+    stacked = np.concatenate(rows, axis=0) if rows else np.zeros((0, 5), np.float32)
+    return stacked[:, :4], stacked[:, 4], labels

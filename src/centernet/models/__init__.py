@@ -2,5 +2,6 @@
 from centernet.models.registry import build_model, default_head_conv, list_models, register_model
 
 import centernet.models.hourglass  # noqa: F401  (registers "hourglass")
+import centernet.models.resnet  # noqa: F401  (registers "res_N", "resdcn_N")
 
 __all__ = ["build_model", "default_head_conv", "list_models", "register_model"]

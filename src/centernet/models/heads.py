@@ -11,21 +11,22 @@ def is_heatmap_head(name: str) -> bool:
     return name.startswith("hm")
 
 
-def make_head(name: str, in_channels: int, out_channels: int, head_conv: int) -> nn.Sequential:
+def make_head(name: str, in_channels: int, out_channels: int, head_conv: int) -> nn.Module:
     """One head, initialised as the original: prior bias on heat maps, N(0, 0.001) weights elsewhere.
 
-    With ``head_conv <= 0`` the head is a single 1x1 conv, as in the original.
+    With ``head_conv <= 0`` the head is a bare 1x1 conv (not wrapped in a ``Sequential``), as in the
+    original, so its checkpoint keys are ``<name>.weight`` / ``<name>.bias``.
     """
+    final = nn.Conv2d(head_conv if head_conv > 0 else in_channels, out_channels, kernel_size=1, bias=True)
+    head: nn.Module = final
     if head_conv > 0:
         head = nn.Sequential(
             nn.Conv2d(in_channels, head_conv, kernel_size=3, padding=1, bias=True),
             nn.ReLU(inplace=True),
-            nn.Conv2d(head_conv, out_channels, kernel_size=1, bias=True),
+            final,
         )
-    else:
-        head = nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=True))
     if is_heatmap_head(name):
-        nn.init.constant_(head[-1].bias, HEATMAP_PRIOR_BIAS)
+        nn.init.constant_(final.bias, HEATMAP_PRIOR_BIAS)
     else:
         for m in head.modules():
             if isinstance(m, nn.Conv2d):

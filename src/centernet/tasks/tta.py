@@ -12,9 +12,15 @@ that are arguably bugs but shape the published numbers:
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Union
 
+import cv2
 import numpy as np
+import torch
+
+from centernet.tasks.base import HeadOutputs, ImageMeta, Task
+from centernet.tasks.common import get_affine_transform
 
 # Soft-NMS overlap re-scoring, as the original's ``method`` argument numbers them.
 HARD_NMS, LINEAR_NMS, GAUSSIAN_NMS = 0, 1, 2
@@ -234,3 +240,151 @@ def merge_multi_pose(per_scale_results: Sequence[np.ndarray], nms: bool = False)
     if len(per_scale_results) > 1 or nms:
         soft_nms(merged, sigma=0.5, Nt=0.5, threshold=0.001, method=GAUSSIAN_NMS)
     return merged
+
+
+def preprocess_scale(
+    image: np.ndarray,
+    scale: float,
+    mean: Sequence[float],
+    std: Sequence[float],
+    input_hw: tuple[int, int] | None = (512, 512),
+    pad: int = 31,
+    down_ratio: int = 4,
+    flip: bool = False,
+) -> tuple[torch.Tensor, ImageMeta]:
+    """Network input of one test scale, as the original ``BaseDetector.pre_process``.
+
+    The image is resized to ``int(h * scale) x int(w * scale)`` (``cv2.resize``, bilinear, also at
+    scale 1), then warped with ``cv2.warpAffine`` (bilinear, black border) onto the input canvas:
+
+    * fix-res (``input_hw`` given): a fixed canvas, window centre ``(new_w / 2, new_h / 2)`` and
+      window size ``max(h, w)`` of the *unscaled* image, so scales below 1 shrink the picture inside
+      the canvas and scales above 1 crop it;
+    * keep-res (``input_hw=None``): canvas ``((new_h | pad) + 1, (new_w | pad) + 1)``, centre
+      ``(new_w // 2, new_h // 2)`` and window ``(canvas_w, canvas_h)``.
+
+    Args:
+        image: ``[H, W, 3]`` uint8 image in the channel order ``mean`` / ``std`` are given in
+            (BGR for the original's models).
+        scale: test scale ``s``.
+        mean, std: per-channel normalisation of ``image / 255``.
+        input_hw: fix-res canvas ``(height, width)``, or ``None`` for keep-res.
+        pad: keep-res rounding mask (31 pads to a multiple of 32; 127 for Hourglass).
+        down_ratio: input pixels per output-map pixel.
+        flip: append the horizontally mirrored input (the original's flip test).
+
+    Returns:
+        ``([1 or 2, 3, H_in, W_in] float32 tensor, meta)``; the meta maps output-map pixels to the
+        *resized* image (divide by ``scale`` for source pixels).
+    """
+    height, width = image.shape[:2]
+    new_h, new_w = int(height * scale), int(width * scale)
+    if input_hw is not None:
+        inp_h, inp_w = input_hw
+        center = np.array([new_w / 2.0, new_h / 2.0], dtype=np.float32)
+        window: float | np.ndarray = max(height, width) * 1.0
+    else:
+        inp_h, inp_w = (new_h | pad) + 1, (new_w | pad) + 1
+        center = np.array([new_w // 2, new_h // 2], dtype=np.float32)
+        window = np.array([inp_w, inp_h], dtype=np.float32)
+    trans = get_affine_transform(center, window, 0, [inp_w, inp_h])
+    resized = cv2.resize(image, (new_w, new_h))
+    warped = cv2.warpAffine(resized, trans, (inp_w, inp_h), flags=cv2.INTER_LINEAR)
+    # float64 maths with float32 constants, rounded once, exactly as the original.
+    mean32 = np.asarray(mean, dtype=np.float32).reshape(1, 1, 3)
+    std32 = np.asarray(std, dtype=np.float32).reshape(1, 1, 3)
+    normalised = ((warped / 255.0 - mean32) / std32).astype(np.float32)
+    batch = normalised.transpose(2, 0, 1)[None]
+    if flip:
+        batch = np.concatenate((batch, batch[:, :, :, ::-1]), axis=0)
+    meta = ImageMeta(
+        center=center,
+        scale=window,
+        input_hw=(inp_h, inp_w),
+        output_hw=(inp_h // down_ratio, inp_w // down_ratio),
+        image_hw=(new_h, new_w),
+    )
+    return torch.from_numpy(np.ascontiguousarray(batch)), meta
+
+
+PerScaleResult = Union[Mapping[int, np.ndarray], np.ndarray]
+
+# How each task's original detector merges its scales (the original has no multi-scale 3D).
+_MERGERS: dict[str, Callable[[list, int, bool, int], PerScaleResult]] = {
+    "ctdet": lambda per_scale, num_classes, nms, max_per_image: merge_ctdet(
+        per_scale, num_classes, max_per_image=max_per_image, nms=nms
+    ),
+    "multi_pose": lambda per_scale, num_classes, nms, max_per_image: merge_multi_pose(per_scale, nms=nms),
+}
+
+
+def detect_multi_scale(
+    model: Callable[[torch.Tensor], HeadOutputs | list[HeadOutputs]],
+    task: Task,
+    image: np.ndarray,
+    scales: Sequence[float] = (1.0,),
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    input_hw: tuple[int, int] | None = (512, 512),
+    pad: int = 31,
+    down_ratio: int = 4,
+    flip: bool = False,
+    nms: bool = False,
+    K: int = 100,  # noqa: N803 - the original's option name
+    max_per_image: int = MAX_PER_IMAGE,
+    device: torch.device | str | None = None,
+) -> PerScaleResult:
+    """Detect on one image with test-time augmentation, as the original ``BaseDetector.run``.
+
+    For every scale in order: pre-process (:func:`preprocess_scale`), run the network, decode with
+    the task (activation, flip merge, peak filter, top-``K``), post-process to the resized image and
+    divide the coordinates by the scale; then merge the scales as the task's original detector
+    (:func:`merge_ctdet` or :func:`merge_multi_pose`).
+
+    Args:
+        model: any callable mapping a normalised ``[B, 3, H, W]`` batch to raw head maps
+            (``name -> [B, C, H/4, W/4]``, or a list of such dicts, one per stack).
+        task: the task whose ``decode`` / ``post_process`` turn head maps into detections
+            (``ctdet`` or ``multi_pose``).
+        image: ``[H, W, 3]`` uint8 image, channels in the order of ``mean`` / ``std``.
+        scales: test scales (the original's ``--test_scales``).
+        mean, std: per-channel normalisation of ``image / 255``.
+        input_hw: fix-res input ``(height, width)``, or ``None`` for keep-res.
+        pad: keep-res rounding mask (31, or 127 for Hourglass).
+        down_ratio: input pixels per output-map pixel.
+        flip: the original's ``--flip_test``.
+        nms: the original's ``--nms``: soft-NMS even with a single scale.
+        K: detections decoded per scale.
+        max_per_image: 2D boxes kept after merging (ties at the cut all kept).
+        device: where the network input goes; by default the model's parameters' device (CPU for
+            a parameterless callable).
+
+    Returns:
+        ctdet: 1-based class id -> ``[n, 5]`` float32 rows ``[x1, y1, x2, y2, score]``;
+        multi_pose: ``[M, 39]`` float32 rows ``[x1, y1, x2, y2, score, 17 x (x, y)]``;
+        both in pixels of ``image``.
+    """
+    if task.name not in _MERGERS:
+        raise ValueError(f"multi-scale testing is defined for {sorted(_MERGERS)}, not {task.name!r}")
+    if device is None:
+        parameter = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+        device = parameter.device if parameter is not None else torch.device("cpu")
+    per_scale = []
+    for scale in scales:
+        inputs, meta = preprocess_scale(image, scale, mean, std, input_hw, pad, down_ratio, flip)
+        with torch.no_grad():
+            outputs = model(inputs.to(device))
+            dets = task.decode(outputs, K=K, flip=flip)
+        per_scale.append(_to_source_pixels(task.post_process(dets[0].cpu(), meta), scale))
+    return _MERGERS[task.name](per_scale, task.num_classes, nms, max_per_image)
+
+
+def _to_source_pixels(result: PerScaleResult, scale: float) -> PerScaleResult:
+    """Divide every coordinate column (all but the score, column 4) of float32 rows by ``scale``."""
+    if isinstance(result, Mapping):
+        return {cls: _to_source_pixels(rows, scale) for cls, rows in result.items()}
+    rows = np.array(result, dtype=np.float32).reshape(len(result), -1)
+    rows[:, :4] /= scale
+    rows[:, 5:] /= scale
+    return rows

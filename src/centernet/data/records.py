@@ -64,6 +64,7 @@ ISSUE_KINDS: tuple[str, ...] = (
     "crowd",  # COCO iscrowd box (handled by the crowd policy)
     "difficult",  # VOC difficult box (handled by the difficult policy)
     "empty_image",  # no object left: kept as a negative
+    "size_mismatch",  # the annotation's image size differs from the image file's
     "missing_split",  # no split file: every frame used
     "truncated_image",  # image decoded despite a missing end marker
 )

@@ -1,0 +1,151 @@
+"""YOLO txt labels described by an Ultralytics data yaml.
+
+The yaml gives ``path`` (data root; relative to the yaml's folder, default that folder), one entry
+per split (``train``, ``val``, ``test``: an image folder, a txt file listing images, or a list of
+those, relative to ``path``), ``names`` (a list, or a dict ``{index: name}``) and, for pose data,
+``kpt_shape: [K, 2 or 3]``. As in Ultralytics, the labels of ``.../images/.../a.jpg`` are in
+``.../labels/.../a.txt``; an image without a label file is a negative example.
+
+Each label line is ``class cx cy w h`` normalised to 0..1 (converted here to ``xyxy`` pixels), or
+``class x1 y1 x2 y2 x3 y3 ...`` (a segment polygon, whose extent becomes the box), or for pose
+data ``class cx cy w h`` followed by ``K`` joints of ``kpt_shape[1]`` values.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from centernet.data.image_io import image_size
+from centernet.data.records import DataFormatError, DataReport, DetectionDataset, ImageRecord
+from centernet.data.validation import validate_record
+
+_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+
+
+def _class_names(yaml_path: Path, names: object) -> tuple[str, ...]:
+    if isinstance(names, list):
+        return tuple(str(n) for n in names)
+    if isinstance(names, dict) and sorted(int(k) for k in names) == list(range(len(names))):
+        return tuple(str(names[k]) for k in sorted(names, key=int))
+    raise DataFormatError(f"{yaml_path}: 'names' must be a list or a dict {{0: name, 1: name, ...}}, got {names!r}")
+
+
+def _split_images(yaml_path: Path, root: Path, entry: object) -> list[Path]:
+    """Image files of one split entry: folders (searched recursively), list files, or a list of both."""
+    images: list[Path] = []
+    for item in entry if isinstance(entry, list) else [entry]:
+        location = root / str(item)
+        if location.is_dir():
+            images += sorted(p for p in location.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+        elif location.is_file() and location.suffix == ".txt":
+            lines = [line.strip() for line in location.read_text().splitlines() if line.strip()]
+            images += [(location.parent / line).resolve() for line in lines]
+        else:
+            raise DataFormatError(f"{yaml_path}: split entry {item!r} ({location}) is neither an image folder nor a .txt list")
+    return images
+
+
+def label_path_of(image_path: Path) -> Path:
+    """Ultralytics' label file of an image: the last ``images`` folder of its path becomes ``labels``."""
+    parts = list(image_path.parts)
+    if "images" not in parts:
+        return image_path.with_suffix(".txt")
+    index = len(parts) - 1 - parts[::-1].index("images")
+    parts[index] = "labels"
+    return Path(*parts).with_suffix(".txt")
+
+
+def _parse_labels(label_path: Path, keypoint_shape: tuple[int, int] | None) -> list[tuple[int, list[float]]]:
+    """``(line number, numbers)`` of every non-blank line, with the column count checked."""
+    rows = []
+    pose_columns = None if keypoint_shape is None else 5 + keypoint_shape[0] * keypoint_shape[1]
+    for number, line in enumerate(label_path.read_text().splitlines(), start=1):
+        columns = line.split()
+        if not columns:
+            continue
+        is_box = len(columns) == 5 if pose_columns is None else len(columns) == pose_columns
+        is_polygon = pose_columns is None and len(columns) >= 7 and len(columns) % 2 == 1
+        if not (is_box or is_polygon):
+            expected = "5 (class cx cy w h) or a polygon" if pose_columns is None else f"{pose_columns} (class cx cy w h + joints)"
+            raise DataFormatError(f"{label_path} [line {number}]: {len(columns)} columns, expected {expected}")
+        try:
+            rows.append((number, [float(c) for c in columns]))
+        except ValueError as error:
+            raise DataFormatError(f"{label_path} [line {number}]: non-numeric value ({error})") from error
+    return rows
+
+
+def read_yolo(yaml_path: str | Path, split: str = "val") -> DetectionDataset:
+    """Reads one split of a YOLO data set.
+
+    Args:
+        yaml_path: The Ultralytics data yaml.
+        split: Key of the split in the yaml (``train``, ``val``, ``test``).
+
+    Returns:
+        Records in image order (sorted within folders), ``image_id`` = position + 1, boxes in
+        ``xyxy`` pixels, ``category_ids`` ``1..C``; with ``kpt_shape``, ``keypoints [N, K, 3]`` in
+        pixels (2-value joints get visibility 2 where labelled, 0 at ``(0, 0)``).
+
+    Raises:
+        DataFormatError: Unreadable yaml, missing split, or a label line with the wrong number of
+            columns; the message names the file and line.
+    """
+    yaml_path = Path(yaml_path)
+    try:
+        spec = yaml.safe_load(yaml_path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise DataFormatError(f"{yaml_path}: not a readable data yaml ({error})") from error
+    if not isinstance(spec, dict) or "names" not in spec:
+        raise DataFormatError(f"{yaml_path}: a YOLO data yaml needs 'names' and the split entries")
+    if split not in spec:
+        raise DataFormatError(f"{yaml_path}: no split {split!r} (has {sorted(k for k in spec if k not in ('path', 'names'))})")
+    root = yaml_path.parent / str(spec.get("path", "."))
+    class_names = _class_names(yaml_path, spec["names"])
+    keypoint_shape = tuple(spec["kpt_shape"]) if "kpt_shape" in spec else None
+    report = DataReport()
+    records = []
+    for index, image_path in enumerate(_split_images(yaml_path, root, spec[split])):
+        width, height = image_size(image_path)
+        label_path = label_path_of(image_path)
+        rows = _parse_labels(label_path, keypoint_shape) if label_path.is_file() else []
+        known = []
+        for number, values in rows:
+            label = int(values[0]) if values[0].is_integer() else -1
+            if not 0 <= label < len(class_names):
+                report.add("unknown_category", label_path, f"image {image_path.name}: unknown class {values[0]:g}; skipped", f"line {number}")
+                continue
+            known.append((number, label, values[1:]))
+        scale = np.array([width, height], dtype=np.float64)
+        boxes, joints = [], []
+        for _, _, values in known:
+            if keypoint_shape is None and len(values) > 4:
+                points = np.array(values).reshape(-1, 2) * scale
+                boxes.append([*points.min(axis=0), *points.max(axis=0)])
+                continue
+            (cx, cy), (w, h) = np.array(values[0:2]) * scale, np.array(values[2:4]) * scale
+            boxes.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+            if keypoint_shape is not None:
+                joint = np.array(values[4:]).reshape(keypoint_shape)
+                visibility = joint[:, 2] if keypoint_shape[1] == 3 else np.where(joint[:, :2].any(axis=1), 2.0, 0.0)
+                joints.append(np.column_stack([joint[:, :2] * scale, visibility]))
+        record = ImageRecord.create(
+            path=image_path,
+            image_id=index + 1,
+            width=width,
+            height=height,
+            boxes=np.array(boxes, dtype=np.float64).reshape(-1, 4),
+            labels=[label for _, label, _ in known],
+            annotation_ids=[number for number, _, _ in known],
+            keypoints=None if keypoint_shape is None else np.array(joints, dtype=np.float32).reshape(len(known), keypoint_shape[0], 3),
+        )
+        records.append(validate_record(record, report, label_path, object_kind="line"))
+    return DetectionDataset(
+        records=records,
+        class_names=class_names,
+        category_ids=tuple(range(1, len(class_names) + 1)),
+        report=report,
+        source=str(yaml_path),
+    )

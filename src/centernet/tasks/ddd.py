@@ -1,0 +1,622 @@
+"""Monocular 3D detection on KITTI (the original's ``ddd`` task).
+
+Each object is a peak on a per-class centre heat map (``hm``: Pedestrian, Car, Cyclist); at the
+peak the network regresses the depth (``dep``, through ``1 / sigmoid(x) - 1``), the observation
+angle as two overlapping bins (``rot``, 8 channels), the 3D size (``dim``: height, width, length in
+metres), optionally the 2D box size (``wh``) and the sub-pixel centre offset (``reg``).
+Decoding back-projects the centre at the predicted depth through the image's own camera matrix
+(KITTI's 3x4 ``P2``) and recovers the yaw from the angle and the viewing ray.
+
+Units: target arrays and decoded rows are in output-map pixels (input / 4); post-processed rows in
+original image pixels and camera coordinates in metres; angles in radians.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from centernet.tasks.base import HeadOutputs, ImageMeta, Task, final_stack
+from centernet.tasks.common import (
+    affine_transform,
+    clamped_sigmoid,
+    draw_gaussian,
+    focal_loss,
+    gather_features,
+    gaussian_radius,
+    get_affine_transform,
+    peak_filter,
+    topk,
+    transform_preds,
+)
+
+CLASS_NAMES = ("Pedestrian", "Car", "Cyclist")
+"""Trained classes, in heat-map channel order (result class ids are 1-based in this order)."""
+
+KITTI_TYPES = ("Pedestrian", "Car", "Cyclist", "Van", "Truck", "Person_sitting", "Tram", "Misc", "DontCare")
+"""Every KITTI object type; the original's converted COCO json numbers them 1..9 in this order."""
+
+IGNORED_AS = {
+    "Van": ("Car",),
+    "Truck": ("Car",),
+    "Person_sitting": ("Pedestrian",),
+    "DontCare": CLASS_NAMES,
+}
+"""Types that look like a trained class (or may hide any): their region is neither positive nor
+background for the listed classes' channels. ``Tram`` and ``Misc`` are skipped altogether."""
+
+SKIPPED_TYPES = ("Tram", "Misc")
+
+HEADS = {"hm": len(CLASS_NAMES), "dep": 1, "rot": 8, "dim": 3, "wh": 2, "reg": 2}
+"""Head name -> channels, in the original's options order (checkpoint compatible)."""
+
+MAX_OBJECTS = 50
+IGNORE_VALUE = 0.9999  # below 1, so the focal loss sees no positive, and (1 - 0.9999)^4 ~ 0 negative weight
+DEPTH_EPS = 1e-6
+PEAK_THRESH = 0.2  # the original's --peak_thresh for keeping 3D results
+# The original defaults, in the order it sums the terms.
+LOSS_WEIGHTS = {"hm_loss": 1.0, "dep_loss": 1.0, "dim_loss": 1.0, "rot_loss": 1.0, "wh_loss": 0.1, "off_loss": 1.0}
+
+# L1 terms of the loss: (loss name, head = target key, mask key).
+_L1_TERMS = (("dep_loss", "dep", "reg_mask"), ("dim_loss", "dim", "reg_mask"),
+             ("wh_loss", "wh", "rot_mask"), ("off_loss", "reg", "rot_mask"))
+
+# Centres of the two overlapping orientation bins (see encode_alpha), radians.
+_BIN_CENTRES = (-0.5 * np.pi, 0.5 * np.pi)
+
+
+# ----------------------------------------------------------------------------------------------
+# Annotations and calibration
+# ----------------------------------------------------------------------------------------------
+
+
+def read_kitti_label(path: str | Path) -> dict[str, np.ndarray]:
+    """Annotations of a KITTI ``label_2`` file (15 columns per line; a 16th score column is ignored).
+
+    Returns:
+        The ``DddTask.encode`` annotations, in label-file order: ``labels [N]`` int64 index into
+        ``KITTI_TYPES``, ``boxes [N, 4]`` xyxy image pixels, ``alpha [N]`` radians, ``dims [N, 3]``
+        (h, w, l) metres, ``location [N, 3]`` bottom centre in camera coordinates (metres),
+        ``rotation_y [N]`` radians; all float64 as parsed.
+    """
+    rows = [line.split() for line in Path(path).read_text().splitlines() if line.strip()]
+    for row in rows:
+        if row[0] not in KITTI_TYPES:
+            raise ValueError(f"{path}: unknown KITTI object type {row[0]!r}")
+    values = np.array([[float(v) for v in row[1:15]] for row in rows], dtype=np.float64).reshape(-1, 14)
+    return {
+        "labels": np.array([KITTI_TYPES.index(row[0]) for row in rows], dtype=np.int64),
+        "boxes": values[:, 3:7],
+        "alpha": values[:, 2],
+        "dims": values[:, 7:10],
+        "location": values[:, 10:13],
+        "rotation_y": values[:, 13],
+    }
+
+
+def read_kitti_calib(path: str | Path) -> np.ndarray:
+    """The left colour camera's projection matrix ``P2`` of a KITTI calib file, ``[3, 4]`` float32."""
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("P2:"):
+            return np.array(line.split()[1:13], dtype=np.float32).reshape(3, 4)
+    raise ValueError(f"{path}: no 'P2:' line; cannot project without the camera matrix")
+
+
+def kitti_annotations_from_coco(annotations: Sequence[Mapping]) -> dict[str, np.ndarray]:
+    """``read_kitti_label``'s annotations from the original's converted COCO-style json.
+
+    That json (``tools/convert_kitti_to_coco.py``) numbers the types 1..9 in ``KITTI_TYPES`` order
+    and stores boxes as ``[x, y, w, h]``; the corners are rebuilt as ``x + w`` like the original.
+    """
+    boxes = [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+             for a in annotations]
+    return {
+        "labels": np.array([int(a["category_id"]) - 1 for a in annotations], dtype=np.int64),
+        "boxes": np.array(boxes, dtype=np.float64).reshape(-1, 4),
+        "alpha": np.array([a["alpha"] for a in annotations], dtype=np.float64),
+        "dims": np.array([a["dim"] for a in annotations], dtype=np.float64).reshape(-1, 3),
+        "location": np.array([a["location"] for a in annotations], dtype=np.float64).reshape(-1, 3),
+        "rotation_y": np.array([a["rotation_y"] for a in annotations], dtype=np.float64),
+    }
+
+
+def _require_calib(calib: np.ndarray | None) -> np.ndarray:
+    """The 3x4 camera matrix as float32; a clear error instead of any silent default camera."""
+    if calib is None:
+        raise ValueError(
+            "ddd needs the image's own 3x4 camera matrix (KITTI P2, e.g. read_kitti_calib(path)); "
+            "no default calibration is assumed"
+        )
+    calib = np.asarray(calib, dtype=np.float32)
+    if calib.shape != (3, 4):
+        raise ValueError(f"calib must be the 3x4 projection matrix P2, got shape {calib.shape}")
+    return calib
+
+
+# ----------------------------------------------------------------------------------------------
+# Targets
+# ----------------------------------------------------------------------------------------------
+
+
+def encode_alpha(alpha: float) -> tuple[list[int], list[float], list[float]]:
+    """Two-bin encoding of an observation angle.
+
+    Bin 1 (centre -pi/2) covers ``alpha < pi/6 or alpha > 5pi/6``, bin 2 (centre +pi/2) covers
+    ``alpha > -pi/6 or alpha < -5pi/6``; the bins overlap, so an angle can be in both. Each bin
+    regresses the angle relative to its centre.
+
+    Returns:
+        ``(bins, residuals, rot8)``: bin flags ``[2]``, residuals ``[2]`` (0 outside the bin) in
+        radians, and the 8-vector ``[0, bin1, sin r1, cos r1, 0, bin2, sin r2, cos r2]`` (with
+        ``sin, cos = 0, 1`` outside the bin) that the original stores in ``gt_det``.
+    """
+    in_bin = (alpha < np.pi / 6.0 or alpha > 5 * np.pi / 6.0, alpha > -np.pi / 6.0 or alpha < -5 * np.pi / 6.0)
+    bins, residuals, rot8 = [0, 0], [0.0, 0.0], [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    for b in range(2):
+        if in_bin[b]:
+            residual = alpha - _BIN_CENTRES[b]
+            bins[b], residuals[b] = 1, residual
+            rot8[4 * b + 1], rot8[4 * b + 2], rot8[4 * b + 3] = 1.0, np.sin(residual), np.cos(residual)
+    return bins, residuals, rot8
+
+
+def encode_ddd(
+    annotations: Mapping[str, np.ndarray],
+    calib: np.ndarray | None,
+    center: np.ndarray,
+    scale: np.ndarray,
+    output_size: tuple[int, int],
+    max_objects: int = MAX_OBJECTS,
+) -> dict[str, np.ndarray]:
+    """Training targets of one frame, exactly as the original ``DddDataset`` (no augmentation here).
+
+    Rows follow the label order (row ``k`` is object ``k``; skipped or ignored objects leave zero
+    rows); at most ``max_objects`` objects are read. The Gaussian radius uses the un-rounded box
+    size and the Gaussian is drawn at the float centre (truncated to a pixel when drawing).
+
+    Args:
+        annotations: one frame's objects as ``read_kitti_label`` returns them (``labels``,
+            ``boxes`` in image pixels, ``alpha``, ``dims``, ``location``).
+        calib: the frame's ``[3, 4]`` camera matrix; required, returned in the targets.
+        center: ``(x, y)`` window centre in image pixels (the letterbox of ``get_affine_transform``).
+        scale: window size ``(w, h)`` in image pixels.
+        output_size: ``(width, height)`` of the output map.
+        max_objects: number of target rows.
+
+    Returns:
+        ``hm [C, Ho, Wo]``, ``dep [M, 1]`` metres, ``dim [M, 3]`` metres, ``ind [M]`` int64,
+        ``rotbin [M, 2]`` int64, ``rotres [M, 2]`` radians, ``reg_mask``/``rot_mask [M]`` uint8,
+        ``wh [M, 2]`` and ``reg [M, 2]`` output pixels, ``calib [3, 4]``, and ``gt_det [n, 18]``
+        rows ``[x, y, 1, rot8, depth, h, w, l, box_w, box_h, cls0]`` of the trained objects.
+    """
+    calib = _require_calib(calib)
+    out_w, out_h = int(output_size[0]), int(output_size[1])
+    trans = get_affine_transform(center, scale, 0, (out_w, out_h))
+    num_classes = len(CLASS_NAMES)
+
+    hm = np.zeros((num_classes, out_h, out_w), dtype=np.float32)
+    wh = np.zeros((max_objects, 2), dtype=np.float32)
+    reg = np.zeros((max_objects, 2), dtype=np.float32)
+    dep = np.zeros((max_objects, 1), dtype=np.float32)
+    rotbin = np.zeros((max_objects, 2), dtype=np.int64)
+    rotres = np.zeros((max_objects, 2), dtype=np.float32)
+    dim = np.zeros((max_objects, 3), dtype=np.float32)
+    ind = np.zeros((max_objects,), dtype=np.int64)
+    reg_mask = np.zeros((max_objects,), dtype=np.uint8)
+    rot_mask = np.zeros((max_objects,), dtype=np.uint8)
+    gt_det = []
+
+    labels = np.asarray(annotations["labels"])
+    for k in range(min(len(labels), max_objects)):
+        kitti_type = KITTI_TYPES[int(labels[k])]
+        if kitti_type in SKIPPED_TYPES:
+            continue
+        bbox = np.asarray(annotations["boxes"][k]).astype(np.float32)
+        bbox[:2] = affine_transform(bbox[:2], trans)
+        bbox[2:] = affine_transform(bbox[2:], trans)
+        bbox[[0, 2]] = np.clip(bbox[[0, 2]], 0, out_w - 1)
+        bbox[[1, 3]] = np.clip(bbox[[1, 3]], 0, out_h - 1)
+        h, w = bbox[3] - bbox[1], bbox[2] - bbox[0]
+        if not (h > 0 and w > 0):
+            continue
+        radius = max(0, int(gaussian_radius((h, w))))
+        ct = np.array([(bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2], dtype=np.float32)
+        ct_int = ct.astype(np.int32)
+
+        if kitti_type in IGNORED_AS:
+            channels = [CLASS_NAMES.index(name) for name in IGNORED_AS[kitti_type]]
+            for c in channels:
+                draw_gaussian(hm[c], ct, radius)
+            hm[channels, ct_int[1], ct_int[0]] = IGNORE_VALUE
+            continue
+
+        cls = CLASS_NAMES.index(kitti_type)
+        draw_gaussian(hm[cls], ct, radius)
+        wh[k] = w, h
+        bins, residuals, rot8 = encode_alpha(float(annotations["alpha"][k]))
+        depth = float(annotations["location"][k][2])
+        dims = np.asarray(annotations["dims"][k], dtype=np.float64)
+        gt_det.append([ct[0], ct[1], 1.0, *rot8, depth, *dims.tolist(), w, h, cls])
+        rotbin[k] = bins
+        rotres[k] = residuals
+        dep[k] = depth
+        dim[k] = dims
+        ind[k] = ct_int[1] * out_w + ct_int[0]
+        reg[k] = ct - ct_int
+        reg_mask[k] = 1
+        rot_mask[k] = 1
+
+    return {
+        "hm": hm, "dep": dep, "dim": dim, "ind": ind, "rotbin": rotbin, "rotres": rotres,
+        "reg_mask": reg_mask, "rot_mask": rot_mask, "wh": wh, "reg": reg, "calib": calib,
+        "gt_det": np.array(gt_det, dtype=np.float32).reshape(-1, 18),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss
+# ----------------------------------------------------------------------------------------------
+
+
+def depth_from_logits(x: torch.Tensor) -> torch.Tensor:
+    """Depth in metres from the raw ``dep`` head: ``1 / (sigmoid(x) + 1e-6) - 1`` (in (0, 1e6))."""
+    return 1.0 / (x.sigmoid() + DEPTH_EPS) - 1.0
+
+
+def l1_mean_loss(output: torch.Tensor, mask: torch.Tensor, ind: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The ddd L1 loss: masked ``|pred - target|`` averaged over ALL ``B * M * D`` entries.
+
+    Unlike ``reg_l1_loss`` it is not normalised by the number of objects, so its scale depends on
+    ``max_objects`` (the original's ``L1Loss``; kept for faithfulness of the loss weights).
+
+    Args:
+        output: ``[B, D, H, W]`` map; mask ``[B, M]``; ind ``[B, M]``; target ``[B, M, D]``.
+    """
+    pred = gather_features(output, ind)
+    mask = mask.unsqueeze(2).expand_as(pred).float()
+    return F.l1_loss(pred * mask, target * mask, reduction="mean")
+
+
+def bin_rot_loss(
+    output: torch.Tensor, mask: torch.Tensor, ind: torch.Tensor, rotbin: torch.Tensor, rotres: torch.Tensor
+) -> torch.Tensor:
+    """Two-bin orientation loss (the original's ``BinRotLoss``).
+
+    Per bin: cross-entropy of the 2 bin logits (multiplied by the mask, so padding rows count as
+    uniform logits in the mean over all ``B * M`` rows), plus smooth-L1 of ``(sin, cos)`` against
+    the residual angle over the rows whose bin flag is set.
+
+    Args:
+        output: ``[B, 8, H, W]`` raw ``rot`` map ``[bin1 logits (2), sin1, cos1, bin2 logits (2), sin2, cos2]``.
+        mask: ``[B, M]``; ind: ``[B, M]``; rotbin: ``[B, M, 2]`` int64; rotres: ``[B, M, 2]`` radians.
+    """
+    pred = gather_features(output, ind).reshape(-1, 8)
+    bins = rotbin.reshape(-1, 2)
+    residuals = rotres.reshape(-1, 2)
+    row_mask = mask.reshape(-1, 1).float()
+    loss = pred.new_zeros(())
+    for b in range(2):
+        logits = pred[:, 4 * b : 4 * b + 2] * row_mask
+        loss = loss + F.cross_entropy(logits, bins[:, b], reduction="mean")
+    for b in range(2):
+        rows = bins[:, b].nonzero()[:, 0]
+        if rows.numel() > 0:
+            sin_cos = pred[rows, 4 * b + 2 : 4 * b + 4]
+            angle = residuals[rows, b]
+            loss = loss + F.smooth_l1_loss(sin_cos[:, 0], torch.sin(angle), reduction="mean")
+            loss = loss + F.smooth_l1_loss(sin_cos[:, 1], torch.cos(angle), reduction="mean")
+    return loss
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding
+# ----------------------------------------------------------------------------------------------
+
+
+def ddd_decode(
+    heat: torch.Tensor,
+    rot: torch.Tensor,
+    depth: torch.Tensor,
+    dim: torch.Tensor,
+    wh: torch.Tensor | None = None,
+    reg: torch.Tensor | None = None,
+    K: int = 100,
+) -> torch.Tensor:
+    """Top-K centre peaks with their 3D attributes (the original's ``ddd_decode``).
+
+    Args:
+        heat: ``[B, C, H, W]`` centre scores (after sigmoid).
+        rot: ``[B, 8, H, W]`` raw rotation bins; depth: ``[B, 1, H, W]`` metres (after
+            ``depth_from_logits``); dim: ``[B, 3, H, W]`` metres.
+        wh: optional ``[B, 2, H, W]`` 2D box size in output pixels.
+        reg: optional ``[B, 2, H, W]`` sub-pixel offset; without it the pixel centre (+0.5) is used.
+        K: detections per image.
+
+    Returns:
+        ``[B, K, 18]`` rows ``[x, y, score, rot8, depth, h, w, l, box_w, box_h, cls0]`` in
+        output pixels (``[B, K, 16]`` without ``wh``), sorted by score.
+    """
+    batch = heat.shape[0]
+    scores, inds, classes, ys, xs = topk(peak_filter(heat), K)
+    if reg is not None:
+        offset = gather_features(reg, inds)
+        xs = xs.view(batch, K, 1) + offset[:, :, 0:1]
+        ys = ys.view(batch, K, 1) + offset[:, :, 1:2]
+    else:
+        xs = xs.view(batch, K, 1) + 0.5
+        ys = ys.view(batch, K, 1) + 0.5
+    columns = [xs, ys, scores.view(batch, K, 1), gather_features(rot, inds),
+               gather_features(depth, inds), gather_features(dim, inds)]
+    if wh is not None:
+        columns.append(gather_features(wh, inds))
+    columns.append(classes.view(batch, K, 1).float())
+    return torch.cat(columns, dim=2)
+
+
+def decode_alpha(rot8: np.ndarray) -> np.ndarray:
+    """Observation angle from the 8 rotation outputs (the original's ``get_alpha``).
+
+    The bin with the larger second logit wins; its angle is ``atan2(sin, cos)`` plus its centre.
+
+    Args:
+        rot8: ``[N, 8]`` raw rotation outputs.
+
+    Returns:
+        ``[N]`` alpha in radians (float32 for float32 input).
+    """
+    alpha1 = np.arctan2(rot8[:, 2], rot8[:, 3]) + _BIN_CENTRES[0]
+    alpha2 = np.arctan2(rot8[:, 6], rot8[:, 7]) + _BIN_CENTRES[1]
+    return np.where(rot8[:, 1] > rot8[:, 5], alpha1, alpha2)
+
+
+def unproject_to_3d(points: np.ndarray, depth: np.ndarray, calib: np.ndarray) -> np.ndarray:
+    """Camera coordinates of image points at a known depth, through the 3x4 matrix ``P``.
+
+    ``P`` carries a translation column (KITTI's rectified cameras are offset from the reference
+    camera), hence ``z = depth - P[2, 3]`` and the ``P[:, 3]`` terms.
+
+    Args:
+        points: ``[N, 2]`` image pixels; depth: ``[N]`` metres; calib: ``[3, 4]``.
+
+    Returns:
+        ``[N, 3]`` camera coordinates in metres.
+    """
+    z = depth - calib[2, 3]
+    x = (points[:, 0] * depth - calib[0, 3] - calib[0, 2] * z) / calib[0, 0]
+    y = (points[:, 1] * depth - calib[1, 3] - calib[1, 2] * z) / calib[1, 1]
+    return np.stack([x, y, z], axis=1)
+
+
+def alpha_to_rotation_y(alpha: np.ndarray, x: np.ndarray, cx: float, fx: float) -> np.ndarray:
+    """Yaw from the observation angle and the ray through image column ``x``, wrapped to [-pi, pi]."""
+    rotation_y = alpha + np.arctan2(x - cx, fx)
+    rotation_y = np.where(rotation_y > np.pi, rotation_y - 2 * np.pi, rotation_y)
+    return np.where(rotation_y < -np.pi, rotation_y + 2 * np.pi, rotation_y)
+
+
+def locate_3d(
+    centers: np.ndarray, alpha: np.ndarray, dims: np.ndarray, depth: np.ndarray, calib: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """KITTI location and yaw of objects from their projected 3D centre (the original's ``ddd2locrot``).
+
+    The centre is back-projected at ``depth``; KITTI locations are box bottoms, so the y (down) axis
+    is moved by half the height.
+
+    Args:
+        centers: ``[N, 2]`` image pixels; alpha: ``[N]`` radians; dims: ``[N, 3]`` (h, w, l) metres;
+            depth: ``[N]`` metres; calib: ``[3, 4]``.
+
+    Returns:
+        ``(location [N, 3] metres, rotation_y [N] radians)``.
+    """
+    location = unproject_to_3d(centers, depth, calib)
+    location[:, 1] += dims[:, 0] / 2
+    return location, alpha_to_rotation_y(alpha, centers[:, 0], calib[0, 2], calib[0, 0])
+
+
+def box3d_corners(dim: np.ndarray, location: np.ndarray, rotation_y: float) -> np.ndarray:
+    """The 8 corners of a KITTI 3D box (the original's ``compute_box_3d``).
+
+    Args:
+        dim: ``(h, w, l)`` metres; location: bottom centre ``(x, y, z)``; rotation_y: yaw, radians.
+
+    Returns:
+        ``[8, 3]`` float32 corners: bottom face 0-3, top face 4-7 (y is down, so top is ``-h``).
+    """
+    c, s = np.cos(rotation_y), np.sin(rotation_y)
+    rotation = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=np.float32)
+    h, w, l = dim[0], dim[1], dim[2]
+    corners = np.array(
+        [[l / 2, l / 2, -l / 2, -l / 2, l / 2, l / 2, -l / 2, -l / 2],
+         [0, 0, 0, 0, -h, -h, -h, -h],
+         [w / 2, -w / 2, -w / 2, w / 2, w / 2, -w / 2, -w / 2, w / 2]],
+        dtype=np.float32,
+    )
+    return (rotation @ corners + np.asarray(location, dtype=np.float32).reshape(3, 1)).T
+
+
+def project_to_image(points_3d: np.ndarray, calib: np.ndarray) -> np.ndarray:
+    """Project ``[N, 3]`` camera points with the ``[3, 4]`` matrix; returns ``[N, 2]`` image pixels."""
+    homogeneous = np.concatenate([points_3d, np.ones((points_3d.shape[0], 1), dtype=np.float32)], axis=1)
+    projected = (calib @ homogeneous.T).T
+    return projected[:, :2] / projected[:, 2:]
+
+
+def ddd_post_process(
+    dets: np.ndarray,
+    center: np.ndarray,
+    scale: np.ndarray,
+    calib: np.ndarray | None,
+    output_size: tuple[int, int],
+    num_classes: int = len(CLASS_NAMES),
+) -> dict[int, np.ndarray]:
+    """Decoded rows of one image -> KITTI results per class.
+
+    The centre goes to image pixels through the inverse letterbox, the angle is decoded from its
+    bins, and the 3D location is recovered with THIS image's camera matrix. Quirk kept from the
+    original: the 2D box size ``(w, h)`` is mapped with ``transform_preds`` as if it were a point,
+    so the letterbox translation is added to it (a sub-pixel to few-pixel bias, trained in).
+
+    Args:
+        dets: ``[K, 18]`` (or ``[K, 16]`` without 2D size) rows of ``ddd_decode`` for one image.
+        center, scale: the letterbox window of the image (see ``get_affine_transform``).
+        calib: the image's ``[3, 4]`` camera matrix; required.
+        output_size: ``(width, height)`` of the output map.
+        num_classes: number of classes.
+
+    Returns:
+        ``{cls1: [n, 13] float32}`` rows ``[alpha, x1, y1, x2, y2, h, w, l, x, y, z, rotation_y,
+        score]``, class ids 1-based, rows in decode order.
+    """
+    calib = _require_calib(calib)
+    dets = np.asarray(dets, dtype=np.float32)
+    centers = transform_preds(dets[:, 0:2], center, scale, output_size).astype(np.float32)
+    if dets.shape[1] > 16:
+        sizes = transform_preds(dets[:, 15:17], center, scale, output_size).astype(np.float32)
+    else:
+        sizes = np.zeros((len(dets), 2), dtype=np.float32)
+    alpha = decode_alpha(dets[:, 3:11]).astype(np.float32)
+    depth, dims, scores = dets[:, 11], dets[:, 12:15], dets[:, 2]
+    location, rotation_y = locate_3d(centers, alpha, dims, depth, calib)
+    rows = np.concatenate(
+        [alpha[:, None], centers - sizes / 2, centers + sizes / 2, dims, location,
+         rotation_y[:, None], scores[:, None]], axis=1).astype(np.float32)
+    classes = dets[:, -1]
+    return {c + 1: rows[classes == c] for c in range(num_classes)}
+
+
+def keep_confident(results: Mapping[int, np.ndarray], thresh: float = PEAK_THRESH) -> dict[int, np.ndarray]:
+    """Drop results whose score (last column) is not above ``thresh`` (the original's ``merge_outputs``)."""
+    return {cls: rows[rows[:, -1] > thresh] for cls, rows in results.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# KITTI result files
+# ----------------------------------------------------------------------------------------------
+
+
+def kitti_result_lines(results: Mapping[int, np.ndarray], class_names: Sequence[str] = CLASS_NAMES) -> list[str]:
+    """KITTI object-detection result lines, as the original writes them (2 decimals).
+
+    Each line has 16 columns: ``type truncated occluded alpha x1 y1 x2 y2 h w l x y z ry score``,
+    with ``truncated = 0.0`` and ``occluded = 0`` (not predicted).
+
+    Args:
+        results: ``{cls1: [n, 13]}`` from ``ddd_post_process``.
+        class_names: names of the 1-based class ids.
+    """
+    lines = []
+    for cls, rows in results.items():
+        for row in rows:
+            lines.append(f"{class_names[cls - 1]} 0.0 0 " + " ".join(f"{v:.2f}" for v in row))
+    return lines
+
+
+def parse_kitti_result_line(line: str, class_names: Sequence[str] = CLASS_NAMES) -> tuple[int, np.ndarray]:
+    """Inverse of ``kitti_result_lines`` for one line: ``(cls1, [13] float32 row)``."""
+    fields = line.split()
+    if len(fields) != 16:
+        raise ValueError(f"a KITTI result line has 16 columns, got {len(fields)}: {line!r}")
+    return class_names.index(fields[0]) + 1, np.array(fields[3:], dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Task
+# ----------------------------------------------------------------------------------------------
+
+
+class DddTask(Task):
+    """Monocular 3D detection on KITTI: heads, targets, loss, decoder and KITTI post-processing.
+
+    Args:
+        num_classes: must be ``len(CLASS_NAMES)`` (3); the KITTI type roles are defined for them.
+        regress_box_size: keep the ``wh`` head (the original's default ``reg_bbox``).
+        regress_offset: keep the ``reg`` head (the original's default ``reg_offset``).
+        loss_weights: overrides of ``LOSS_WEIGHTS`` (keys ``hm_loss``, ``dep_loss``, ...).
+        max_objects: target rows per image.
+    """
+
+    name = "ddd"
+
+    def __init__(
+        self,
+        num_classes: int = len(CLASS_NAMES),
+        regress_box_size: bool = True,
+        regress_offset: bool = True,
+        loss_weights: Mapping[str, float] | None = None,
+        max_objects: int = MAX_OBJECTS,
+    ) -> None:
+        if num_classes != len(CLASS_NAMES):
+            raise ValueError(f"ddd trains the KITTI classes {CLASS_NAMES}; got num_classes={num_classes}")
+        super().__init__(num_classes)
+        self.regress_box_size = regress_box_size
+        self.regress_offset = regress_offset
+        self.max_objects = max_objects
+        self.loss_weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
+
+    @classmethod
+    def head_channels(cls, num_classes: int) -> dict[str, int]:
+        return {**HEADS, "hm": num_classes}
+
+    @property
+    def heads(self) -> dict[str, int]:
+        off = ({"wh"} if not self.regress_box_size else set()) | ({"reg"} if not self.regress_offset else set())
+        return {name: c for name, c in self.head_channels(self.num_classes).items() if name not in off}
+
+    def encode(self, annotations: Mapping[str, np.ndarray], meta: ImageMeta) -> dict[str, np.ndarray]:
+        """Targets of one frame (see ``encode_ddd``); ``meta.calib`` is required.
+
+        Annotations use ``labels`` = index into ``KITTI_TYPES`` (not a trained-class index), since
+        the ignored types (Van, Truck, Person_sitting, DontCare) shape the heat map too.
+        """
+        if meta.flipped or meta.rot:
+            raise ValueError("ddd targets are defined without mirroring or rotation (as the original)")
+        targets = encode_ddd(annotations, meta.calib, meta.center, meta.scale, meta.output_hw[::-1], self.max_objects)
+        if not self.regress_box_size:
+            del targets["wh"]
+        if not self.regress_offset:
+            del targets["reg"]
+        return targets
+
+    def stack_losses(self, output: HeadOutputs, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The original ``DddLoss`` terms, unweighted.
+
+        Focal loss on ``hm``; mean L1 (``l1_mean_loss``) on depth (after ``depth_from_logits``) and
+        size where ``reg_mask`` is set, and on ``wh`` and ``reg`` where ``rot_mask`` is set (they
+        differ only under the original's scale/shift augmentation); ``bin_rot_loss`` on ``rot``.
+        Terms whose head is off or whose weight is 0 are 0.
+        """
+        weights = self.loss_weights
+        ind = batch["ind"]
+        losses = {"hm_loss": focal_loss(clamped_sigmoid(output["hm"]), batch["hm"])}
+        for loss_name, head, mask in _L1_TERMS:
+            if head not in output or weights[loss_name] <= 0:
+                losses[loss_name] = output["hm"].new_zeros(())
+                continue
+            prediction = depth_from_logits(output[head]) if head == "dep" else output[head]
+            losses[loss_name] = l1_mean_loss(prediction, batch[mask], ind, batch[head])
+        losses["rot_loss"] = output["hm"].new_zeros(())
+        if weights["rot_loss"] > 0:
+            losses["rot_loss"] = bin_rot_loss(output["rot"], batch["rot_mask"], ind, batch["rotbin"], batch["rotres"])
+        return {name: losses[name] for name in LOSS_WEIGHTS}
+
+    def decode(self, outputs: HeadOutputs | list[HeadOutputs], K: int = 100, flip: bool = False) -> torch.Tensor:
+        """``ddd_decode`` rows ``[B, K, 18]`` from raw head maps (sigmoid and depth transform applied).
+
+        The original has no flip test for 3D (a mirrored image would need a mirrored camera).
+        """
+        if flip:
+            raise ValueError("ddd has no flip test (the original defines none)")
+        output = final_stack(outputs)
+        return ddd_decode(
+            output["hm"].sigmoid(), output["rot"], depth_from_logits(output["dep"]), output["dim"],
+            wh=output.get("wh"), reg=output.get("reg"), K=K)
+
+    def post_process(self, dets: torch.Tensor | np.ndarray, meta: ImageMeta) -> dict[int, np.ndarray]:
+        """``{cls1: [n, 13]}`` KITTI rows of one image (see ``ddd_post_process``); needs ``meta.calib``."""
+        if isinstance(dets, torch.Tensor):
+            dets = dets.detach().cpu().numpy()
+        return ddd_post_process(dets, meta.center, meta.scale, meta.calib, meta.output_hw[::-1], self.num_classes)

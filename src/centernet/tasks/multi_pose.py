@@ -1,0 +1,490 @@
+"""Multi-person pose estimation (the original's ``multi_pose`` task) on COCO keypoints.
+
+Each person is a peak on the centre heat map (``hm``, one class); at the peak the network regresses
+the box size (``wh``), the sub-pixel centre offset (``reg``) and the 17 joints as offsets from the
+integer centre (``hps``, 34 channels). Two optional heads refine the joints bottom-up: a heat map
+per joint (``hm_hp``, 17 channels) and a shared sub-pixel joint offset (``hp_offset``). Decoding
+snaps each regressed joint to the nearest confident joint peak inside the person's box.
+
+Units: target arrays and decoded rows are in output-map pixels (input / 4); post-processed rows in
+original image pixels.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from centernet.tasks.base import HeadOutputs, ImageMeta, Task, final_stack
+from centernet.tasks.common import (
+    affine_transform,
+    clamped_sigmoid,
+    draw_gaussian,
+    flip_lr,
+    flip_lr_pairs,
+    focal_loss,
+    gather_features,
+    gaussian_radius,
+    peak_filter,
+    reg_l1_loss,
+    reg_weighted_l1_loss,
+    topk,
+    transform_preds,
+)
+
+NUM_JOINTS = 17
+COCO_FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
+"""Left/right joint pairs of COCO's 17 keypoints (eyes, ears, shoulders, ... ankles), swapped when mirroring."""
+
+HEADS = {"hm": 1, "wh": 2, "hps": 2 * NUM_JOINTS, "reg": 2, "hm_hp": NUM_JOINTS, "hp_offset": 2}
+"""Head name -> channels, in the original's options order (checkpoint compatible)."""
+
+MAX_PEOPLE = 32
+IGNORE_VALUE = 0.9999  # below 1, so the focal loss sees no positive, and its negative weight (1 - 0.9999)^4 ~ 0
+JOINT_THRESH = 0.1  # joint heat-map peaks below this score never replace a regressed joint
+SNAP_DISTANCE = 0.3  # a peak further than this fraction of the box's longer side is not the same joint
+# The original defaults, in the order it sums the terms (hp_offset shares off_weight).
+LOSS_WEIGHTS = {"hm_loss": 1.0, "wh_loss": 0.1, "off_loss": 1.0, "hp_loss": 1.0, "hm_hp_loss": 1.0, "hp_offset_loss": 1.0}
+
+
+# ----------------------------------------------------------------------------------------------
+# Targets
+# ----------------------------------------------------------------------------------------------
+
+
+def flip_pose_annotations(
+    boxes: np.ndarray, keypoints: np.ndarray, width: int, flip_pairs: Sequence[tuple[int, int]] = COCO_FLIP_PAIRS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror boxes and joints of an image ``width`` pixels wide (``x -> width - x - 1``).
+
+    Left and right joints swap roles, so their rows are exchanged as well.
+
+    Args:
+        boxes: ``[N, 4]`` xyxy image pixels; keypoints: ``[N, J, 3]`` ``(x, y, visibility)``.
+
+    Returns:
+        New ``(boxes, keypoints)`` arrays with the dtypes of the inputs.
+    """
+    boxes = boxes.copy()
+    keypoints = keypoints.copy()
+    boxes[:, [0, 2]] = width - boxes[:, [2, 0]] - 1
+    keypoints[:, :, 0] = width - keypoints[:, :, 0] - 1
+    for left, right in flip_pairs:
+        keypoints[:, [left, right]] = keypoints[:, [right, left]]
+    return boxes, keypoints
+
+
+def encode_multi_pose(
+    boxes: np.ndarray,
+    keypoints: np.ndarray,
+    trans_output: np.ndarray,
+    trans_output_rot: np.ndarray,
+    output_size: tuple[int, int],
+    rotated: bool = False,
+    max_people: int = MAX_PEOPLE,
+) -> dict[str, np.ndarray]:
+    """Training targets of one image, exactly as the original ``MultiPoseDataset``.
+
+    Row ``k`` is person ``k`` (annotation order; at most ``max_people``). Per person with a valid
+    box: the centre Gaussian (radius from the rounded-up box size), box size and centre offset;
+    per labelled joint that lands inside the output map: its offset from the integer centre,
+    a joint Gaussian with the person's radius, and its sub-pixel offset. A person without any
+    labelled joint gets the centre Gaussian (peak 1) but ``reg_mask = 0``. Joints outside the map
+    and unlabelled joints are masked out.
+
+    Args:
+        boxes: ``[N, 4]`` float32 xyxy in (already mirrored, if flipped) image pixels.
+        keypoints: ``[N, J, 3]`` joints ``(x, y, v)`` in the same pixels; ``v > 0`` is labelled.
+        trans_output: ``[2, 3]`` image -> output-map affine WITHOUT rotation (used for boxes).
+        trans_output_rot: the same WITH the rotation augmentation (used for joints).
+        output_size: ``(width, height)`` of the output map.
+        rotated: whether a rotation augmentation was applied; as in the original, the centre heat
+            map then becomes ``IGNORE_VALUE`` everywhere and centre/joint regression masks are 0
+            (rotated boxes are not trusted; only the joint maps train).
+        max_people: target rows.
+
+    Returns:
+        ``hm [1, Ho, Wo]``, ``wh``/``reg [M, 2]``, ``ind [M]`` int64, ``reg_mask [M]`` uint8,
+        ``hps [M, 2J]`` joint minus integer centre, ``hps_mask [M, 2J]`` uint8, ``hm_hp [J, Ho, Wo]``,
+        ``hp_offset [M*J, 2]``, ``hp_ind [M*J]`` int64, ``hp_mask [M*J]`` int64 (index
+        ``person * J + joint``), and ``gt_det [n, 5 + 2J + 1]`` rows
+        ``[x1, y1, x2, y2, 1, joints (x, y)..., cls0]`` in output pixels.
+    """
+    out_w, out_h = int(output_size[0]), int(output_size[1])
+    num_joints = keypoints.shape[1]
+    hm = np.zeros((1, out_h, out_w), dtype=np.float32)
+    hm_hp = np.zeros((num_joints, out_h, out_w), dtype=np.float32)
+    wh = np.zeros((max_people, 2), dtype=np.float32)
+    reg = np.zeros((max_people, 2), dtype=np.float32)
+    ind = np.zeros((max_people,), dtype=np.int64)
+    reg_mask = np.zeros((max_people,), dtype=np.uint8)
+    hps = np.zeros((max_people, 2 * num_joints), dtype=np.float32)
+    hps_mask = np.zeros((max_people, 2 * num_joints), dtype=np.uint8)
+    hp_offset = np.zeros((max_people * num_joints, 2), dtype=np.float32)
+    hp_ind = np.zeros((max_people * num_joints,), dtype=np.int64)
+    hp_mask = np.zeros((max_people * num_joints,), dtype=np.int64)
+    gt_det = []
+
+    for k in range(min(len(boxes), max_people)):
+        bbox = np.asarray(boxes[k], dtype=np.float32).copy()
+        joints = np.asarray(keypoints[k], dtype=np.float32).copy()
+        bbox[:2] = affine_transform(bbox[:2], trans_output)
+        bbox[2:] = affine_transform(bbox[2:], trans_output)
+        bbox[[0, 2]] = np.clip(bbox[[0, 2]], 0, out_w - 1)
+        bbox[[1, 3]] = np.clip(bbox[[1, 3]], 0, out_h - 1)
+        h, w = bbox[3] - bbox[1], bbox[2] - bbox[0]
+        if not ((h > 0 and w > 0) or rotated):
+            continue
+        radius = max(0, int(gaussian_radius((math.ceil(h), math.ceil(w)))))
+        ct = np.array([(bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2], dtype=np.float32)
+        ct_int = ct.astype(np.int32)
+        wh[k] = w, h
+        ind[k] = ct_int[1] * out_w + ct_int[0]
+        reg[k] = ct - ct_int
+        reg_mask[k] = 1
+        if joints[:, 2].sum() == 0:
+            # Still a person to detect (Gaussian drawn below), but nothing to regress.
+            hm[0, ct_int[1], ct_int[0]] = IGNORE_VALUE
+            reg_mask[k] = 0
+
+        for j in range(num_joints):
+            if joints[j, 2] <= 0:
+                continue
+            joints[j, :2] = affine_transform(joints[j, :2], trans_output_rot)
+            if not (0 <= joints[j, 0] < out_w and 0 <= joints[j, 1] < out_h):
+                continue
+            hps[k, 2 * j : 2 * j + 2] = joints[j, :2] - ct_int
+            hps_mask[k, 2 * j : 2 * j + 2] = 1
+            joint_int = joints[j, :2].astype(np.int32)
+            hp_offset[k * num_joints + j] = joints[j, :2] - joint_int
+            hp_ind[k * num_joints + j] = joint_int[1] * out_w + joint_int[0]
+            hp_mask[k * num_joints + j] = 1
+            draw_gaussian(hm_hp[j], joint_int, radius)
+        draw_gaussian(hm[0], ct_int, radius)
+        gt_det.append([ct[0] - w / 2, ct[1] - h / 2, ct[0] + w / 2, ct[1] + h / 2, 1.0,
+                       *joints[:, :2].reshape(-1).tolist(), 0.0])
+
+    if rotated:
+        hm[:] = IGNORE_VALUE
+        reg_mask[:] = 0
+        hps_mask[:] = 0
+    return {
+        "hm": hm, "wh": wh, "reg": reg, "ind": ind, "reg_mask": reg_mask, "hps": hps, "hps_mask": hps_mask,
+        "hm_hp": hm_hp, "hp_offset": hp_offset, "hp_ind": hp_ind, "hp_mask": hp_mask,
+        "gt_det": np.array(gt_det, dtype=np.float32).reshape(-1, 5 + 2 * num_joints + 1),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding
+# ----------------------------------------------------------------------------------------------
+
+
+def flip_joint_offsets(hps: torch.Tensor, flip_pairs: Sequence[tuple[int, int]] = COCO_FLIP_PAIRS) -> torch.Tensor:
+    """Un-mirror joint offset maps ``[B, 2J, H, W]``: flip left-right, negate x, swap left/right joints."""
+    batch, channels, height, width = hps.shape
+    per_joint = hps.reshape(batch, channels // 2, 2, height, width)
+    sign = torch.tensor([-1.0, 1.0], dtype=hps.dtype, device=hps.device).view(1, 1, 2, 1, 1)
+    return flip_lr_pairs(per_joint * sign, flip_pairs).reshape(batch, channels, height, width)
+
+
+def _topk_per_channel(scores: torch.Tensor, K: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-``K`` pixels of every channel separately: ``(scores, inds, ys, xs)``, each ``[B, C, K]``."""
+    batch, channels, _, width = scores.shape
+    top_scores, inds = torch.topk(scores.reshape(batch, channels, -1), K)
+    ys = torch.div(inds, width, rounding_mode="floor").float()
+    xs = (inds % width).float()
+    return top_scores, inds, ys, xs
+
+
+def _snap_to_joint_peaks(
+    joints: torch.Tensor,
+    boxes: torch.Tensor,
+    hm_hp: torch.Tensor,
+    hp_offset: torch.Tensor | None,
+    thresh: float = JOINT_THRESH,
+) -> torch.Tensor:
+    """Replace regressed joints by the nearest confident peak of their joint heat map.
+
+    For each person and joint the nearest of the joint map's top-K peaks (scores above ``thresh``)
+    is taken, unless it lies outside the person's box or further than ``SNAP_DISTANCE`` times the
+    box's longer side: then the regressed joint stays.
+
+    Args:
+        joints: ``[B, K, J, 2]`` regressed joints; boxes: ``[B, K, 4]`` xyxy; both output pixels.
+        hm_hp: ``[B, J, H, W]`` joint scores (after sigmoid); hp_offset: ``[B, 2, H, W]`` or None.
+
+    Returns:
+        ``[B, K, J, 2]`` joints.
+    """
+    batch, num_people, num_joints, _ = joints.shape
+    regressed = joints.permute(0, 2, 1, 3)  # [B, J, K, 2]
+    peak_scores, peak_inds, peak_ys, peak_xs = _topk_per_channel(peak_filter(hm_hp), num_people)
+    if hp_offset is not None:
+        offset = gather_features(hp_offset, peak_inds.reshape(batch, -1)).reshape(batch, num_joints, num_people, 2)
+        peak_xs = peak_xs + offset[..., 0]
+        peak_ys = peak_ys + offset[..., 1]
+    else:
+        peak_xs = peak_xs + 0.5
+        peak_ys = peak_ys + 0.5
+    confident = peak_scores > thresh
+    peak_scores = torch.where(confident, peak_scores, torch.full_like(peak_scores, -1.0))
+    peaks = torch.stack([peak_xs, peak_ys], dim=-1)
+    peaks = torch.where(confident.unsqueeze(-1), peaks, torch.full_like(peaks, -10000.0))  # [B, J, P, 2]
+
+    # Distance of every regressed joint (dim 2) to every peak of its joint map (dim 3).
+    dist = ((regressed.unsqueeze(3) - peaks.unsqueeze(2)) ** 2).sum(dim=4) ** 0.5
+    min_dist, nearest = dist.min(dim=3)  # [B, J, K]
+    nearest_score = peak_scores.gather(2, nearest)
+    nearest_peak = peaks.gather(2, nearest.unsqueeze(-1).expand(batch, num_joints, num_people, 2))
+
+    left, top, right, bottom = (boxes[..., i].unsqueeze(1) for i in range(4))  # [B, 1, K]
+    keep_regressed = (
+        (nearest_peak[..., 0] < left) | (nearest_peak[..., 0] > right)
+        | (nearest_peak[..., 1] < top) | (nearest_peak[..., 1] > bottom)
+        | (nearest_score < thresh)
+        | (min_dist > torch.max(bottom - top, right - left) * SNAP_DISTANCE)
+    )
+    snapped = torch.where(keep_regressed.unsqueeze(-1), regressed, nearest_peak)
+    return snapped.permute(0, 2, 1, 3)
+
+
+def multi_pose_decode(
+    heat: torch.Tensor,
+    wh: torch.Tensor,
+    hps: torch.Tensor,
+    reg: torch.Tensor | None = None,
+    hm_hp: torch.Tensor | None = None,
+    hp_offset: torch.Tensor | None = None,
+    K: int = 100,
+) -> torch.Tensor:
+    """Top-K people with their boxes and joints (the original's ``multi_pose_decode``).
+
+    Joints are regressed from the integer centre pixel; with ``hm_hp`` they are snapped to joint
+    heat-map peaks (see ``_snap_to_joint_peaks``).
+
+    Args:
+        heat: ``[B, 1, H, W]`` centre scores (after sigmoid).
+        wh: ``[B, 2, H, W]`` box size; hps: ``[B, 2J, H, W]`` joint offsets; both output pixels.
+        reg: optional ``[B, 2, H, W]`` centre offset; without it the pixel centre (+0.5) is used.
+        hm_hp: optional ``[B, J, H, W]`` joint scores (after sigmoid).
+        hp_offset: optional ``[B, 2, H, W]`` joint sub-pixel offset.
+        K: detections per image.
+
+    Returns:
+        ``[B, K, 4 + 1 + 2J + 1]`` rows ``[x1, y1, x2, y2, score, joints (x, y)..., cls0]`` in
+        output pixels, sorted by score.
+    """
+    batch = heat.shape[0]
+    num_joints = hps.shape[1] // 2
+    scores, inds, classes, ys, xs = topk(peak_filter(heat), K)
+    joints = gather_features(hps, inds).reshape(batch, K, num_joints, 2)
+    joints = joints + torch.stack([xs, ys], dim=-1).unsqueeze(2)
+    if reg is not None:
+        offset = gather_features(reg, inds)
+        xs = xs + offset[..., 0]
+        ys = ys + offset[..., 1]
+    else:
+        xs = xs + 0.5
+        ys = ys + 0.5
+    size = gather_features(wh, inds)
+    boxes = torch.stack(
+        [xs - size[..., 0] / 2, ys - size[..., 1] / 2, xs + size[..., 0] / 2, ys + size[..., 1] / 2], dim=2)
+    if hm_hp is not None:
+        joints = _snap_to_joint_peaks(joints, boxes, hm_hp, hp_offset)
+    return torch.cat(
+        [boxes, scores.unsqueeze(2), joints.reshape(batch, K, 2 * num_joints), classes.unsqueeze(2).float()], dim=2)
+
+
+def merge_flipped(
+    output: HeadOutputs, flip_pairs: Sequence[tuple[int, int]] = COCO_FLIP_PAIRS
+) -> dict[str, torch.Tensor]:
+    """Average a batch of images and their mirrored copies into ``B`` maps (the original's flip test).
+
+    ``hm`` (after sigmoid), ``wh``, ``hps`` (x negated, joints swapped) and ``hm_hp`` (after sigmoid,
+    joints swapped) are averaged; ``reg`` and ``hp_offset`` come from the unmirrored images only.
+
+    Args:
+        output: raw head maps ``[2B, C, H, W]``: ``B`` images then their ``B`` mirrored copies.
+
+    Returns:
+        Maps ``[B, C, H, W]`` with ``hm`` and ``hm_hp`` as scores, ready for ``multi_pose_decode``.
+    """
+    half = output["hm"].shape[0] // 2
+    merged = {
+        "hm": (output["hm"][:half].sigmoid() + flip_lr(output["hm"][half:].sigmoid())) / 2,
+        "wh": (output["wh"][:half] + flip_lr(output["wh"][half:])) / 2,
+        "hps": (output["hps"][:half] + flip_joint_offsets(output["hps"][half:], flip_pairs)) / 2,
+    }
+    if "hm_hp" in output:
+        hm_hp = output["hm_hp"].sigmoid()
+        merged["hm_hp"] = (hm_hp[:half] + flip_lr_pairs(hm_hp[half:], flip_pairs)) / 2
+    for name in ("reg", "hp_offset"):
+        if name in output:
+            merged[name] = output[name][:half]
+    return merged
+
+
+def multi_pose_post_process(
+    dets: np.ndarray, center: np.ndarray, scale: float | np.ndarray, output_size: tuple[int, int]
+) -> np.ndarray:
+    """Decoded rows of one image -> image pixels (the original's ``multi_pose_post_process``).
+
+    Args:
+        dets: ``[K, 4 + 1 + 2J + 1]`` rows of ``multi_pose_decode`` for one image.
+        center, scale: the letterbox window of the image (see ``get_affine_transform``).
+        output_size: ``(width, height)`` of the output map.
+
+    Returns:
+        ``[K, 4 + 1 + 2J]`` float32 rows ``[x1, y1, x2, y2, score, joints (x, y)...]`` (no class).
+    """
+    dets = np.asarray(dets, dtype=np.float32)
+    num_people, num_joints = dets.shape[0], (dets.shape[1] - 6) // 2
+    boxes = transform_preds(dets[:, :4].reshape(-1, 2), center, scale, output_size).reshape(num_people, 4)
+    joints = transform_preds(dets[:, 5 : 5 + 2 * num_joints].reshape(-1, 2), center, scale, output_size)
+    return np.concatenate(
+        [boxes, dets[:, 4:5], joints.reshape(num_people, 2 * num_joints)], axis=1).astype(np.float32)
+
+
+def _two_decimals(value: float) -> float:
+    return float(f"{value:.2f}")
+
+
+def coco_keypoint_results(image_id: int, rows: np.ndarray) -> list[dict]:
+    """COCO keypoint-detection results of one image, as the original writes them.
+
+    Boxes become ``[x, y, w, h]``, every joint gets visibility 1, and box, joints and score are
+    rounded to 2 decimals; the category is 1 (person).
+
+    Args:
+        image_id: COCO image id.
+        rows: ``[N, 5 + 2J]`` rows of ``multi_pose_post_process`` (image pixels).
+    """
+    results = []
+    for row in np.asarray(rows, dtype=np.float32):
+        x1, y1, x2, y2, score = (float(v) for v in row[:5])
+        joints = np.concatenate([row[5:].reshape(-1, 2), np.ones((len(row[5:]) // 2, 1), np.float32)], axis=1)
+        results.append({
+            "image_id": int(image_id),
+            "category_id": 1,
+            "bbox": [_two_decimals(v) for v in (x1, y1, x2 - x1, y2 - y1)],
+            "score": _two_decimals(score),
+            "keypoints": [_two_decimals(v) for v in joints.reshape(-1).tolist()],
+        })
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# Task
+# ----------------------------------------------------------------------------------------------
+
+
+class MultiPoseTask(Task):
+    """Multi-person pose: heads, targets, loss, decoder and post-processing.
+
+    Args:
+        num_classes: must be 1 (person).
+        joint_heatmaps: keep the ``hm_hp`` head and its loss (the original's ``hm_hp``).
+        joint_offsets: keep the ``hp_offset`` head and its loss (the original's ``reg_hp_offset``).
+        flip_pairs: left/right joint pairs, for mirroring annotations and the flip test.
+        loss_weights: overrides of ``LOSS_WEIGHTS``.
+        max_people: target rows per image.
+    """
+
+    name = "multi_pose"
+
+    def __init__(
+        self,
+        num_classes: int = 1,
+        joint_heatmaps: bool = True,
+        joint_offsets: bool = True,
+        flip_pairs: Sequence[tuple[int, int]] = COCO_FLIP_PAIRS,
+        loss_weights: Mapping[str, float] | None = None,
+        max_people: int = MAX_PEOPLE,
+    ) -> None:
+        if num_classes != 1:
+            raise ValueError(f"multi_pose detects one class (person); got num_classes={num_classes}")
+        super().__init__(num_classes)
+        self.joint_heatmaps = joint_heatmaps
+        self.joint_offsets = joint_offsets
+        self.flip_pairs = tuple(tuple(pair) for pair in flip_pairs)
+        self.max_people = max_people
+        self.loss_weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
+
+    @classmethod
+    def head_channels(cls, num_classes: int) -> dict[str, int]:
+        return {**HEADS, "hm": num_classes}
+
+    @property
+    def heads(self) -> dict[str, int]:
+        off = ({"hm_hp"} if not self.joint_heatmaps else set()) | ({"hp_offset"} if not self.joint_offsets else set())
+        return {name: c for name, c in self.head_channels(self.num_classes).items() if name not in off}
+
+    def encode(self, annotations: Mapping[str, np.ndarray], meta: ImageMeta) -> dict[str, np.ndarray]:
+        """Targets of one image (see ``encode_multi_pose``).
+
+        Annotations: ``boxes [N, 4]`` xyxy and ``keypoints [N, J, 3]`` in source pixels, not
+        mirrored (mirrored here when ``meta.flipped``).
+        """
+        boxes = np.asarray(annotations["boxes"], dtype=np.float32).reshape(-1, 4)
+        keypoints = np.asarray(annotations["keypoints"], dtype=np.float32).reshape(len(boxes), -1, 3)
+        if meta.flipped:
+            boxes, keypoints = flip_pose_annotations(boxes, keypoints, meta.image_hw[1], self.flip_pairs)
+        targets = encode_multi_pose(
+            boxes, keypoints, meta.output_transform(rot=0), meta.output_transform(),
+            meta.output_hw[::-1], rotated=meta.rot != 0, max_people=self.max_people)
+        if not self.joint_heatmaps:
+            del targets["hm_hp"]
+        if not self.joint_offsets:
+            for name in ("hp_offset", "hp_ind", "hp_mask"):
+                del targets[name]
+        return targets
+
+    def stack_losses(self, output: HeadOutputs, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The original ``MultiPoseLoss`` terms, unweighted.
+
+        Focal loss on ``hm`` and ``hm_hp``; per-coordinate L1 (``reg_weighted_l1_loss``) on the
+        joints ``hps``; L1 normalised by the object count (``reg_l1_loss``) on ``wh``, ``reg``
+        (``reg_mask``) and ``hp_offset`` (``hp_mask``). Terms whose head is off or whose weight is 0 are 0.
+        """
+        weights = self.loss_weights
+        zero = output["hm"].new_zeros(())
+        ind, reg_mask = batch["ind"], batch["reg_mask"]
+        losses = {
+            "hm_loss": focal_loss(clamped_sigmoid(output["hm"]), batch["hm"]),
+            "hp_loss": reg_weighted_l1_loss(output["hps"], batch["hps_mask"], ind, batch["hps"]),
+            "wh_loss": zero, "off_loss": zero, "hm_hp_loss": zero, "hp_offset_loss": zero,
+        }
+        if weights["wh_loss"] > 0:
+            losses["wh_loss"] = reg_l1_loss(output["wh"], reg_mask, ind, batch["wh"])
+        if "reg" in output and weights["off_loss"] > 0:
+            losses["off_loss"] = reg_l1_loss(output["reg"], reg_mask, ind, batch["reg"])
+        if "hp_offset" in output and weights["hp_offset_loss"] > 0:
+            losses["hp_offset_loss"] = reg_l1_loss(
+                output["hp_offset"], batch["hp_mask"], batch["hp_ind"], batch["hp_offset"])
+        if "hm_hp" in output and weights["hm_hp_loss"] > 0:
+            losses["hm_hp_loss"] = focal_loss(clamped_sigmoid(output["hm_hp"]), batch["hm_hp"])
+        return {name: losses[name] for name in LOSS_WEIGHTS}
+
+    def decode(self, outputs: HeadOutputs | list[HeadOutputs], K: int = 100, flip: bool = False) -> torch.Tensor:
+        """``multi_pose_decode`` rows ``[B, K, 40]`` from raw head maps (sigmoid, optional flip merge)."""
+        output = final_stack(outputs)
+        if flip:
+            maps = merge_flipped(output, self.flip_pairs)
+        else:
+            maps = {name: value for name, value in output.items()}
+            maps["hm"] = output["hm"].sigmoid()
+            if "hm_hp" in output:
+                maps["hm_hp"] = output["hm_hp"].sigmoid()
+        return multi_pose_decode(
+            maps["hm"], maps["wh"], maps["hps"], reg=maps.get("reg"),
+            hm_hp=maps.get("hm_hp") if self.joint_heatmaps else None,
+            hp_offset=maps.get("hp_offset") if self.joint_offsets else None, K=K)
+
+    def post_process(self, dets: torch.Tensor | np.ndarray, meta: ImageMeta) -> np.ndarray:
+        """``[K, 39]`` rows of one image in source pixels (see ``multi_pose_post_process``)."""
+        if isinstance(dets, torch.Tensor):
+            dets = dets.detach().cpu().numpy()
+        return multi_pose_post_process(dets, meta.center, meta.scale, meta.output_hw[::-1])

@@ -305,8 +305,13 @@ class _Flat:
     """All frames' objects concatenated, frame-major and in file order within a frame."""
 
     frame: np.ndarray  # [N] int
-    types: np.ndarray  # [N] lower-case names (object array)
+    type_codes: np.ndarray  # [N] int index into ``type_names``
+    type_names: dict[str, int]  # lower-case name -> code
     objects: KittiObjects
+
+    def is_type(self, name: str) -> np.ndarray:
+        """[N] bool: objects of type ``name`` (lower case)."""
+        return self.type_codes == self.type_names.get(name, -1)
 
     @classmethod
     def concatenate(cls, frames: Sequence[KittiObjects]) -> _Flat:
@@ -317,8 +322,9 @@ class _Flat:
             for f in fields(KittiObjects)
             if f.name != "types"
         }
-        types = np.array([t.lower() for t in names], dtype=object)
-        return cls(frame=frame, types=types, objects=KittiObjects(types=names, **arrays))
+        type_names: dict[str, int] = {}
+        codes = np.array([type_names.setdefault(t.lower(), len(type_names)) for t in names], dtype=np.int64)
+        return cls(frame, codes, type_names, KittiObjects(types=names, **arrays))
 
 
 def evaluate_kitti_objects(
@@ -351,7 +357,7 @@ def evaluate_kitti_objects(
     precision: dict[str, dict[str, np.ndarray | None]] = {}
     num_ground_truth: dict[str, tuple[int, int, int]] = {}
     for class_name in classes:
-        of_class = det.types == class_name
+        of_class = det.is_type(class_name)
         # A metric is evaluated only if some detection of the class provides its inputs.
         evaluated = {
             "bbox": bool(np.any(of_class & (det.objects.boxes[:, 0] >= 0))),
@@ -393,9 +399,9 @@ def _ground_truth_roles(gt: _Flat, class_name: str, level: int) -> np.ndarray:
     outside_level = (
         (o.occlusion > _MAX_OCCLUSION[level]) | (o.truncation > _MAX_TRUNCATION[level]) | (height < _MIN_HEIGHT_PX[level])
     )
-    same = gt.types == class_name
-    neighbour = gt.types == NEIGHBOUR_CLASSES[class_name] if class_name in NEIGHBOUR_CLASSES else np.zeros_like(same)
-    roles = np.full(len(gt.types), _OTHER, dtype=np.int8)
+    same = gt.is_type(class_name)
+    neighbour = gt.is_type(NEIGHBOUR_CLASSES.get(class_name, ""))
+    roles = np.full(len(gt.frame), _OTHER, dtype=np.int8)
     roles[neighbour | (same & outside_level)] = _IGNORED
     roles[same & ~outside_level] = _VALID
     return roles
@@ -404,7 +410,7 @@ def _ground_truth_roles(gt: _Flat, class_name: str, level: int) -> np.ndarray:
 def _detection_roles(det: _Flat, class_name: str, level: int) -> np.ndarray:
     """[N_det] role: small (too short for the level, whatever its class), valid or other."""
     height = np.trunc(np.abs(det.objects.boxes[:, 1] - det.objects.boxes[:, 3]))  # the binary's int cast
-    roles = np.where(det.types == class_name, _VALID, _OTHER).astype(np.int8)
+    roles = np.where(det.is_type(class_name), _VALID, _OTHER).astype(np.int8)
     roles[height < _MIN_HEIGHT_PX[level]] = _IGNORED
     return roles
 
@@ -676,7 +682,7 @@ def _evaluate_level(
 
     # False positives: valid detections left untaken, minus those inside a don't-care region.
     valid_det = det_role == _VALID
-    dont_care = gt.types[overlaps.gt] == _DONT_CARE
+    dont_care = gt.is_type(_DONT_CARE)[overlaps.gt]
     covered = np.zeros(len(scores), dtype=bool)
     covered[overlaps.det[dont_care & (overlaps.of_detection > iou_threshold)]] = True
     taken_valid = valid_det[matches.det]

@@ -1,0 +1,326 @@
+"""The original's input pipeline: letterbox windows, training augmentation, normalisation.
+
+An image is cut out of its source by ONE affine warp (``cv2.warpAffine``, bilinear, black
+border) of a window ``(center, scale)`` onto the network input; the same window maps annotations
+onto the output map (``ImageMeta.output_transform``). Test time uses a fixed window (letterbox,
+"fix-res", or the padded full image, "keep-res"); training jitters it (random crop or shift/scale),
+mirrors the image with probability 0.5, then jitters colours.
+
+Every random draw goes through an ``AugmentRandom`` so that a data loader can seed one per worker
+and tests can replay the original's recorded draws one by one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from centernet.tasks.base import ImageMeta
+
+COCO_MEAN_BGR = np.array([0.40789654, 0.44719302, 0.47026115], dtype=np.float32)
+COCO_STD_BGR = np.array([0.28863828, 0.27408164, 0.27809835], dtype=np.float32)
+# PCA of COCO pixel colours (BGR, 0..1), for the lighting jitter.
+COCO_EIGEN_VALUES = np.array([0.2141788, 0.01817699, 0.00341571], dtype=np.float32)
+COCO_EIGEN_VECTORS = np.array(
+    [
+        [-0.58752847, -0.69563484, 0.41340352],
+        [-0.5832747, 0.00994535, -0.81221408],
+        [-0.56089297, 0.71832671, 0.41158938],
+    ],
+    dtype=np.float32,
+)
+DOWN_RATIO = 4  # every CenterNet network predicts at stride 4
+CROP_SCALES = np.arange(0.6, 1.4, 0.1)  # random-crop zoom factors 0.6 .. 1.3 (float steps as the original)
+CROP_BORDER = 128  # pixels kept between a random crop's centre and the image border
+COLOR_JITTER = 0.4  # brightness / contrast / saturation factors in 1 +- 0.4
+LIGHTING_STD = 0.1
+COLOR_OPS = ("brightness", "contrast", "saturation")
+
+
+class AugmentRandom(Protocol):
+    """The random draws of the original's augmentation, one method per kind of draw.
+
+    The original takes them from three generators (numpy's global state, Python's ``random``
+    and the data set's own ``RandomState``); the call order is fixed by ``prepare_training_sample``.
+    """
+
+    def choice(self, options: np.ndarray) -> float:
+        """One of ``options``, uniformly."""
+
+    def randint(self, low: int, high: int) -> int:
+        """An integer in ``[low, high)``."""
+
+    def random(self) -> float:
+        """A float in ``[0, 1)``."""
+
+    def randn(self) -> float:
+        """A standard normal float."""
+
+    def shuffle(self, names: list[str]) -> None:
+        """Shuffle ``names`` in place (order of the colour operations)."""
+
+    def uniform(self, low: float, high: float) -> float:
+        """A float in ``[low, high)`` (colour factors)."""
+
+    def normal(self, scale: float, size: int) -> np.ndarray:
+        """``size`` normal floats with standard deviation ``scale`` (lighting), float64."""
+
+
+class NumpyAugmentRandom:
+    """``AugmentRandom`` backed by one ``numpy.random.Generator`` (seed it per worker).
+
+    Args:
+        seed: seed or ``numpy.random.SeedSequence``; ``None`` draws fresh entropy.
+    """
+
+    def __init__(self, seed: int | np.random.SeedSequence | None = None) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def choice(self, options: np.ndarray) -> float:
+        return options[self._rng.integers(len(options))]
+
+    def randint(self, low: int, high: int) -> int:
+        return int(self._rng.integers(low, high))
+
+    def random(self) -> float:
+        return float(self._rng.random())
+
+    def randn(self) -> float:
+        return float(self._rng.standard_normal())
+
+    def shuffle(self, names: list[str]) -> None:
+        self._rng.shuffle(names)
+
+    def uniform(self, low: float, high: float) -> float:
+        return float(self._rng.uniform(low, high))
+
+    def normal(self, scale: float, size: int) -> np.ndarray:
+        return self._rng.normal(scale=scale, size=size)
+
+
+def padded_size(size: int, pad: int) -> int:
+    """Smallest multiple of ``pad + 1`` above ``size`` (``(size | pad) + 1``; ``pad`` = 2^k - 1).
+
+    Note an exact multiple still grows by a full step, as in the original.
+    """
+    return (size | pad) + 1
+
+
+def inference_meta(
+    height: int,
+    width: int,
+    input_hw: tuple[int, int] | None = (512, 512),
+    scale: float = 1.0,
+    pad: int = 31,
+    down_ratio: int = DOWN_RATIO,
+) -> ImageMeta:
+    """Test-time window of an image (the original detector's ``pre_process``).
+
+    Args:
+        height, width: source image size in pixels (before the test scale).
+        input_hw: network input ``(height, width)`` for fix-res letterboxing, or ``None`` for
+            keep-res (the scaled image padded to a multiple of ``pad + 1``).
+        scale: test scale; the image is first resized to ``int(height * scale)`` x
+            ``int(width * scale)`` (see ``warp_to_input``).
+        pad: ``31`` (multiple of 32), ``127`` for Hourglass.
+        down_ratio: output stride of the network.
+
+    Returns:
+        The meta; ``image_hw`` is the size of the resized image the window refers to. In fix-res
+        the window is ``max(height, width)`` of the UNSCALED image centred on the scaled one (as the
+        original, which makes a test scale zoom the content).
+    """
+    new_h, new_w = int(height * scale), int(width * scale)
+    if input_hw is not None:
+        center = np.array([new_w / 2.0, new_h / 2.0], dtype=np.float32)
+        window: float | np.ndarray = max(height, width) * 1.0
+        inp_h, inp_w = input_hw
+    else:
+        inp_h, inp_w = padded_size(new_h, pad), padded_size(new_w, pad)
+        center = np.array([new_w // 2, new_h // 2], dtype=np.float32)
+        window = np.array([inp_w, inp_h], dtype=np.float32)
+    return ImageMeta(
+        center=center,
+        scale=window,
+        input_hw=(inp_h, inp_w),
+        output_hw=(inp_h // down_ratio, inp_w // down_ratio),
+        image_hw=(new_h, new_w),
+    )
+
+
+def warp_to_input(image: np.ndarray, meta: ImageMeta) -> np.ndarray:
+    """Resize ``image`` to ``meta.image_hw`` if needed, then warp it onto the network input.
+
+    Args:
+        image: ``[H, W, 3]`` uint8 (or float) image.
+        meta: its window.
+
+    Returns:
+        ``[input_h, input_w, 3]`` image of the same dtype (bilinear, black outside the source).
+    """
+    new_h, new_w = meta.image_hw
+    if image.shape[:2] != (new_h, new_w):
+        image = cv2.resize(image, (new_w, new_h))
+    inp_h, inp_w = meta.input_hw
+    return cv2.warpAffine(image, meta.input_transform(), (inp_w, inp_h), flags=cv2.INTER_LINEAR)
+
+
+def normalize(image: np.ndarray, mean: np.ndarray = COCO_MEAN_BGR, std: np.ndarray = COCO_STD_BGR) -> np.ndarray:
+    """``[H, W, 3]`` image in 0..1 (float32) -> ``[3, H, W]`` float32 ``(image - mean) / std``."""
+    mean = np.asarray(mean, dtype=np.float32).reshape(1, 1, 3)
+    std = np.asarray(std, dtype=np.float32).reshape(1, 1, 3)
+    return ((image - mean) / std).transpose(2, 0, 1)
+
+
+def inference_input(
+    image: np.ndarray, meta: ImageMeta, mean: np.ndarray = COCO_MEAN_BGR, std: np.ndarray = COCO_STD_BGR
+) -> np.ndarray:
+    """A uint8 ``[H, W, 3]`` image as the original detector feeds it: ``[3, h, w]`` float32.
+
+    Normalised in float64 then rounded, exactly as the original's ``pre_process``.
+    """
+    warped = warp_to_input(image, meta)
+    mean = np.asarray(mean, dtype=np.float32).reshape(1, 1, 3)
+    std = np.asarray(std, dtype=np.float32).reshape(1, 1, 3)
+    return ((warped / 255.0 - mean) / std).astype(np.float32).transpose(2, 0, 1)
+
+
+def crop_border(border: int, size: int) -> int:
+    """Margin kept between a random-crop centre and the image border (the original's ``_get_border``).
+
+    Halves ``border`` until the centre range ``[border, size - border)`` is non-empty.
+    """
+    i = 1
+    while size - border // i <= border // i:
+        i *= 2
+    return border // i
+
+
+def color_augment(
+    image: np.ndarray,
+    rng: AugmentRandom,
+    eigen_values: np.ndarray = COCO_EIGEN_VALUES,
+    eigen_vectors: np.ndarray = COCO_EIGEN_VECTORS,
+) -> None:
+    """Brightness, contrast and saturation jitter in random order, then PCA lighting; in place.
+
+    Args:
+        image: ``[H, W, 3]`` float32 BGR image in 0..1 (modified in place; not clipped, as the original).
+        rng: random source (one shuffle, three uniform factors, one 3-vector of normals).
+        eigen_values, eigen_vectors: PCA of the data set's colours (BGR).
+    """
+    order = list(COLOR_OPS)
+    rng.shuffle(order)
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    gray_mean = gray.mean()
+    for op in order:
+        alpha = 1.0 + rng.uniform(-COLOR_JITTER, COLOR_JITTER)
+        image *= alpha
+        if op == "contrast":
+            image += gray_mean * (1 - alpha)
+        elif op == "saturation":
+            image += gray[:, :, None] * (1 - alpha)
+    lighting = rng.normal(LIGHTING_STD, 3)
+    image += np.dot(eigen_vectors, eigen_values * lighting)
+
+
+@dataclass
+class TrainingTransform:
+    """The original's training-time augmentation and input preparation (ctdet / pose datasets).
+
+    Field names follow ``centernet.config.AugmentConfig``.
+
+    Attributes:
+        input_hw: network input ``(height, width)``; ``None`` for keep-res (padded full image).
+        pad: keep-res padding, ``31`` (multiple of 32) or ``127`` for Hourglass.
+        random_crop: zoom by one of 0.6..1.3 around a random centre at least ``crop_border``
+            from the borders; ``False``: shift the centre by ``shift`` and zoom by ``scale``
+            (normal draws clipped at 2 sigma for the shift, at ``1 +- scale`` for the zoom).
+        scale, shift: jitter amplitudes for ``random_crop = False``.
+        flip: probability of mirroring the image.
+        color: colour jitter + PCA lighting.
+        rotate: rotation amplitude in degrees (normal, clipped at 2 sigma); pose only.
+        rotate_prob: probability of rotating; ``None`` draws nothing (ctdet, whose original
+            makes no such draw), a number draws one uniform as the original pose data set does.
+        mean, std: BGR normalisation.
+        eigen_values, eigen_vectors: colour PCA for the lighting jitter.
+        down_ratio: output stride.
+    """
+
+    input_hw: tuple[int, int] | None = (512, 512)
+    pad: int = 31
+    random_crop: bool = True
+    scale: float = 0.4
+    shift: float = 0.1
+    flip: float = 0.5
+    color: bool = True
+    rotate: float = 0.0
+    rotate_prob: float | None = None
+    mean: np.ndarray = field(default_factory=lambda: COCO_MEAN_BGR.copy())
+    std: np.ndarray = field(default_factory=lambda: COCO_STD_BGR.copy())
+    eigen_values: np.ndarray = field(default_factory=lambda: COCO_EIGEN_VALUES.copy())
+    eigen_vectors: np.ndarray = field(default_factory=lambda: COCO_EIGEN_VECTORS.copy())
+    down_ratio: int = DOWN_RATIO
+
+    def __call__(self, image: np.ndarray, rng: AugmentRandom) -> tuple[np.ndarray, ImageMeta]:
+        """Augment one image.
+
+        Args:
+            image: ``[H, W, 3]`` uint8 BGR source image.
+            rng: random source.
+
+        Returns:
+            ``(input [3, h, w] float32 normalised, meta)``; pass the image's UNMIRRORED
+            annotations and ``meta`` to ``Task.encode`` (it mirrors them when ``meta.flipped``).
+        """
+        height, width = image.shape[:2]
+        center = np.array([width / 2.0, height / 2.0], dtype=np.float32)
+        if self.input_hw is None:
+            inp_h, inp_w = padded_size(height, self.pad), padded_size(width, self.pad)
+            window: float | np.ndarray = np.array([inp_w, inp_h], dtype=np.float32)
+        else:
+            inp_h, inp_w = self.input_hw
+            window = max(height, width) * 1.0
+
+        if self.random_crop:
+            # float64 zoom as numpy's choice returns it: keeps a float32 keep-res window's promotion.
+            window = window * np.float64(rng.choice(CROP_SCALES))
+            w_border = crop_border(CROP_BORDER, width)
+            h_border = crop_border(CROP_BORDER, height)
+            center[0] = rng.randint(w_border, width - w_border)
+            center[1] = rng.randint(h_border, height - h_border)
+        else:
+            center[0] += window * np.clip(rng.randn() * self.shift, -2 * self.shift, 2 * self.shift)
+            center[1] += window * np.clip(rng.randn() * self.shift, -2 * self.shift, 2 * self.shift)
+            window = window * np.clip(rng.randn() * self.scale + 1, 1 - self.scale, 1 + self.scale)
+        rot = 0.0
+        if self.rotate_prob is not None and rng.random() < self.rotate_prob:
+            rot = float(np.clip(rng.randn() * self.rotate, -2 * self.rotate, 2 * self.rotate))
+        flipped = rng.random() < self.flip
+        if flipped:
+            image = image[:, ::-1, :]
+            center[0] = width - center[0] - 1
+
+        meta = ImageMeta(
+            center=center,
+            scale=window,
+            input_hw=(inp_h, inp_w),
+            output_hw=(inp_h // self.down_ratio, inp_w // self.down_ratio),
+            image_hw=(height, width),
+            rot=rot,
+            flipped=flipped,
+        )
+        warped = cv2.warpAffine(image, meta.input_transform(), (inp_w, inp_h), flags=cv2.INTER_LINEAR)
+        warped = warped.astype(np.float32) / 255.0
+        if self.color:
+            color_augment(warped, rng, self.eigen_values, self.eigen_vectors)
+        return normalize(warped, self.mean, self.std), meta
+
+
+def prepare_training_sample(
+    image: np.ndarray, transform: TrainingTransform, rng: AugmentRandom
+) -> tuple[np.ndarray, ImageMeta]:
+    """Augment one training image: ``(input [3, h, w] float32, meta)``; see ``TrainingTransform``."""
+    return transform(image, rng)

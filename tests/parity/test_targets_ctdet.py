@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from centernet.data.transforms import TrainingTransform, normalize, warp_to_input
+from centernet.data.transforms import InputSpec, TrainAugmentation, warp_to_input
 from centernet.tasks.base import ImageMeta
 from centernet.tasks.ctdet import CtdetTask, boxes_to_output
 from tests.helpers import assert_close
@@ -85,7 +85,8 @@ def test_validation_targets(val_fixture, data_dir: Path) -> None:
         assert_close(gt_det_rows(annotations, meta, task.max_objects), reference["gt_det"], f"{prefix}gt_det", atol=1e-5, rtol=1e-6)
 
         if image["has_input"]:
-            network_input = normalize(warp_to_input(pixels, meta).astype(np.float32) / 255.0, info["mean_bgr"], info["std_bgr"])
+            spec = InputSpec(input_hw=meta.input_hw, mean=tuple(info["mean_bgr"]), std=tuple(info["std_bgr"]))
+            network_input = spec.normalize(warp_to_input(pixels, meta).astype(np.float32) / 255.0)
             assert_close(network_input, reference["input"], f"{prefix}input", atol=1e-6, rtol=1e-6)
 
 
@@ -144,8 +145,12 @@ def test_training_sample_replayed(reference_dir: Path, data_dir: Path) -> None:
     assert pixels.shape[:2] == (info["height"], info["width"])
     annotations = coco_annotations(coco_dir / "annotations" / "instances_train2017.json", info["img_id"], val_info["valid_ids"])
 
-    transform = TrainingTransform(
-        input_hw=(options["input_h"], options["input_w"]),
+    transform = TrainAugmentation(
+        spec=InputSpec(
+            input_hw=(options["input_h"], options["input_w"]),
+            mean=tuple(val_info["mean_bgr"]),
+            std=tuple(val_info["std_bgr"]),
+        ),
         random_crop=not options["not_rand_crop"],
         scale=options["scale"],
         shift=options["shift"],
@@ -153,8 +158,6 @@ def test_training_sample_replayed(reference_dir: Path, data_dir: Path) -> None:
         color=not options["no_color_aug"],
         eigen_values=np.array(info["eig_val"], dtype=np.float32),
         eigen_vectors=np.array(info["eig_vec"], dtype=np.float32),
-        mean=np.array(val_info["mean_bgr"], dtype=np.float32),
-        std=np.array(val_info["std_bgr"], dtype=np.float32),
     )
     rng = ReplayRandom(info["draws"])
     network_input, meta = transform(pixels, rng)

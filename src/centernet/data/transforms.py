@@ -12,12 +12,15 @@ and tests can replay the original's recorded draws one by one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import cv2
 import numpy as np
 
 from centernet.tasks.base import ImageMeta
+
+if TYPE_CHECKING:
+    from centernet.config import Config
 
 COCO_MEAN_BGR = np.array([0.40789654, 0.44719302, 0.47026115], dtype=np.float32)
 COCO_STD_BGR = np.array([0.28863828, 0.27408164, 0.27809835], dtype=np.float32)
@@ -72,11 +75,11 @@ class NumpyAugmentRandom:
     """``AugmentRandom`` backed by one ``numpy.random.Generator`` (seed it per worker).
 
     Args:
-        seed: seed or ``numpy.random.SeedSequence``; ``None`` draws fresh entropy.
+        seed: a ``Generator`` to draw from, or a seed for a new one (``None``: fresh entropy).
     """
 
-    def __init__(self, seed: int | np.random.SeedSequence | None = None) -> None:
-        self._rng = np.random.default_rng(seed)
+    def __init__(self, seed: np.random.Generator | int | np.random.SeedSequence | None = None) -> None:
+        self._rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
     def choice(self, options: np.ndarray) -> float:
         return options[self._rng.integers(len(options))]
@@ -167,24 +170,83 @@ def warp_to_input(image: np.ndarray, meta: ImageMeta) -> np.ndarray:
     return cv2.warpAffine(image, meta.input_transform(), (inp_w, inp_h), flags=cv2.INTER_LINEAR)
 
 
-def normalize(image: np.ndarray, mean: np.ndarray = COCO_MEAN_BGR, std: np.ndarray = COCO_STD_BGR) -> np.ndarray:
-    """``[H, W, 3]`` image in 0..1 (float32) -> ``[3, H, W]`` float32 ``(image - mean) / std``."""
-    mean = np.asarray(mean, dtype=np.float32).reshape(1, 1, 3)
-    std = np.asarray(std, dtype=np.float32).reshape(1, 1, 3)
-    return ((image - mean) / std).transpose(2, 0, 1)
+@dataclass(frozen=True)
+class InputSpec:
+    """How a BGR image becomes a network input: size, padding, normalisation, channel order.
 
-
-def inference_input(
-    image: np.ndarray, meta: ImageMeta, mean: np.ndarray = COCO_MEAN_BGR, std: np.ndarray = COCO_STD_BGR
-) -> np.ndarray:
-    """A uint8 ``[H, W, 3]`` image as the original detector feeds it: ``[3, h, w]`` float32.
-
-    Normalised in float64 then rounded, exactly as the original's ``pre_process``.
+    Attributes:
+        input_hw: network input ``(height, width)`` (fix-res letterbox), ``None`` for keep-res.
+        pad: keep-res padding ``2^k - 1``: 31 (multiple of 32), 127 for Hourglass.
+        mean, std: per-channel normalisation of 0..1 pixels, in ``channel_order``.
+        channel_order: ``"bgr"`` (the original's, images as OpenCV reads them) or ``"rgb"``.
+        down_ratio: output stride of the network.
     """
-    warped = warp_to_input(image, meta)
-    mean = np.asarray(mean, dtype=np.float32).reshape(1, 1, 3)
-    std = np.asarray(std, dtype=np.float32).reshape(1, 1, 3)
-    return ((warped / 255.0 - mean) / std).astype(np.float32).transpose(2, 0, 1)
+
+    input_hw: tuple[int, int] | None = (512, 512)
+    pad: int = 31
+    mean: tuple[float, ...] = tuple(COCO_MEAN_BGR.tolist())
+    std: tuple[float, ...] = tuple(COCO_STD_BGR.tolist())
+    channel_order: str = "bgr"
+    down_ratio: int = DOWN_RATIO
+
+    def __post_init__(self) -> None:
+        if self.channel_order not in ("bgr", "rgb"):
+            raise ValueError(f"channel_order must be 'bgr' or 'rgb', not {self.channel_order!r}")
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> InputSpec:
+        """The input side of an experiment config (``data.*``; Hourglass pads to 128)."""
+        return cls(
+            input_hw=None if cfg.data.keep_res else (int(cfg.data.input_size[0]), int(cfg.data.input_size[1])),
+            pad=keep_res_pad(cfg.model.arch),
+            mean=tuple(cfg.data.mean),
+            std=tuple(cfg.data.std),
+            channel_order=cfg.data.channel_order,
+        )
+
+    def meta(self, height: int, width: int, scale: float = 1.0) -> ImageMeta:
+        """Test-time window of a ``height x width`` image at a test ``scale``."""
+        return inference_meta(height, width, self.input_hw, scale, self.pad, self.down_ratio)
+
+    def _channels(self, image: np.ndarray) -> np.ndarray:
+        return image[:, :, ::-1] if self.channel_order == "rgb" else image
+
+    def normalize(self, image: np.ndarray) -> np.ndarray:
+        """``[H, W, 3]`` float32 BGR image in 0..1 -> ``[3, H, W]`` float32 network input (float32 maths, as
+        the original's data sets)."""
+        mean = np.asarray(self.mean, dtype=np.float32).reshape(1, 1, 3)
+        std = np.asarray(self.std, dtype=np.float32).reshape(1, 1, 3)
+        return np.ascontiguousarray(((self._channels(image) - mean) / std).transpose(2, 0, 1))
+
+    def inference_input(self, image: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, ImageMeta]:
+        """A uint8 BGR image as the original detector feeds it: ``([3, h, w] float32, meta)``.
+
+        Normalised in float64 then rounded to float32, exactly as the original's ``pre_process``.
+        """
+        meta = self.meta(image.shape[0], image.shape[1], scale)
+        warped = self._channels(warp_to_input(image, meta))
+        mean = np.asarray(self.mean, dtype=np.float32).reshape(1, 1, 3)
+        std = np.asarray(self.std, dtype=np.float32).reshape(1, 1, 3)
+        network_input = ((warped / 255.0 - mean) / std).astype(np.float32).transpose(2, 0, 1)
+        return np.ascontiguousarray(network_input), meta
+
+
+def keep_res_pad(arch: str) -> int:
+    """Keep-res padding of an architecture: Hourglass-104 needs multiples of 128, others of 32."""
+    return 127 if arch.startswith("hourglass") else 31
+
+
+def prepare_inference_input(image: np.ndarray, spec: InputSpec | Config, scale: float = 1.0) -> tuple[np.ndarray, ImageMeta]:
+    """Test-time network input of a uint8 BGR image: ``([3, h, w] float32, meta)``.
+
+    Args:
+        image: ``[H, W, 3]`` uint8 BGR.
+        spec: the input spec, or an experiment config to take it from.
+        scale: test scale.
+    """
+    if not isinstance(spec, InputSpec):
+        spec = InputSpec.from_config(spec)
+    return spec.inference_input(image, scale)
 
 
 def crop_border(border: int, size: int) -> int:
@@ -227,76 +289,88 @@ def color_augment(
 
 
 @dataclass
-class TrainingTransform:
-    """The original's training-time augmentation and input preparation (ctdet / pose datasets).
+class TrainAugmentation:
+    """The original's training-time augmentation and input preparation (ctdet / pose data sets).
 
     Field names follow ``centernet.config.AugmentConfig``.
 
     Attributes:
-        input_hw: network input ``(height, width)``; ``None`` for keep-res (padded full image).
-        pad: keep-res padding, ``31`` (multiple of 32) or ``127`` for Hourglass.
-        random_crop: zoom by one of 0.6..1.3 around a random centre at least ``crop_border``
-            from the borders; ``False``: shift the centre by ``shift`` and zoom by ``scale``
-            (normal draws clipped at 2 sigma for the shift, at ``1 +- scale`` for the zoom).
+        spec: input size, padding and normalisation.
+        random_crop: zoom by one of 0.6..1.3 around a random centre at least ``CROP_BORDER``
+            (halved for small images) from the borders; ``False``: shift the centre by ``shift``
+            and zoom by ``scale`` (normal draws clipped at 2 sigma for the shift, at ``1 +- scale``
+            for the zoom).
         scale, shift: jitter amplitudes for ``random_crop = False``.
         flip: probability of mirroring the image.
         color: colour jitter + PCA lighting.
-        rotate: rotation amplitude in degrees (normal, clipped at 2 sigma); pose only.
-        rotate_prob: probability of rotating; ``None`` draws nothing (ctdet, whose original
-            makes no such draw), a number draws one uniform as the original pose data set does.
-        mean, std: BGR normalisation.
-        eigen_values, eigen_vectors: colour PCA for the lighting jitter.
-        down_ratio: output stride.
+        rotate: rotation amplitude in degrees (normal, clipped at 2 sigma), applied with
+            probability ``rotate_prob`` (the original pose data set's ``--rotate`` / ``--aug_rot``).
+            With ``rotate_prob = 0`` no draw is made, whereas the original pose data set still draws
+            one uniform number there.
+        eigen_values, eigen_vectors: colour PCA (BGR) for the lighting jitter.
     """
 
-    input_hw: tuple[int, int] | None = (512, 512)
-    pad: int = 31
+    spec: InputSpec = field(default_factory=InputSpec)
     random_crop: bool = True
     scale: float = 0.4
     shift: float = 0.1
     flip: float = 0.5
     color: bool = True
     rotate: float = 0.0
-    rotate_prob: float | None = None
-    mean: np.ndarray = field(default_factory=lambda: COCO_MEAN_BGR.copy())
-    std: np.ndarray = field(default_factory=lambda: COCO_STD_BGR.copy())
+    rotate_prob: float = 0.0
     eigen_values: np.ndarray = field(default_factory=lambda: COCO_EIGEN_VALUES.copy())
     eigen_vectors: np.ndarray = field(default_factory=lambda: COCO_EIGEN_VECTORS.copy())
-    down_ratio: int = DOWN_RATIO
 
-    def __call__(self, image: np.ndarray, rng: AugmentRandom) -> tuple[np.ndarray, ImageMeta]:
+    @classmethod
+    def from_config(cls, cfg: Config) -> TrainAugmentation:
+        """The augmentation of an experiment config (``augment.*`` and ``data.*``)."""
+        aug = cfg.augment
+        return cls(
+            spec=InputSpec.from_config(cfg),
+            random_crop=aug.random_crop,
+            scale=aug.scale,
+            shift=aug.shift,
+            flip=aug.flip,
+            color=aug.color,
+            rotate=aug.rotate,
+            rotate_prob=1.0 if aug.rotate > 0 else 0.0,
+        )
+
+    def __call__(self, image: np.ndarray, rng: AugmentRandom | np.random.Generator) -> tuple[np.ndarray, ImageMeta]:
         """Augment one image.
 
         Args:
             image: ``[H, W, 3]`` uint8 BGR source image.
-            rng: random source.
+            rng: random source; a numpy ``Generator`` is wrapped in ``NumpyAugmentRandom``.
 
         Returns:
-            ``(input [3, h, w] float32 normalised, meta)``; pass the image's UNMIRRORED
-            annotations and ``meta`` to ``Task.encode`` (it mirrors them when ``meta.flipped``).
+            ``(input [3, h, w] float32 normalised, meta)``. Pass the image's UNMIRRORED
+            annotations and ``meta`` to ``Task.encode``: it mirrors them when ``meta.flipped``.
         """
+        if isinstance(rng, np.random.Generator):
+            rng = NumpyAugmentRandom(rng)
+        spec = self.spec
         height, width = image.shape[:2]
         center = np.array([width / 2.0, height / 2.0], dtype=np.float32)
-        if self.input_hw is None:
-            inp_h, inp_w = padded_size(height, self.pad), padded_size(width, self.pad)
+        if spec.input_hw is None:
+            inp_h, inp_w = padded_size(height, spec.pad), padded_size(width, spec.pad)
             window: float | np.ndarray = np.array([inp_w, inp_h], dtype=np.float32)
         else:
-            inp_h, inp_w = self.input_hw
+            inp_h, inp_w = spec.input_hw
             window = max(height, width) * 1.0
 
         if self.random_crop:
-            # float64 zoom as numpy's choice returns it: keeps a float32 keep-res window's promotion.
+            # A float64 zoom, as numpy's choice returns it, keeps a float32 window's type promotion.
             window = window * np.float64(rng.choice(CROP_SCALES))
             w_border = crop_border(CROP_BORDER, width)
             h_border = crop_border(CROP_BORDER, height)
             center[0] = rng.randint(w_border, width - w_border)
             center[1] = rng.randint(h_border, height - h_border)
         else:
-            center[0] += window * np.clip(rng.randn() * self.shift, -2 * self.shift, 2 * self.shift)
-            center[1] += window * np.clip(rng.randn() * self.shift, -2 * self.shift, 2 * self.shift)
+            center += window * np.clip(np.array([rng.randn(), rng.randn()]) * self.shift, -2 * self.shift, 2 * self.shift)
             window = window * np.clip(rng.randn() * self.scale + 1, 1 - self.scale, 1 + self.scale)
         rot = 0.0
-        if self.rotate_prob is not None and rng.random() < self.rotate_prob:
+        if self.rotate_prob > 0 and rng.random() < self.rotate_prob:
             rot = float(np.clip(rng.randn() * self.rotate, -2 * self.rotate, 2 * self.rotate))
         flipped = rng.random() < self.flip
         if flipped:
@@ -307,7 +381,7 @@ class TrainingTransform:
             center=center,
             scale=window,
             input_hw=(inp_h, inp_w),
-            output_hw=(inp_h // self.down_ratio, inp_w // self.down_ratio),
+            output_hw=(inp_h // spec.down_ratio, inp_w // spec.down_ratio),
             image_hw=(height, width),
             rot=rot,
             flipped=flipped,
@@ -316,11 +390,4 @@ class TrainingTransform:
         warped = warped.astype(np.float32) / 255.0
         if self.color:
             color_augment(warped, rng, self.eigen_values, self.eigen_vectors)
-        return normalize(warped, self.mean, self.std), meta
-
-
-def prepare_training_sample(
-    image: np.ndarray, transform: TrainingTransform, rng: AugmentRandom
-) -> tuple[np.ndarray, ImageMeta]:
-    """Augment one training image: ``(input [3, h, w] float32, meta)``; see ``TrainingTransform``."""
-    return transform(image, rng)
+        return spec.normalize(warped), meta

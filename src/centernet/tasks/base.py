@@ -6,6 +6,7 @@ go to ``Task.loss`` in training, or to ``Task.decode`` then ``Task.post_process`
 """
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ import torch
 from centernet.tasks.common import get_affine_transform
 
 HeadOutputs = dict[str, torch.Tensor]
+
+# Task name -> module defining it (each module holds one ``Task`` subclass with that ``name``).
+TASK_MODULES = {"ctdet": "centernet.tasks.ctdet", "multi_pose": "centernet.tasks.multi_pose", "ddd": "centernet.tasks.ddd"}
 
 
 @dataclass(frozen=True)
@@ -131,3 +135,22 @@ class Task(ABC):
     @abstractmethod
     def post_process(self, dets: torch.Tensor | np.ndarray, meta: ImageMeta) -> Any:
         """One image's decoded rows ``[K, D]`` mapped to source-image pixels (task-specific form)."""
+
+
+def get_task(name: str, num_classes: int, **options: Any) -> Task:
+    """Build the task called ``name`` (``"ctdet"``, ``"multi_pose"``, ``"ddd"``).
+
+    Its module is imported on demand, so a task's dependencies load only when it is used.
+
+    Args:
+        name: task name.
+        num_classes: classes of the centre heat map.
+        options: keyword arguments of the task's constructor (loss weights, ``max_objects``...).
+    """
+    if name not in TASK_MODULES:
+        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASK_MODULES)}")
+    module = importlib.import_module(TASK_MODULES[name])
+    for obj in vars(module).values():
+        if isinstance(obj, type) and issubclass(obj, Task) and getattr(obj, "name", None) == name:
+            return obj(num_classes, **options)
+    raise ValueError(f"{TASK_MODULES[name]} defines no Task subclass named {name!r}")

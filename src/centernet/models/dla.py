@@ -1,4 +1,4 @@
-"""DLA-34 with the deformable DLAUp / IDAUp neck (the original's ``pose_dla_dcn.py``), registered as ``dla_34``.
+"""DLA-34 with the deformable DLAUp / IDAUp neck (the original's ``pose_dla_dcn.py``): ``dla_34``.
 
 Also holds the pieces shared with the plain-neck variant in :mod:`centernet.models.dlav0`: the DLA-34
 backbone (``BasicBlock`` / ``Root`` / ``Tree``), the bilinear up-sampling layer and the DLAUp cascade,
@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from centernet.models.checkpoint import CheckpointError, read_state_dict
 from centernet.models.dcn import DeformConv
 from centernet.models.heads import is_heatmap_head, make_head
 from centernet.models.registry import register_model
@@ -371,20 +372,21 @@ def load_dla_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) ->
         path: the ``.pth`` file.
 
     Raises:
-        KeyError: when the file lacks a used backbone parameter or holds keys the backbone does not know.
+        CheckpointError: when the file is no checkpoint, lacks a backbone parameter that the network
+            uses, or holds keys the backbone does not know.
         RuntimeError: when a tensor's shape differs from the backbone's.
     """
     base: DLABackbone = model.base
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
-    state = {key.removeprefix("module."): value for key, value in state.items()}
+    state = read_state_dict(path)
     own_keys = set(base.state_dict())
     state = {key: value for key, value in state.items() if not key.startswith("fc.") or key in own_keys}
     missing, unexpected = base.load_state_dict(state, strict=False)
     optional = _unused_projection_keys(base)
     missing = [key for key in missing if key not in optional and not key.endswith("num_batches_tracked")]
     if missing or unexpected:
-        raise KeyError(f"{os.fspath(path)} is not a DLA-34 state dict: missing {missing}, unexpected {unexpected}")
+        raise CheckpointError(
+            f"{os.fspath(path)}: not a DLA-34 state dict; missing {missing}, unexpected {unexpected}"
+        )
 
 
 def _unused_projection_keys(base: DLABackbone) -> set[str]:

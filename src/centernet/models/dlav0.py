@@ -1,4 +1,4 @@
-"""DLA-34 with the plain (non-deformable) DLAUp neck (the original's ``dlav0.py``), registered as ``dlav0_34``.
+"""DLA-34 with the plain (non-deformable) DLAUp neck (the original's ``dlav0.py``): ``dlav0_34``.
 
 The backbone and the DLAUp cascade are shared with :mod:`centernet.models.dla`; this neck's IDA stages
 project with 1x1 conv-BN-ReLU and aggregate by concatenation + 3x3 conv-BN-ReLU.

@@ -33,18 +33,17 @@ class ImageReadError(OSError):
     """An image file that is missing, unreadable, not an image, or damaged; the message names it."""
 
 
-def _read_bytes(path: Path) -> bytes:
-    if not path.is_file():
-        raise ImageReadError(f"{path}: image file not found")
+def _is_truncated_jpeg(path: Path) -> bool:
+    """Whether ``path`` is a JPEG stream without its end-of-image marker (reads head and tail only)."""
     try:
-        return path.read_bytes()
+        with path.open("rb") as stream:
+            head = stream.read(len(_JPEG_START))
+            size = stream.seek(0, 2)
+            stream.seek(max(0, size - _JPEG_TAIL_BYTES))
+            tail = stream.read()
     except OSError as error:
         raise ImageReadError(f"{path}: cannot read image file ({error})") from error
-
-
-def is_truncated_jpeg(data: bytes) -> bool:
-    """Whether ``data`` is a JPEG stream without its end-of-image marker."""
-    return data.startswith(_JPEG_START) and _JPEG_END not in data[-_JPEG_TAIL_BYTES:]
+    return head == _JPEG_START and _JPEG_END not in tail
 
 
 def load_image(path: str | Path, allow_truncated: bool = False) -> np.ndarray:
@@ -63,14 +62,16 @@ def load_image(path: str | Path, allow_truncated: bool = False) -> np.ndarray:
             JPEG (unless ``allow_truncated``). The message starts with the file name.
     """
     path = Path(path)
-    data = _read_bytes(path)
-    if is_truncated_jpeg(data):
+    if not path.is_file():
+        raise ImageReadError(f"{path}: image file not found")
+    if _is_truncated_jpeg(path):
         if not allow_truncated:
             raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker); re-download or remove it")
         warnings.warn(f"{path}: truncated JPEG loaded, its missing part is grey", stacklevel=2)
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    # cv2.imread, as the original: imdecode refuses some truncated streams that imread accepts.
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise ImageReadError(f"{path}: not a decodable image ({len(data)} bytes)")
+        raise ImageReadError(f"{path}: not a decodable image ({path.stat().st_size} bytes)")
     return image
 
 

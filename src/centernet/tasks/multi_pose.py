@@ -429,7 +429,7 @@ class MultiPoseTask(Task):
         mirrored (mirrored here when ``meta.flipped``).
         """
         boxes = np.asarray(annotations["boxes"], dtype=np.float32).reshape(-1, 4)
-        keypoints = np.asarray(annotations["keypoints"], dtype=np.float32).reshape(len(boxes), -1, 3)
+        keypoints = np.asarray(annotations["keypoints"], dtype=np.float32).reshape(len(boxes), NUM_JOINTS, 3)
         if meta.flipped:
             boxes, keypoints = flip_pose_annotations(boxes, keypoints, meta.image_hw[1], self.flip_pairs)
         targets = encode_multi_pose(

@@ -1,4 +1,5 @@
 """Data readers on the shared real data sets, formats built in tmp_path, the synthetic set and load/check."""
+
 from __future__ import annotations
 
 import json
@@ -95,7 +96,9 @@ def test_kitti_layout_matches_the_original_conversion(data_dir: Path, reference_
     raw = read_kitti(data_dir / "kitti_mini", frames=frames)
     from_json = read_coco(converted_path, image_dir=data_dir / "kitti_mini" / "training" / "image_2")
     assert raw.class_names == from_json.class_names == KITTI_CLASSES
-    assert [r.image_id for r in raw] == [r.image_id for r in from_json] == [image["id"] for image in converted["images"]]
+    assert (
+        [r.image_id for r in raw] == [r.image_id for r in from_json] == [image["id"] for image in converted["images"]]
+    )
     for a, b in zip(raw, from_json):
         assert (a.width, a.height) == (b.width, b.height)
         np.testing.assert_array_equal(a.calib, b.calib)  # both parsed as float32, as the original
@@ -184,7 +187,8 @@ def _voc_tree(root: Path) -> Path:
             f"<ymin>{box[1]}</ymin><xmax>{box[2]}</xmax><ymax>{box[3]}</ymax></bndbox></object>"
             for name, box, difficult in items
         )
-        xml = f"<annotation><filename>{stem}.jpg</filename><size><width>80</width><height>70</height></size>{body}</annotation>"
+        size = "<size><width>80</width><height>70</height></size>"
+        xml = f"<annotation><filename>{stem}.jpg</filename>{size}{body}</annotation>"
         (root / "Annotations" / f"{stem}.xml").write_text(xml)
     (root / "ImageSets" / "Main").mkdir(parents=True)
     (root / "ImageSets" / "Main" / "train.txt").write_text("img2\nimg1\n")
@@ -245,7 +249,9 @@ def test_synthetic_ground_truth_scores_perfectly() -> None:
     results = []
     for record in dataset:
         scores = np.ones(len(record))
-        results += detections_to_coco_results(record.image_id, record.boxes, scores, record.labels, dataset.category_ids)
+        results += detections_to_coco_results(
+            record.image_id, record.boxes, scores, record.labels, dataset.category_ids
+        )
     assert evaluate_coco(coco_gt, results)["AP"] > 0.99
 
 

@@ -1,4 +1,5 @@
 """Every kind of bad or unusual input: each error or reported issue must name the file concerned."""
+
 from __future__ import annotations
 
 import json
@@ -121,7 +122,10 @@ def test_out_of_image_box_is_clipped_and_reported(tmp_path: Path) -> None:
 
 
 def test_degenerate_box_is_dropped_and_reported(tmp_path: Path) -> None:
-    json_path = _coco_json(tmp_path, [{"id": 12, "bbox": [5, 5, 0, 10]}, {"id": 13, "bbox": [50, 5, 10, 10]}, {"id": 14, "bbox": [1, 1, 4, 4]}])
+    json_path = _coco_json(
+        tmp_path,
+        [{"id": 12, "bbox": [5, 5, 0, 10]}, {"id": 13, "bbox": [50, 5, 10, 10]}, {"id": 14, "bbox": [1, 1, 4, 4]}],
+    )
     dataset = read_coco(json_path)
     assert dataset[0].annotation_ids.tolist() == [14]
     issues = dataset.report.of_kind("degenerate_box")
@@ -130,7 +134,10 @@ def test_degenerate_box_is_dropped_and_reported(tmp_path: Path) -> None:
 
 
 def test_unknown_category_id_is_skipped_and_reported(tmp_path: Path) -> None:
-    json_path = _coco_json(tmp_path, [{"id": 21, "bbox": [1, 1, 5, 5], "category_id": 99}, {"id": 22, "bbox": [1, 1, 5, 5], "category_id": 7}])
+    json_path = _coco_json(
+        tmp_path,
+        [{"id": 21, "bbox": [1, 1, 5, 5], "category_id": 99}, {"id": 22, "bbox": [1, 1, 5, 5], "category_id": 7}],
+    )
     dataset = read_coco(json_path)
     assert dataset[0].labels.tolist() == [1]  # id 7 is the second class
     (issue,) = dataset.report.of_kind("unknown_category")
@@ -177,7 +184,11 @@ def test_crowd_policies(tmp_path: Path) -> None:
 
 
 def test_keypoints_outside_the_image_become_invisible(tmp_path: Path) -> None:
-    json_path = _coco_json(tmp_path, [{"id": 41, "bbox": [1, 1, 20, 20], "keypoints": [5, 5, 2, 55, 10, 2], "num_keypoints": 2}], keypoints=True)
+    json_path = _coco_json(
+        tmp_path,
+        [{"id": 41, "bbox": [1, 1, 20, 20], "keypoints": [5, 5, 2, 55, 10, 2], "num_keypoints": 2}],
+        keypoints=True,
+    )
     dataset = read_coco(json_path)
     np.testing.assert_array_equal(dataset[0].keypoints, [[[5, 5, 2], [55, 10, 0]]])
     (issue,) = dataset.report.of_kind("keypoint_outside")
@@ -185,7 +196,9 @@ def test_keypoints_outside_the_image_become_invisible(tmp_path: Path) -> None:
 
 
 def test_person_without_visible_joints_is_kept_and_reported(tmp_path: Path) -> None:
-    json_path = _coco_json(tmp_path, [{"id": 42, "bbox": [1, 1, 20, 20], "keypoints": [0] * 6, "num_keypoints": 0}], keypoints=True)
+    json_path = _coco_json(
+        tmp_path, [{"id": 42, "bbox": [1, 1, 20, 20], "keypoints": [0] * 6, "num_keypoints": 0}], keypoints=True
+    )
     dataset = read_coco(json_path)
     assert len(dataset[0]) == 1
     (issue,) = dataset.report.of_kind("no_visible_keypoints")

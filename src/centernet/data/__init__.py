@@ -1,4 +1,5 @@
 """Data sets: readers for COCO, VOC, YOLO, KITTI and a built-in synthetic set, one internal representation."""
+
 from centernet.data.check import check_dataset, load_dataset
 from centernet.data.coco import read_coco
 from centernet.data.image_io import ImageReadError, image_size, load_image

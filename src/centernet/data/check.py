@@ -10,6 +10,7 @@
 * a folder with ``Annotations/`` or ``annotations/`` xml files and ``JPEGImages/`` or ``images/``: VOC;
 * a COCO root folder with ``annotations/instances_<split>*.json``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from centernet.data.coco import read_coco
-from centernet.data.image_io import ImageReadError, load_image
+from centernet.data.image_io import ImageReadError
 from centernet.data.kitti import find_kitti_root, read_kitti
 from centernet.data.records import ISSUE_KINDS, DataFormatError, DetectionDataset
 from centernet.data.synthetic import synthetic_dataset
@@ -55,7 +56,9 @@ def load_dataset(spec: str | Path, split: str | None = "val", **options: Any) ->
         return synthetic_dataset(**{**_SYNTHETIC_SPLITS.get(split or "val", _SYNTHETIC_SPLITS["val"]), **options})
     path = Path(spec)
     if not path.exists():
-        raise DataFormatError(f"{path}: no such file or folder (expected '{SYNTHETIC}', a json, a data yaml or a data set folder)")
+        raise DataFormatError(
+            f"{path}: no such file or folder (expected '{SYNTHETIC}', a json, a data yaml or a data set folder)"
+        )
     if path.is_file():
         if path.suffix == ".json":
             return read_coco(path, **options)
@@ -112,9 +115,7 @@ def check_dataset(spec: str | Path, split: str | None = None, verify_images: boo
     records = dataset.records
     labels = np.concatenate([r.labels for r in records]) if records else np.zeros(0, dtype=np.int64)
     trained = np.concatenate([~r.ignore for r in records]) if records else np.zeros(0, dtype=bool)
-    flags = {
-        name: int(sum(getattr(r, name).sum() for r in records)) for name in ("crowd", "difficult", "ignore")
-    }
+    flags = {name: int(sum(getattr(r, name).sum() for r in records)) for name in ("crowd", "difficult", "ignore")}
     lines = [
         f"Data set: {dataset.source}" + (f" (split {split})" if split else ""),
         f"Images: {len(records)} ({sum(len(r) == 0 for r in records)} without objects)",

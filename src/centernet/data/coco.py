@@ -8,6 +8,7 @@ Boxes are ``float32(x + w)`` as the original's ``_coco_box_to_bbox`` computes th
 Unknown category ids (not in ``categories``) are skipped and reported, not fatal: a data check
 should list every such annotation at once rather than stop at the first.
 """
+
 from __future__ import annotations
 
 import json
@@ -122,7 +123,9 @@ def read_coco(
     anns_of_image: dict[int, list[dict]] = {image["id"]: [] for image in images}
     for ann in annotations:
         if ann.get("image_id") not in anns_of_image:
-            raise DataFormatError(f"{json_path} [annotation {ann.get('id')}]: image_id {ann.get('image_id')!r} is not in 'images'")
+            raise DataFormatError(
+                f"{json_path} [annotation {ann.get('id')}]: image_id {ann.get('image_id')!r} is not in 'images'"
+            )
         anns_of_image[ann["image_id"]].append(ann)
 
     if image_dir is not None:
@@ -132,7 +135,9 @@ def read_coco(
     records = []
     for image in images:
         path = folder / image["file_name"]
-        width, height = (image["width"], image["height"]) if "width" in image and "height" in image else image_size(path)
+        width, height = (
+            (image["width"], image["height"]) if "width" in image and "height" in image else image_size(path)
+        )
         anns, labels, ignore, types = [], [], [], []
         for ann in anns_of_image[image["id"]]:
             category = ann.get("category_id")
@@ -141,7 +146,12 @@ def read_coco(
             else:
                 rule = (label_of_category[category], False) if category in label_of_category else None
             if rule is None:
-                report.add("unknown_category", json_path, f"image {image['file_name']}: unknown category_id {category!r}; skipped", f"annotation {ann.get('id')}")
+                report.add(
+                    "unknown_category",
+                    json_path,
+                    f"image {image['file_name']}: unknown category_id {category!r}; skipped",
+                    f"annotation {ann.get('id')}",
+                )
                 continue
             anns.append(ann)
             labels.append(rule[0])

@@ -10,6 +10,7 @@ with grey, printing only "Premature end of JPEG file". The labels then describe 
 there, so by default this is an error naming the file; ``allow_truncated=True`` loads it with a
 warning instead (for data sets where a few damaged files are known and accepted).
 """
+
 from __future__ import annotations
 
 import warnings

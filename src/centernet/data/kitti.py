@@ -6,10 +6,11 @@ ignore regions for ``Car``, ``Person_sitting`` for ``Pedestrian``, ``DontCare`` 
 encoder. Differences from the original's json conversion: truncation keeps its float value (the
 converter truncated it to an int), and frames come straight from the label files.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -107,7 +108,12 @@ def read_kitti_frame(
     for number, columns in _parse_label_file(label_path):
         rule = kitti_label(columns[0], class_names)
         if rule is None:
-            report.add("unknown_category", label_path, f"image {image_path.name}: unknown KITTI type {columns[0]!r}; skipped", f"line {number}")
+            report.add(
+                "unknown_category",
+                label_path,
+                f"image {image_path.name}: unknown KITTI type {columns[0]!r}; skipped",
+                f"line {number}",
+            )
             continue
         kept.append((number, columns, *rule))
     try:

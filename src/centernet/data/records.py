@@ -12,13 +12,15 @@ Conventions shared by all readers:
   rows line up with the annotation file, as in the original, which reserves their target slot.
 * Objects keep the order of the annotation file (the original's target rows follow it).
 """
+
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -205,7 +207,9 @@ class ImageRecord:
             crowd=flags(crowd),
             difficult=flags(difficult),
             ignore=flags(ignore),
-            keypoints=None if keypoints is None else np.asarray(keypoints, dtype=np.float32).reshape(n, -1, 3)
+            keypoints=None
+            if keypoints is None
+            else np.asarray(keypoints, dtype=np.float32).reshape(n, -1, 3)
             if n
             else np.asarray(keypoints, dtype=np.float32),
             calib=None if calib is None else np.asarray(calib, dtype=np.float32).reshape(3, 4),

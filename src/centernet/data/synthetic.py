@@ -9,6 +9,7 @@ Everything is a pure function of ``(seed, index)``: the layout (for the records)
 (rendered on demand) use separate generators seeded with ``[seed, index, stream]``, so records are
 cheap to build and images are identical on every call, process and platform.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -82,7 +83,9 @@ class SyntheticShapes:
                 if all(_apart(box, other) for other in boxes):
                     boxes.append(box)
                     labels.append(label)
-                    colours.append(np.clip(_COLOURS_BGR[label] + rng.integers(-_COLOUR_JITTER, _COLOUR_JITTER + 1, 3), 0, 255))
+                    colours.append(
+                        np.clip(_COLOURS_BGR[label] + rng.integers(-_COLOUR_JITTER, _COLOUR_JITTER + 1, 3), 0, 255)
+                    )
                     apex.append(int(rng.integers(x1, x1 + w)))
                     break
         return ShapeLayout(
@@ -103,7 +106,13 @@ class SyntheticShapes:
         image = np.clip(background, 0, 255).astype(np.uint8)
         layout = self.layout(index)
         for (x1, y1, x2, y2), label, colour, apex in zip(layout.boxes, layout.labels, layout.colours, layout.apex):
-            _draw_shape(image, SHAPE_CLASSES[label], (int(x1), int(y1), int(x2) - 1, int(y2) - 1), tuple(int(c) for c in colour), int(apex))
+            _draw_shape(
+                image,
+                SHAPE_CLASSES[label],
+                (int(x1), int(y1), int(x2) - 1, int(y2) - 1),
+                tuple(int(c) for c in colour),
+                int(apex),
+            )
         noise = 5.0 * rng.standard_normal(size=image.shape, dtype=np.float32)
         return np.clip(image + noise, 0, 255).astype(np.uint8)
 
@@ -134,7 +143,9 @@ def _apart(box: tuple[int, int, int, int], other: tuple[int, int, int, int]) -> 
     )
 
 
-def _draw_shape(image: np.ndarray, shape: str, corners: tuple[int, int, int, int], colour: tuple[int, ...], apex: int) -> None:
+def _draw_shape(
+    image: np.ndarray, shape: str, corners: tuple[int, int, int, int], colour: tuple[int, ...], apex: int
+) -> None:
     """Fills one shape exactly covering the inclusive pixel rectangle ``corners``."""
     x1, y1, x2, y2 = corners
     if shape == "rectangle":

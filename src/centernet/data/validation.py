@@ -13,6 +13,7 @@
   reference fixtures' targets note), so they are ordinary training objects that keep their flag.
 * Images left without objects are kept as negatives and counted.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,7 +65,11 @@ def validate_record(
     limits = np.array([record.width, record.height, record.width, record.height], dtype=np.float32)
     clipped = np.clip(boxes, 0.0, limits)
     for i in np.flatnonzero(finite & (clipped != boxes).any(axis=1)):
-        add("clipped_box", i, f"box {boxes[i].tolist()} reaches outside the {record.width}x{record.height} image; clipped")
+        add(
+            "clipped_box",
+            i,
+            f"box {boxes[i].tolist()} reaches outside the {record.width}x{record.height} image; clipped",
+        )
     boxes = np.where(finite[:, None], clipped, boxes)
     degenerate = ~finite | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
     for i in np.flatnonzero(degenerate):
@@ -86,7 +91,11 @@ def validate_record(
         x, y, visible = keypoints[..., 0], keypoints[..., 1], keypoints[..., 2] > 0
         outside = visible & ((x < 0) | (y < 0) | (x > record.width) | (y > record.height))
         for i, joint in zip(*np.nonzero(outside & keep[:, None])):
-            add("keypoint_outside", i, f"joint {joint} at ({x[i, joint]:.1f}, {y[i, joint]:.1f}) outside the image; marked invisible")
+            add(
+                "keypoint_outside",
+                i,
+                f"joint {joint} at ({x[i, joint]:.1f}, {y[i, joint]:.1f}) outside the image; marked invisible",
+            )
         keypoints[..., 2][outside] = 0
         for i in np.flatnonzero(keep & ~record.crowd & ~(keypoints[..., 2] > 0).any(axis=1)):
             add("no_visible_keypoints", i, "person without labelled joints; kept, its keypoint targets stay masked")

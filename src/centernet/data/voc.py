@@ -12,11 +12,12 @@ as the raccoon set's json take them. Image sizes come from the image file; a dif
 in the xml is reported. ``difficult`` objects follow a ``FlagPolicy`` (default: ordinary training
 objects keeping their flag; the VOC metric ignores them at evaluation).
 """
+
 from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from centernet.data.image_io import image_size
 from centernet.data.records import DataFormatError, DataReport, DetectionDataset, FlagPolicy, ImageRecord
@@ -97,14 +98,21 @@ def read_voc(
     root = Path(root)
     folders = find_voc_folders(root)
     if folders is None:
-        raise DataFormatError(f"{root}: not a VOC folder (expected Annotations/ or annotations/ with xml files, and JPEGImages/ or images/)")
+        raise DataFormatError(
+            f"{root}: not a VOC folder (expected Annotations/ or annotations/ with xml files, "
+            "and JPEGImages/ or images/)"
+        )
     annotation_dir, image_dir = folders
     report = DataReport()
     stems = sorted(p.stem for p in annotation_dir.glob("*.xml"))
     if split is not None:
-        split_file = next((f for f in (root / "ImageSets" / "Main" / f"{split}.txt", root / f"{split}.txt") if f.is_file()), None)
+        split_file = next(
+            (f for f in (root / "ImageSets" / "Main" / f"{split}.txt", root / f"{split}.txt") if f.is_file()), None
+        )
         if split_file is None:
-            report.add("missing_split", root, f"no ImageSets/Main/{split}.txt or {split}.txt; using all {len(stems)} xml files")
+            report.add(
+                "missing_split", root, f"no ImageSets/Main/{split}.txt or {split}.txt; using all {len(stems)} xml files"
+            )
         else:
             stems = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
 
@@ -125,12 +133,19 @@ def read_voc(
         written = tuple(xml_root.findtext(f"size/{side}", default="0").strip() for side in ("width", "height"))
         if written != ("0", "0") and written != (str(width), str(height)):
             report.add(
-                "size_mismatch", xml_path, f"image {path.name}: <size> says {'x'.join(written)}, the image is {width}x{height}"
+                "size_mismatch",
+                xml_path,
+                f"image {path.name}: <size> says {'x'.join(written)}, the image is {width}x{height}",
             )
         known = []
         for number, (name, corners, is_difficult) in enumerate(objects, start=1):
             if name not in label_of_name:
-                report.add("unknown_category", xml_path, f"image {path.name}: unknown class {name!r}; skipped", f"object {number}")
+                report.add(
+                    "unknown_category",
+                    xml_path,
+                    f"image {path.name}: unknown class {name!r}; skipped",
+                    f"object {number}",
+                )
                 continue
             known.append((number, label_of_name[name], corners, is_difficult))
         record = ImageRecord.create(

@@ -10,6 +10,7 @@ Each label line is ``class cx cy w h`` normalised to 0..1 (converted here to ``x
 ``class x1 y1 x2 y2 x3 y3 ...`` (a segment polygon, whose extent becomes the box), or for pose
 data ``class cx cy w h`` followed by ``K`` joints of ``kpt_shape[1]`` values.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,7 +44,9 @@ def _split_images(yaml_path: Path, root: Path, entry: object) -> list[Path]:
             lines = [line.strip() for line in location.read_text().splitlines() if line.strip()]
             images += [(location.parent / line).resolve() for line in lines]
         else:
-            raise DataFormatError(f"{yaml_path}: split entry {item!r} ({location}) is neither an image folder nor a .txt list")
+            raise DataFormatError(
+                f"{yaml_path}: split entry {item!r} ({location}) is neither an image folder nor a .txt list"
+            )
     return images
 
 
@@ -68,7 +71,11 @@ def _parse_labels(label_path: Path, keypoint_shape: tuple[int, int] | None) -> l
         is_box = len(columns) == 5 if pose_columns is None else len(columns) == pose_columns
         is_polygon = pose_columns is None and len(columns) >= 7 and len(columns) % 2 == 1
         if not (is_box or is_polygon):
-            expected = "5 (class cx cy w h) or a polygon" if pose_columns is None else f"{pose_columns} (class cx cy w h + joints)"
+            expected = (
+                "5 (class cx cy w h) or a polygon"
+                if pose_columns is None
+                else f"{pose_columns} (class cx cy w h + joints)"
+            )
             raise DataFormatError(f"{label_path} [line {number}]: {len(columns)} columns, expected {expected}")
         try:
             rows.append((number, [float(c) for c in columns]))
@@ -101,7 +108,9 @@ def read_yolo(yaml_path: str | Path, split: str = "val") -> DetectionDataset:
     if not isinstance(spec, dict) or "names" not in spec:
         raise DataFormatError(f"{yaml_path}: a YOLO data yaml needs 'names' and the split entries")
     if split not in spec:
-        raise DataFormatError(f"{yaml_path}: no split {split!r} (has {sorted(k for k in spec if k not in ('path', 'names'))})")
+        raise DataFormatError(
+            f"{yaml_path}: no split {split!r} (has {sorted(k for k in spec if k not in ('path', 'names'))})"
+        )
     root = yaml_path.parent / str(spec.get("path", "."))
     class_names = _class_names(yaml_path, spec["names"])
     keypoint_shape = tuple(spec["kpt_shape"]) if "kpt_shape" in spec else None
@@ -115,7 +124,12 @@ def read_yolo(yaml_path: str | Path, split: str = "val") -> DetectionDataset:
         for number, values in rows:
             label = int(values[0]) if values[0].is_integer() else -1
             if not 0 <= label < len(class_names):
-                report.add("unknown_category", label_path, f"image {image_path.name}: unknown class {values[0]:g}; skipped", f"line {number}")
+                report.add(
+                    "unknown_category",
+                    label_path,
+                    f"image {image_path.name}: unknown class {values[0]:g}; skipped",
+                    f"line {number}",
+                )
                 continue
             known.append((number, label, values[1:]))
         scale = np.array([width, height], dtype=np.float64)
@@ -139,7 +153,9 @@ def read_yolo(yaml_path: str | Path, split: str = "val") -> DetectionDataset:
             boxes=np.array(boxes, dtype=np.float64).reshape(-1, 4),
             labels=[label for _, label, _ in known],
             annotation_ids=[number for number, _, _ in known],
-            keypoints=None if keypoint_shape is None else np.array(joints, dtype=np.float32).reshape(len(known), keypoint_shape[0], 3),
+            keypoints=None
+            if keypoint_shape is None
+            else np.array(joints, dtype=np.float32).reshape(len(known), keypoint_shape[0], 3),
         )
         records.append(validate_record(record, report, label_path, object_kind="line"))
     return DetectionDataset(

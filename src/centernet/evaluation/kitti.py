@@ -435,10 +435,10 @@ class _PairOverlaps:
 def _same_frame_pairs(gt: _Flat, det: _Flat, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """All (gt index, det index) pairs of the same frame, sorted by gt then det."""
     det_counts = np.bincount(det.frame, minlength=num_frames)
-    det_starts = np.concatenate([[0], np.cumsum(det_counts)[:-1]])
+    det_starts = np.cumsum(det_counts) - det_counts
     per_gt = det_counts[gt.frame]
     pair_gt = np.repeat(np.arange(len(gt.frame)), per_gt)
-    pair_starts = np.concatenate([[0], np.cumsum(per_gt)[:-1]])
+    pair_starts = np.cumsum(per_gt) - per_gt
     offset = np.arange(len(pair_gt)) - np.repeat(pair_starts, per_gt)
     pair_det = det_starts[gt.frame][pair_gt] + offset
     return pair_gt, pair_det

@@ -126,11 +126,11 @@ def _rank_outcomes(
     """
     num_images = int(max(det_image.max(initial=-1), gt_image.max(initial=-1))) + 1
     gt_counts = np.bincount(gt_image, minlength=num_images)
-    gt_starts = np.concatenate([[0], np.cumsum(gt_counts)[:-1]])
+    gt_starts = np.cumsum(gt_counts) - gt_counts
     # Every (detection, ground truth of the same image) pair, grouped by detection.
     per_det = gt_counts[det_image]
     pair_det = np.repeat(np.arange(len(det_image)), per_det)
-    pair_start = np.concatenate([[0], np.cumsum(per_det)[:-1]])
+    pair_start = np.cumsum(per_det) - per_det
     pair_gt = gt_starts[det_image][pair_det] + np.arange(len(pair_det)) - np.repeat(pair_start, per_det)
     iou = _inclusive_iou(det_boxes[pair_det], gt_boxes[pair_gt])
 

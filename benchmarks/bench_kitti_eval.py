@@ -8,6 +8,7 @@ as the original writes them). Run:
 
 ``--files`` also times the file route (write a result folder, read it back, evaluate).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,15 @@ CLASSES = (
 )
 
 
-def _objects(rng: np.random.Generator, n: int, types: list[str], locations: np.ndarray, dims: np.ndarray,
-             ry: np.ndarray, scores: np.ndarray | None = None) -> KittiObjects:
+def _objects(
+    rng: np.random.Generator,
+    n: int,
+    types: list[str],
+    locations: np.ndarray,
+    dims: np.ndarray,
+    ry: np.ndarray,
+    scores: np.ndarray | None = None,
+) -> KittiObjects:
     """Objects with 2D boxes projected from the 3D boxes' centre and size (a crude pinhole)."""
     depth = np.maximum(locations[:, 2], 1.0)
     u = FOCAL_PX * locations[:, 0] / depth + CENTRE_X
@@ -48,9 +56,15 @@ def _objects(rng: np.random.Generator, n: int, types: list[str], locations: np.n
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, IMAGE_W - 1)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, IMAGE_H - 1)
     return KittiObjects(
-        types=types, boxes=boxes, alpha=ry - np.arctan2(locations[:, 0], depth), dimensions=dims,
-        locations=locations, rotation_y=ry, truncation=rng.choice([0.0, 0.2, 0.4], n),
-        occlusion=rng.integers(0, 4, n), scores=scores,
+        types=types,
+        boxes=boxes,
+        alpha=ry - np.arctan2(locations[:, 0], depth),
+        dimensions=dims,
+        locations=locations,
+        rotation_y=ry,
+        truncation=rng.choice([0.0, 0.2, 0.4], n),
+        occlusion=rng.integers(0, 4, n),
+        scores=scores,
     )
 
 
@@ -76,9 +90,12 @@ def make_problem(num_frames: int, detections_per_frame: int, seed: int = 0):
         real = np.concatenate([real, real[rng.random(len(real)) < 0.2]])
         m_fp = max(detections_per_frame - len(real), 0)
         fp_kind = rng.choice(3, m_fp, p=[0.6, 0.25, 0.15])
-        det_loc = np.concatenate([loc[real] + rng.normal(0, [0.15, 0.03, 0.5], (len(real), 3)),
-                                  np.stack([rng.uniform(-20, 20, m_fp), rng.uniform(1.4, 1.9, m_fp),
-                                            rng.uniform(3, 70, m_fp)], axis=1)])
+        det_loc = np.concatenate(
+            [
+                loc[real] + rng.normal(0, [0.15, 0.03, 0.5], (len(real), 3)),
+                np.stack([rng.uniform(-20, 20, m_fp), rng.uniform(1.4, 1.9, m_fp), rng.uniform(3, 70, m_fp)], axis=1),
+            ]
+        )
         det_dims = np.concatenate([dims[real] * rng.uniform(0.9, 1.1, (len(real), 3)), sizes[fp_kind]])
         det_ry = np.concatenate([ry[real] + rng.normal(0, 0.2, len(real)), rng.uniform(-np.pi, np.pi, m_fp)])
         scores = np.round(np.concatenate([rng.uniform(0.3, 1.0, len(real)), rng.uniform(0.0, 0.4, m_fp)]), 2)

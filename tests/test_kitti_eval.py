@@ -1,4 +1,5 @@
 """Behaviour of the KITTI evaluator: file handling, in-memory API, hand-computed cases, geometry."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,9 +47,14 @@ def _random_frames(rng: np.random.Generator, num_frames: int) -> tuple[list[Kitt
         loc = np.stack([rng.uniform(-10, 10, n), rng.uniform(1.5, 1.8, n), rng.uniform(5, 50, n)], axis=1)
         dims = np.stack([rng.uniform(1.4, 1.8, n), rng.uniform(0.5, 1.8, n), rng.uniform(0.8, 4.5, n)], axis=1)
         gt = KittiObjects(
-            types=list(rng.choice(names, n)), boxes=boxes.round(2), alpha=rng.uniform(-3, 3, n).round(2),
-            dimensions=dims.round(2), locations=loc.round(2), rotation_y=rng.uniform(-3, 3, n).round(2),
-            truncation=rng.choice([0.0, 0.2, 0.4, 0.6], n), occlusion=rng.integers(0, 4, n),
+            types=list(rng.choice(names, n)),
+            boxes=boxes.round(2),
+            alpha=rng.uniform(-3, 3, n).round(2),
+            dimensions=dims.round(2),
+            locations=loc.round(2),
+            rotation_y=rng.uniform(-3, 3, n).round(2),
+            truncation=rng.choice([0.0, 0.2, 0.4, 0.6], n),
+            occlusion=rng.integers(0, 4, n),
         )
         keep = np.flatnonzero(rng.random(n) < 0.85)
         keep = np.concatenate([keep, rng.choice(n, 2)])  # duplicates
@@ -193,7 +199,9 @@ def test_bev_threshold_presets() -> None:
     assert original.precision["car"]["bev"][0, 0] == 1.0  # > 0.5
     assert official.precision["car"]["bev"][0, 0] == 0.0  # not > 0.7
     custom = {"car": {"bbox": 0.7, "bev": 0.6, "3d": 0.6}}
-    assert evaluate_kitti_objects([gt], [det], iou_thresholds=custom, classes=["car"]).precision["car"]["bev"][0, 0] == 0
+    assert (
+        evaluate_kitti_objects([gt], [det], iou_thresholds=custom, classes=["car"]).precision["car"]["bev"][0, 0] == 0
+    )
     with pytest.raises(ValueError, match="pedestrian"):
         evaluate_kitti_objects([gt], [det], iou_thresholds=custom)
 

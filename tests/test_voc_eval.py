@@ -1,4 +1,5 @@
 """Pascal VOC mAP on hand-computed cases and against a plain per-detection loop."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -130,9 +131,11 @@ def _loop_reference(ground_truth, detections, num_classes, eleven_point):
                 iw = min(box[2], gt_box[2]) - max(box[0], gt_box[0]) + 1
                 ih = min(box[3], gt_box[3]) - max(box[1], gt_box[1]) + 1
                 inter = max(iw, 0) * max(ih, 0)
-                union = (box[2] - box[0] + 1) * (box[3] - box[1] + 1) + (gt_box[2] - gt_box[0] + 1) * (
-                    gt_box[3] - gt_box[1] + 1
-                ) - inter
+                union = (
+                    (box[2] - box[0] + 1) * (box[3] - box[1] + 1)
+                    + (gt_box[2] - gt_box[0] + 1) * (gt_box[3] - gt_box[1] + 1)
+                    - inter
+                )
                 if inter / union > best:
                     best, best_j = inter / union, j
             difficult = g.get("difficult", np.zeros(len(g["labels"]), bool))

@@ -1,4 +1,5 @@
 """Parity with the original's KITTI evaluator binary on every (gt, det) pair of the fixtures."""
+
 from __future__ import annotations
 
 import json

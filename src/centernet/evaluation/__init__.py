@@ -1,4 +1,5 @@
 """Evaluation: KITTI 3D object (the original's evaluator, AP11 / AP40) and Pascal VOC mAP."""
+
 from centernet.evaluation.kitti import (
     KittiObjects,
     KittiResult,

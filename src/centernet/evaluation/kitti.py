@@ -19,9 +19,9 @@ i-th ground truth of every frame is matched in the same step) and, in pass 2, ac
 Units: 2D boxes in pixels of the image, 3D dimensions and locations in metres in the camera frame
 (x right, y down, z forward); ``location`` is the bottom centre of the box.
 """
+
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -70,6 +70,10 @@ _NO_LOCATION = -1000.0
 _GT_COLUMNS = 15
 _DET_COLUMNS = 16
 
+# Roles of ground truth and detections for one class and difficulty; the ignored detections are
+# the "small" ones (shorter than the level's minimum height, whatever their class).
+_VALID, _IGNORED, _OTHER = 0, 1, -1
+
 
 @dataclass
 class KittiObjects:
@@ -107,7 +111,9 @@ class KittiObjects:
         self.locations = np.asarray(self.locations, dtype=np.float64).reshape(n, 3)
         self.rotation_y = np.asarray(self.rotation_y, dtype=np.float64).reshape(n)
         self.truncation = np.zeros(n) if self.truncation is None else np.asarray(self.truncation, np.float64).reshape(n)
-        self.occlusion = np.zeros(n, np.int64) if self.occlusion is None else np.asarray(self.occlusion, np.int64).reshape(n)
+        self.occlusion = (
+            np.zeros(n, np.int64) if self.occlusion is None else np.asarray(self.occlusion, np.int64).reshape(n)
+        )
         self.scores = np.ones(n) if self.scores is None else np.asarray(self.scores, np.float64).reshape(n)
 
     def __len__(self) -> int:
@@ -171,7 +177,11 @@ def format_kitti_lines(objects: KittiObjects, *, detections: bool = True, decima
     lines = []
     for i, name in enumerate(objects.types):
         numbers = [
-            objects.alpha[i], *objects.boxes[i], *objects.dimensions[i], *objects.locations[i], objects.rotation_y[i]
+            objects.alpha[i],
+            *objects.boxes[i],
+            *objects.dimensions[i],
+            *objects.locations[i],
+            objects.rotation_y[i],
         ]
         if detections:
             numbers.append(objects.scores[i])
@@ -247,7 +257,9 @@ class KittiResult:
 
     def format_table(self) -> str:
         """Human-readable table: one row per class and metric, AP11 and AP40 for E / M / H."""
-        header = f"{'class':<12}{'metric':<8}{'AP11 easy':>10}{'mod':>8}{'hard':>8}{'AP40 easy':>12}{'mod':>8}{'hard':>8}"
+        header = (
+            f"{'class':<12}{'metric':<8}{'AP11 easy':>10}{'mod':>8}{'hard':>8}{'AP40 easy':>12}{'mod':>8}{'hard':>8}"
+        )
         rows = [f"KITTI evaluation: {self.num_frames} frames", header, "-" * len(header)]
         for class_name, metrics in self.precision.items():
             thresholds = self.iou_thresholds.get(class_name, {})
@@ -334,11 +346,20 @@ def evaluate_kitti_objects(
     iou_thresholds: Literal["original", "official"] | IouThresholds = "original",
     classes: Sequence[str] = KITTI_CLASSES,
 ) -> KittiResult:
-    """Same as :func:`evaluate_kitti` on in-memory frames: ``detections[i]`` belongs to
-    ``ground_truth[i]``, and every given frame is evaluated (like a result file, even if empty).
+    """Evaluates in-memory frames exactly as :func:`evaluate_kitti` evaluates files.
 
-    Scores are used as given; the file route rounds them to the decimals written (2 in the
-    original), which creates ties. Round first for identical numbers.
+    Every given frame is evaluated, like a result file (even an empty one). Scores are used as
+    given, whereas the file route sees them at the decimals written (2 in the original, which
+    creates ties): round them first to get identical numbers.
+
+    Args:
+        ground_truth: per frame, the labelled objects (``truncation`` and ``occlusion`` used).
+        detections: per frame (same order), the detected objects (``scores`` used).
+        iou_thresholds: ``"original"``, ``"official"`` or class -> {"bbox", "bev", "3d"} -> overlap.
+        classes: lower-case class names to evaluate; each needs thresholds.
+
+    Returns:
+        Per class, metric and difficulty the 41-value arrays (``None`` = not evaluated).
     """
     if len(ground_truth) != len(detections):
         raise ValueError(f"{len(ground_truth)} ground-truth frames but {len(detections)} detection frames")
@@ -388,16 +409,14 @@ def evaluate_kitti_objects(
     )
 
 
-# Roles of ground truth and detections for one class and difficulty.
-_VALID, _IGNORED, _OTHER = 0, 1, -1  # ignored detections are the "small" ones
-
-
 def _ground_truth_roles(gt: _Flat, class_name: str, level: int) -> np.ndarray:
     """[N_gt] role: valid (counted), ignored (absorbs detections silently) or other (skipped)."""
     o = gt.objects
     height = o.boxes[:, 3] - o.boxes[:, 1]
     outside_level = (
-        (o.occlusion > _MAX_OCCLUSION[level]) | (o.truncation > _MAX_TRUNCATION[level]) | (height < _MIN_HEIGHT_PX[level])
+        (o.occlusion > _MAX_OCCLUSION[level])
+        | (o.truncation > _MAX_TRUNCATION[level])
+        | (height < _MIN_HEIGHT_PX[level])
     )
     same = gt.is_type(class_name)
     neighbour = gt.is_type(NEIGHBOUR_CLASSES.get(class_name, ""))
@@ -469,9 +488,7 @@ def _frame_overlaps(gt: _Flat, det: _Flat) -> dict[str, _PairOverlaps]:
     )
     near = gap < g_radius[pair_gt] + d_radius[pair_det]
     pair_gt, pair_det = pair_gt[near], pair_det[near]
-    inter_area = rotated_rectangle_intersection(
-        _ground_rectangles(g)[pair_gt], _ground_rectangles(d)[pair_det]
-    )
+    inter_area = rotated_rectangle_intersection(_ground_rectangles(g)[pair_gt], _ground_rectangles(d)[pair_det])
     hit = inter_area > 0
     pair_gt, pair_det, inter_area = pair_gt[hit], pair_det[hit], inter_area[hit]
     # Signed w*l equals the polygon area the binary computes (the corner order flips with sign).
@@ -664,18 +681,18 @@ def _evaluate_level(
     candidates = overlaps.select(
         (overlaps.iou > iou_threshold) & (gt_role[overlaps.gt] != _OTHER) & (det_role[overlaps.det] != _OTHER)
     )
-    true_positive = lambda m: (gt_role[m.gt] == _VALID) & (det_role[m.det] == _VALID)  # noqa: E731
 
     # Pass 1: the highest-scoring candidate wins; true-positive scores give the thresholds.
     first = _greedy_match(candidates, gt.frame, scores[candidates.det], scores, np.array([-np.inf]))
-    thresholds = _score_thresholds(scores[first.det[true_positive(first)]], num_valid)
+    first_tp = (gt_role[first.gt] == _VALID) & (det_role[first.det] == _VALID)
+    thresholds = _score_thresholds(scores[first.det[first_tp]], num_valid)
 
     # Pass 2, at every threshold: a valid candidate with the largest overlap wins; a small one
     # only when there is no valid one.
     priority = np.where(det_role[candidates.det] == _VALID, candidates.iou, -1.0)
     matches = _greedy_match(candidates, gt.frame, priority, scores, thresholds)
     num_steps = len(thresholds)
-    tp_mask = true_positive(matches)
+    tp_mask = (gt_role[matches.gt] == _VALID) & (det_role[matches.det] == _VALID)
     tp = np.bincount(matches.step[tp_mask], minlength=num_steps)
     similarity = (1.0 + np.cos(gt.objects.alpha[matches.gt] - det.objects.alpha[matches.det])) / 2.0
     aos_sum = np.bincount(matches.step[tp_mask], weights=similarity[tp_mask], minlength=num_steps)

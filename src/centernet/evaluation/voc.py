@@ -20,6 +20,7 @@ Follows the VOC devkit and the ``voc_eval.py`` that the original CenterNet runs 
   precision envelope at every recall change (VOC2010 and later).
 - A class without positives has AP ``nan`` and is left out of the mean.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence

@@ -67,11 +67,11 @@ def _keypoints(json_path: Path, anns: list[dict], num_joints: int) -> np.ndarray
 def _objects_3d(json_path: Path, anns: list[dict], types: list[str]) -> Objects3D:
     try:
         return Objects3D(
-            dims=np.array([a["dim"] for a in anns], dtype=np.float32).reshape(-1, 3),
-            locations=np.array([a["location"] for a in anns], dtype=np.float32).reshape(-1, 3),
-            rotation_y=np.array([a["rotation_y"] for a in anns], dtype=np.float32),
-            alpha=np.array([a["alpha"] for a in anns], dtype=np.float32),
-            truncation=np.array([a.get("truncated", 0) for a in anns], dtype=np.float32),
+            dims=np.array([a["dim"] for a in anns], dtype=np.float64).reshape(-1, 3),
+            locations=np.array([a["location"] for a in anns], dtype=np.float64).reshape(-1, 3),
+            rotation_y=np.array([a["rotation_y"] for a in anns], dtype=np.float64),
+            alpha=np.array([a["alpha"] for a in anns], dtype=np.float64),
+            truncation=np.array([a.get("truncated", 0) for a in anns], dtype=np.float64),
             occlusion=np.array([a.get("occluded", 0) for a in anns], dtype=np.int64),
             types=tuple(types),
         )

@@ -121,11 +121,11 @@ def read_kitti_frame(
     except ValueError as error:
         raise DataFormatError(f"{label_path}: non-numeric value in a label line ({error})") from error
     objects_3d = Objects3D(
-        dims=values[:, 7:10].astype(np.float32),
-        locations=values[:, 10:13].astype(np.float32),
-        rotation_y=values[:, 13].astype(np.float32),
-        alpha=values[:, 2].astype(np.float32),
-        truncation=values[:, 0].astype(np.float32),
+        dims=values[:, 7:10],
+        locations=values[:, 10:13],
+        rotation_y=values[:, 13],
+        alpha=values[:, 2],
+        truncation=values[:, 0],
         occlusion=values[:, 1].astype(np.int64),
         types=tuple(columns[0] for _, columns, _, _ in kept),
     )

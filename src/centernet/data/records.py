@@ -97,12 +97,15 @@ class DataReport:
 class Objects3D:
     """KITTI 3D annotations of the objects of one image (camera coordinates, metres, radians).
 
+    Values are float64 as parsed (the original reads them from json as Python floats and rounds
+    only when it writes a target array).
+
     Attributes:
-        dims: ``float32 [N, 3]`` object size ``(h, w, l)`` in metres.
-        locations: ``float32 [N, 3]`` bottom-centre ``(x, y, z)`` in camera coordinates, metres.
-        rotation_y: ``float32 [N]`` yaw around the camera Y axis.
-        alpha: ``float32 [N]`` observation angle.
-        truncation: ``float32 [N]`` 0 (inside the image) .. 1 (leaving it).
+        dims: ``float64 [N, 3]`` object size ``(h, w, l)`` in metres.
+        locations: ``float64 [N, 3]`` bottom-centre ``(x, y, z)`` in camera coordinates, metres.
+        rotation_y: ``float64 [N]`` yaw around the camera Y axis.
+        alpha: ``float64 [N]`` observation angle.
+        truncation: ``float64 [N]`` 0 (inside the image) .. 1 (leaving it).
         occlusion: ``int64 [N]`` 0 visible, 1 partly, 2 largely occluded, 3 unknown.
         types: KITTI class name of each object (``Car``, ``Van``, ``DontCare``...).
     """
@@ -117,7 +120,7 @@ class Objects3D:
 
     @property
     def depth(self) -> np.ndarray:
-        """``float32 [N]`` distance along the optical axis (``locations[:, 2]``), metres."""
+        """``float64 [N]`` distance along the optical axis (``locations[:, 2]``), metres."""
         return self.locations[:, 2]
 
     def subset(self, keep: np.ndarray) -> Objects3D:
@@ -218,6 +221,37 @@ class ImageRecord:
 
     def __len__(self) -> int:
         return len(self.boxes)
+
+    def annotations(self) -> dict[str, np.ndarray]:
+        """The objects as the task encoders take them (``Task.encode``), in image pixels.
+
+        Returns:
+            ``boxes [N, 4]`` float32, ``labels [N]`` int64, ``ignore`` / ``crowd`` /
+            ``difficult [N]`` bool; ``keypoints [N, K, 3]`` when present; with KITTI annotations
+            ``calib [3, 4]``, ``types [N]`` (KITTI type names), ``alpha`` / ``rotation_y [N]`` and
+            ``dims`` / ``location [N, 3]`` float64.
+        """
+        annotations = {
+            "boxes": self.boxes,
+            "labels": self.labels,
+            "ignore": self.ignore,
+            "crowd": self.crowd,
+            "difficult": self.difficult,
+        }
+        if self.keypoints is not None:
+            annotations["keypoints"] = self.keypoints
+        if self.calib is not None:
+            annotations["calib"] = self.calib
+        if self.objects_3d is not None:
+            objects = self.objects_3d
+            annotations.update(
+                types=np.array(objects.types, dtype=str),
+                alpha=objects.alpha,
+                rotation_y=objects.rotation_y,
+                dims=objects.dims,
+                location=objects.locations,
+            )
+        return annotations
 
     def subset(self, keep: np.ndarray) -> ImageRecord:
         """The same image with only the objects where the boolean mask ``keep [N]`` is true."""

@@ -1,4 +1,5 @@
 """Behaviour of the monocular 3D task: KITTI readers, targets, calibration, geometry, decoding, result lines."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,14 @@ CALIB = np.array([[700.0, 0.0, 160.0, 45.0], [0.0, 700.0, 48.0, 0.2], [0.0, 0.0,
 
 def _meta(calib=CALIB, **changes) -> ImageMeta:
     height, width = IMAGE_HW
-    fields = dict(center=np.array([width / 2, height / 2]), scale=np.array([width, height], np.int32),
-                  input_hw=(height, width), output_hw=OUTPUT_HW, image_hw=IMAGE_HW, calib=calib)
+    fields = {
+        "center": np.array([width / 2, height / 2]),
+        "scale": np.array([width, height], np.int32),
+        "input_hw": (height, width),
+        "output_hw": OUTPUT_HW,
+        "image_hw": IMAGE_HW,
+        "calib": calib,
+    }
     return ImageMeta(**{**fields, **changes})
 
 
@@ -116,8 +123,9 @@ def test_back_projection_inverts_projection_and_yaw_follows_the_ray():
     # Projection's homogeneous depth, which is what the unprojection expects.
     depth = (centre_3d[:, 2] + CALIB[2, 3]).astype(np.float32)
     alpha = rotation_y - np.arctan2(centre_2d[:, 0] - CALIB[0, 2], CALIB[0, 0])
-    found_location, found_yaw = ddd.locate_3d(centre_2d.astype(np.float32), alpha.astype(np.float32), dims, depth,
-                                              CALIB)
+    found_location, found_yaw = ddd.locate_3d(
+        centre_2d.astype(np.float32), alpha.astype(np.float32), dims, depth, CALIB
+    )
     np.testing.assert_allclose(found_location, location, atol=1e-3)
     np.testing.assert_allclose(np.cos(found_yaw - rotation_y), 1.0, atol=1e-6)
 
@@ -129,7 +137,7 @@ def test_back_projection_inverts_projection_and_yaw_follows_the_ray():
 
 def test_kitti_readers_on_kitti_mini(data_dir):
     root = data_dir / "kitti_mini" / "training"
-    label_file = sorted((root / "label_2").glob("*.txt"))[0]
+    label_file = min((root / "label_2").glob("*.txt"))
     annotations = ddd.read_kitti_label(label_file)
     first = label_file.read_text().splitlines()[0].split()
     assert KITTI_TYPES[annotations["labels"][0]] == first[0]

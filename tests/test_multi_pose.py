@@ -1,4 +1,5 @@
 """Behaviour of the multi-person pose task: targets, loss, decoding, flip test and COCO results."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,8 +25,13 @@ OUTPUT_HW = (50, 60)  # window of the whole image at stride 4
 
 def _meta(**changes) -> ImageMeta:
     height, width = IMAGE_HW
-    fields = dict(center=np.array([width / 2, height / 2], np.float32), scale=float(max(height, width)),
-                  input_hw=(OUTPUT_HW[0] * 4, OUTPUT_HW[1] * 4), output_hw=OUTPUT_HW, image_hw=IMAGE_HW)
+    fields = {
+        "center": np.array([width / 2, height / 2], np.float32),
+        "scale": float(max(height, width)),
+        "input_hw": (OUTPUT_HW[0] * 4, OUTPUT_HW[1] * 4),
+        "output_hw": OUTPUT_HW,
+        "image_hw": IMAGE_HW,
+    }
     return ImageMeta(**{**fields, **changes})
 
 
@@ -125,7 +131,10 @@ def test_rotation_turns_centre_map_into_ignore_and_masks_regression():
 def _ideal_outputs(targets: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """Raw maps a perfect network would output for these targets."""
     height, width = targets["hm"].shape[1:]
-    logit = lambda p: torch.logit(torch.from_numpy(p).clamp(1e-4, 1 - 1e-4))  # noqa: E731
+
+    def logit(p: np.ndarray) -> torch.Tensor:
+        return torch.logit(torch.from_numpy(p).clamp(1e-4, 1 - 1e-4))
+
     out = {"hm": logit(targets["hm"])[None], "hm_hp": logit(targets["hm_hp"])[None]}
     for name, channels in (("wh", 2), ("reg", 2), ("hps", 2 * NUM_JOINTS), ("hp_offset", 2)):
         out[name] = torch.zeros(1, channels, height * width)
@@ -174,9 +183,12 @@ def test_flip_test_of_a_consistent_mirror_pair_equals_plain_decoding():
     raw = {name: torch.randn(1, c, 24, 24, generator=generator) for name, c in HEADS.items()}
     raw["hm"] = raw["hm"] - 3.0
     mirrored = {
-        "hm": flip_lr(raw["hm"]), "wh": flip_lr(raw["wh"]), "hps": flip_joint_offsets(raw["hps"]),
+        "hm": flip_lr(raw["hm"]),
+        "wh": flip_lr(raw["wh"]),
+        "hps": flip_joint_offsets(raw["hps"]),
         "hm_hp": flip_lr_pairs(raw["hm_hp"], COCO_FLIP_PAIRS),
-        "reg": torch.zeros_like(raw["reg"]), "hp_offset": torch.zeros_like(raw["hp_offset"]),
+        "reg": torch.zeros_like(raw["reg"]),
+        "hp_offset": torch.zeros_like(raw["hp_offset"]),
     }
     pair = {name: torch.cat([raw[name], mirrored[name]]) for name in raw}
     task = MultiPoseTask()
@@ -184,8 +196,9 @@ def test_flip_test_of_a_consistent_mirror_pair_equals_plain_decoding():
 
 
 def test_coco_keypoint_results_format():
-    row = np.array([[10.004, 20.0, 50.5, 90.25, 0.876, *np.arange(2 * NUM_JOINTS, dtype=np.float32) + 0.333]],
-                   dtype=np.float32)
+    row = np.array(
+        [[10.004, 20.0, 50.5, 90.25, 0.876, *np.arange(2 * NUM_JOINTS, dtype=np.float32) + 0.333]], dtype=np.float32
+    )
     [result] = coco_keypoint_results(397133, row)
     assert result["image_id"] == 397133 and result["category_id"] == 1
     assert result["bbox"] == [10.0, 20.0, 40.5, 70.25]

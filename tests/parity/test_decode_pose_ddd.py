@@ -2,6 +2,7 @@
 
 Sizes, K, flip pairs, the letterbox and the camera matrix come from the fixture files.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,16 +27,21 @@ def decode_doc(reference_dir):
 
 
 def _raw_outputs(arrays, prefix: str) -> dict[str, torch.Tensor]:
-    return {key[len(prefix):]: torch.from_numpy(arrays[key]) for key in arrays.files if key.startswith(prefix)}
+    return {key[len(prefix) :]: torch.from_numpy(arrays[key]) for key in arrays.files if key.startswith(prefix)}
 
 
 def _meta(arrays, prefix: str, image_wh, calib=None) -> ImageMeta:
     """The warp of the fixture's image; the input size is not used by post-processing."""
     out_h, out_w = (int(v) for v in arrays[prefix + "meta__out_hw"])
     scale = arrays[prefix + "meta__s"]
-    return ImageMeta(center=arrays[prefix + "meta__c"], scale=float(scale) if scale.ndim == 0 else scale,
-                     input_hw=(4 * out_h, 4 * out_w), output_hw=(out_h, out_w),
-                     image_hw=(image_wh[1], image_wh[0]), calib=calib)
+    return ImageMeta(
+        center=arrays[prefix + "meta__c"],
+        scale=float(scale) if scale.ndim == 0 else scale,
+        input_hw=(4 * out_h, 4 * out_w),
+        output_hw=(out_h, out_w),
+        image_hw=(image_wh[1], image_wh[0]),
+        calib=calib,
+    )
 
 
 @pytest.mark.parametrize("flip", [False, True], ids=["plain", "flip"])
@@ -65,7 +71,8 @@ def test_multi_pose_decode(flip, decode_doc, reference_dir):
 def _flatten(results: dict[int, np.ndarray]) -> np.ndarray:
     """``{cls1: [n, 13]}`` -> ``[N, 14]`` rows with the class id appended, grouped by class."""
     return np.concatenate(
-        [np.concatenate([rows, np.full((len(rows), 1), cls, np.float32)], axis=1) for cls, rows in results.items()])
+        [np.concatenate([rows, np.full((len(rows), 1), cls, np.float32)], axis=1) for cls, rows in results.items()]
+    )
 
 
 def test_ddd_decode(decode_doc, reference_dir):

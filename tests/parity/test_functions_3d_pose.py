@@ -2,6 +2,7 @@
 
 Every input, size, seed and weight comes from the fixture files (the hidden acceptance set differs).
 """
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from centernet.tasks import ddd, multi_pose
+from centernet.tasks import ddd
 from centernet.tasks.ddd import DddTask
 from centernet.tasks.multi_pose import MultiPoseTask
 from tests.helpers import assert_close
@@ -20,9 +21,14 @@ TIGHT = {"atol": 1e-6, "rtol": 1e-5}
 
 # The original's option names -> our named loss terms (off_weight also weights hp_offset).
 OPTION_TO_LOSSES = {
-    "hm_weight": ("hm_loss",), "wh_weight": ("wh_loss",), "off_weight": ("off_loss", "hp_offset_loss"),
-    "hp_weight": ("hp_loss",), "hm_hp_weight": ("hm_hp_loss",), "dep_weight": ("dep_loss",),
-    "dim_weight": ("dim_loss",), "rot_weight": ("rot_loss",),
+    "hm_weight": ("hm_loss",),
+    "wh_weight": ("wh_loss",),
+    "off_weight": ("off_loss", "hp_offset_loss"),
+    "hp_weight": ("hp_loss",),
+    "hm_hp_weight": ("hm_hp_loss",),
+    "dep_weight": ("dep_loss",),
+    "dim_weight": ("dim_loss",),
+    "rot_weight": ("rot_loss",),
 }
 TASKS = {"multi_pose": (MultiPoseTask, "multi_pose_coco_val"), "ddd": (DddTask, "ddd_kitti_val")}
 # Per-image entries of the target fixtures that describe the warp, not training targets.
@@ -45,15 +51,22 @@ def _t(array: np.ndarray) -> torch.Tensor:
 
 def test_l1_mean_loss(functions):
     loss = ddd.l1_mean_loss(
-        _t(functions["regl1__output"]), _t(functions["regl1__mask"]),
-        _t(functions["regl1__ind"]), _t(functions["regl1__target"]))
+        _t(functions["regl1__output"]),
+        _t(functions["regl1__mask"]),
+        _t(functions["regl1__ind"]),
+        _t(functions["regl1__target"]),
+    )
     assert_close(loss, functions["l1mean__loss"], "L1Loss (mean over all entries)", **TIGHT)
 
 
 def test_bin_rot_loss(functions):
     loss = ddd.bin_rot_loss(
-        _t(functions["binrot__output"]), _t(functions["regl1__mask"]), _t(functions["regl1__ind"]),
-        _t(functions["binrot__rotbin"]), _t(functions["binrot__rotres"]))
+        _t(functions["binrot__output"]),
+        _t(functions["regl1__mask"]),
+        _t(functions["regl1__ind"]),
+        _t(functions["binrot__rotbin"]),
+        _t(functions["binrot__rotres"]),
+    )
     assert_close(loss, functions["binrot__loss"], "BinRotLoss", **TIGHT)
 
 
@@ -64,19 +77,26 @@ def test_depth_transform(functions):
 
 def test_locate_3d(functions):
     location, rotation_y = ddd.locate_3d(
-        functions["ddd__centers"], functions["ddd__alpha"], functions["ddd__dim"],
-        functions["ddd__depth"], functions["ddd__calib"])
+        functions["ddd__centers"],
+        functions["ddd__alpha"],
+        functions["ddd__dim"],
+        functions["ddd__depth"],
+        functions["ddd__calib"],
+    )
     assert_close(location, functions["ddd__location"], "ddd2locrot location", atol=1e-5, rtol=1e-6)
     assert_close(rotation_y, functions["ddd__rotation_y"], "ddd2locrot rotation_y", atol=1e-6, rtol=1e-6)
 
 
 def test_box3d_corners_and_projection(functions):
     calib = functions["ddd__calib"]
-    corners = np.stack([
-        ddd.box3d_corners(dim, location, rotation_y)
-        for dim, location, rotation_y in zip(functions["ddd__dim"], functions["ddd__location"],
-                                             functions["ddd__rotation_y"])
-    ])
+    corners = np.stack(
+        [
+            ddd.box3d_corners(dim, location, rotation_y)
+            for dim, location, rotation_y in zip(
+                functions["ddd__dim"], functions["ddd__location"], functions["ddd__rotation_y"]
+            )
+        ]
+    )
     assert_close(corners, functions["ddd__box3d_corners"], "compute_box_3d", atol=1e-5, rtol=1e-6)
     projected = np.stack([ddd.project_to_image(c, calib) for c in functions["ddd__box3d_corners"]])
     assert_close(projected, functions["ddd__box3d_projected"], "project_to_image", atol=1e-4, rtol=1e-6)
@@ -108,7 +128,7 @@ def _target_batch(reference_dir, target_name: str, image_ids: list[int]) -> dict
     doc = json.loads((reference_dir / "targets" / f"{target_name}.json").read_text())
     prefix_of = {image["img_id"]: image["key_prefix"] for image in doc["images"]}
     prefixes = [prefix_of[image_id] for image_id in image_ids]
-    keys = {key[len(prefixes[0]):] for key in arrays.files if key.startswith(prefixes[0])} - META_KEYS
+    keys = {key[len(prefixes[0]) :] for key in arrays.files if key.startswith(prefixes[0])} - META_KEYS
     return {key: _t(np.stack([arrays[prefix + key] for prefix in prefixes])) for key in keys}
 
 

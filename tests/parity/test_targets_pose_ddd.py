@@ -4,6 +4,7 @@ Targets are rebuilt from the shared mini data sets (COCO keypoints; KITTI both t
 original's converted json and straight from KITTI's own label_2 / calib files). Images, sizes and
 the letterbox come from the fixture json and the image files themselves.
 """
+
 from __future__ import annotations
 
 import json
@@ -70,24 +71,36 @@ def test_multi_pose_targets(pose_fixture, coco_keypoints, data_dir):
         scale = max(height, width) * 1.0
         assert_close(center, arrays[prefix + "c"], f"{prefix}c", atol=0, rtol=0)
         assert_close(scale, arrays[prefix + "s"], f"{prefix}s", atol=0, rtol=0)
-        meta = ImageMeta(center=center, scale=scale, input_hw=(image["input_res"],) * 2,
-                         output_hw=(image["output_res"],) * 2, image_hw=(height, width))
+        meta = ImageMeta(
+            center=center,
+            scale=scale,
+            input_hw=(image["input_res"],) * 2,
+            output_hw=(image["output_res"],) * 2,
+            image_hw=(height, width),
+        )
         assert_close(meta.input_transform(), arrays[prefix + "trans_input"], f"{prefix}trans_input", atol=1e-12)
-        assert_close(meta.output_transform(), arrays[prefix + "trans_output_rot"], f"{prefix}trans_output_rot",
-                     atol=1e-12)
-        assert_close(meta.output_transform(rot=0), arrays[prefix + "trans_output"], f"{prefix}trans_output",
-                     atol=1e-12)
+        assert_close(
+            meta.output_transform(), arrays[prefix + "trans_output_rot"], f"{prefix}trans_output_rot", atol=1e-12
+        )
+        assert_close(meta.output_transform(rot=0), arrays[prefix + "trans_output"], f"{prefix}trans_output", atol=1e-12)
 
         anns = coco_keypoints.loadAnns(coco_keypoints.getAnnIds(imgIds=[image["img_id"]]))
         assert len(anns) == image["num_people"]
         # COCO [x, y, w, h] -> corners, summed in float64 like the original before its float32 cast.
-        boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                          for a in anns], dtype=np.float64)
+        boxes = np.array(
+            [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns],
+            dtype=np.float64,
+        )
         keypoints = np.array([a["keypoints"] for a in anns], dtype=np.float32).reshape(len(anns), -1, 3)
         targets = task.encode({"boxes": boxes, "keypoints": keypoints}, meta)
 
-        assert set(targets) == {k[len(prefix):] for k in arrays.files if k.startswith(prefix)} - {
-            "c", "s", "trans_input", "trans_output", "trans_output_rot"}
+        assert set(targets) == {k[len(prefix) :] for k in arrays.files if k.startswith(prefix)} - {
+            "c",
+            "s",
+            "trans_input",
+            "trans_output",
+            "trans_output_rot",
+        }
         _assert_targets_equal(targets, arrays, prefix, "multi_pose")
         assert int(targets["reg_mask"].sum()) == image["num_valid_objects"]
 
@@ -127,8 +140,11 @@ def _ddd_sources(image: dict, converted: dict, kitti_dir):
     anns = [a for a in converted["annotations"] if a["image_id"] == image["img_id"]]
     stem = image["file_name"].rsplit(".", 1)[0]
     yield "converted json", ddd.kitti_annotations_from_coco(anns), np.array(info["calib"], dtype=np.float32)
-    yield ("KITTI txt", ddd.read_kitti_label(kitti_dir / "label_2" / f"{stem}.txt"),
-           ddd.read_kitti_calib(kitti_dir / "calib" / f"{stem}.txt"))
+    yield (
+        "KITTI txt",
+        ddd.read_kitti_label(kitti_dir / "label_2" / f"{stem}.txt"),
+        ddd.read_kitti_calib(kitti_dir / "calib" / f"{stem}.txt"),
+    )
 
 
 def test_ddd_targets(ddd_fixture, data_dir):
@@ -144,16 +160,25 @@ def test_ddd_targets(ddd_fixture, data_dir):
         scale = np.array([width, height], dtype=np.int32)
         np.testing.assert_array_equal(center, arrays[prefix + "c"])
         np.testing.assert_array_equal(scale, arrays[prefix + "s"])
-        for source, annotations, calib in _ddd_sources(image, converted, kitti_dir):
-            assert (annotations["labels"] + 1).tolist() == image["categories"], source
-            meta = ImageMeta(center=center, scale=scale, input_hw=(image["input_h"], image["input_w"]),
-                             output_hw=(image["output_h"], image["output_w"]), image_hw=(height, width), calib=calib)
+        for source, objects, calib in _ddd_sources(image, converted, kitti_dir):
+            assert (objects["labels"] + 1).tolist() == image["categories"], source
+            meta = ImageMeta(
+                center=center,
+                scale=scale,
+                input_hw=(image["input_h"], image["input_w"]),
+                output_hw=(image["output_h"], image["output_w"]),
+                image_hw=(height, width),
+                calib=calib,
+            )
             assert_close(meta.input_transform(), arrays[prefix + "trans_input"], f"{prefix}trans_input", atol=1e-12)
-            assert_close(meta.output_transform(), arrays[prefix + "trans_output"], f"{prefix}trans_output",
-                         atol=1e-12)
-            targets = task.encode(annotations, meta)
-            assert set(targets) == {k[len(prefix):] for k in arrays.files if k.startswith(prefix)} - {
-                "c", "s", "trans_input", "trans_output"}
+            assert_close(meta.output_transform(), arrays[prefix + "trans_output"], f"{prefix}trans_output", atol=1e-12)
+            targets = task.encode(objects, meta)
+            assert set(targets) == {k[len(prefix) :] for k in arrays.files if k.startswith(prefix)} - {
+                "c",
+                "s",
+                "trans_input",
+                "trans_output",
+            }
             _assert_targets_equal(targets, arrays, prefix, source)
             assert int(targets["reg_mask"].sum()) == image["num_valid_objects"]
 
@@ -162,8 +187,12 @@ def test_ddd_targets_need_calibration(ddd_fixture):
     doc, converted, _ = ddd_fixture
     image = doc["images"][0]
     anns = [a for a in converted["annotations"] if a["image_id"] == image["img_id"]]
-    meta = ImageMeta(center=np.array(image["c"]), scale=np.array(image["s"], dtype=np.int32),
-                     input_hw=(image["input_h"], image["input_w"]), output_hw=(image["output_h"], image["output_w"]),
-                     image_hw=(image["height"], image["width"]))
+    meta = ImageMeta(
+        center=np.array(image["c"]),
+        scale=np.array(image["s"], dtype=np.int32),
+        input_hw=(image["input_h"], image["input_w"]),
+        output_hw=(image["output_h"], image["output_w"]),
+        image_hw=(image["height"], image["width"]),
+    )
     with pytest.raises(ValueError, match="camera matrix"):
         DddTask().encode(ddd.kitti_annotations_from_coco(anns), meta)

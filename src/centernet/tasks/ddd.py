@@ -10,6 +10,7 @@ Decoding back-projects the centre at the predicted depth through the image's own
 Units: target arrays and decoded rows are in output-map pixels (input / 4); post-processed rows in
 original image pixels and camera coordinates in metres; angles in radians.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -61,8 +62,12 @@ PEAK_THRESH = 0.2  # the original's --peak_thresh for keeping 3D results
 LOSS_WEIGHTS = {"hm_loss": 1.0, "dep_loss": 1.0, "dim_loss": 1.0, "rot_loss": 1.0, "wh_loss": 0.1, "off_loss": 1.0}
 
 # L1 terms of the loss: (loss name, head = target key, mask key).
-_L1_TERMS = (("dep_loss", "dep", "reg_mask"), ("dim_loss", "dim", "reg_mask"),
-             ("wh_loss", "wh", "rot_mask"), ("off_loss", "reg", "rot_mask"))
+_L1_TERMS = (
+    ("dep_loss", "dep", "reg_mask"),
+    ("dim_loss", "dim", "reg_mask"),
+    ("wh_loss", "wh", "rot_mask"),
+    ("off_loss", "reg", "rot_mask"),
+)
 
 # Centres of the two overlapping orientation bins (see encode_alpha), radians.
 _BIN_CENTRES = (-0.5 * np.pi, 0.5 * np.pi)
@@ -111,8 +116,9 @@ def kitti_annotations_from_coco(annotations: Sequence[Mapping]) -> dict[str, np.
     That json (``tools/convert_kitti_to_coco.py``) numbers the types 1..9 in ``KITTI_TYPES`` order
     and stores boxes as ``[x, y, w, h]``; the corners are rebuilt as ``x + w`` like the original.
     """
-    boxes = [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-             for a in annotations]
+    boxes = [
+        [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in annotations
+    ]
     return {
         "labels": np.array([int(a["category_id"]) - 1 for a in annotations], dtype=np.int64),
         "boxes": np.array(boxes, dtype=np.float64).reshape(-1, 4),
@@ -250,8 +256,17 @@ def encode_ddd(
         rot_mask[k] = 1
 
     return {
-        "hm": hm, "dep": dep, "dim": dim, "ind": ind, "rotbin": rotbin, "rotres": rotres,
-        "reg_mask": reg_mask, "rot_mask": rot_mask, "wh": wh, "reg": reg, "calib": calib,
+        "hm": hm,
+        "dep": dep,
+        "dim": dim,
+        "ind": ind,
+        "rotbin": rotbin,
+        "rotres": rotres,
+        "reg_mask": reg_mask,
+        "rot_mask": rot_mask,
+        "wh": wh,
+        "reg": reg,
+        "calib": calib,
         "gt_det": np.array(gt_det, dtype=np.float32).reshape(-1, 18),
     }
 
@@ -348,8 +363,14 @@ def ddd_decode(
     else:
         xs = xs.view(batch, K, 1) + 0.5
         ys = ys.view(batch, K, 1) + 0.5
-    columns = [xs, ys, scores.view(batch, K, 1), gather_features(rot, inds),
-               gather_features(depth, inds), gather_features(dim, inds)]
+    columns = [
+        xs,
+        ys,
+        scores.view(batch, K, 1),
+        gather_features(rot, inds),
+        gather_features(depth, inds),
+        gather_features(dim, inds),
+    ]
     if wh is not None:
         columns.append(gather_features(wh, inds))
     columns.append(classes.view(batch, K, 1).float())
@@ -430,9 +451,11 @@ def box3d_corners(dim: np.ndarray, location: np.ndarray, rotation_y: float) -> n
     rotation = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=np.float32)
     h, w, l = dim[0], dim[1], dim[2]
     corners = np.array(
-        [[l / 2, l / 2, -l / 2, -l / 2, l / 2, l / 2, -l / 2, -l / 2],
-         [0, 0, 0, 0, -h, -h, -h, -h],
-         [w / 2, -w / 2, -w / 2, w / 2, w / 2, -w / 2, -w / 2, w / 2]],
+        [
+            [l / 2, l / 2, -l / 2, -l / 2, l / 2, l / 2, -l / 2, -l / 2],
+            [0, 0, 0, 0, -h, -h, -h, -h],
+            [w / 2, -w / 2, -w / 2, w / 2, w / 2, -w / 2, -w / 2, w / 2],
+        ],
         dtype=np.float32,
     )
     return (rotation @ corners + np.asarray(location, dtype=np.float32).reshape(3, 1)).T
@@ -482,8 +505,17 @@ def ddd_post_process(
     depth, dims, scores = dets[:, 11], dets[:, 12:15], dets[:, 2]
     location, rotation_y = locate_3d(centers, alpha, dims, depth, calib)
     rows = np.concatenate(
-        [alpha[:, None], centers - sizes / 2, centers + sizes / 2, dims, location,
-         rotation_y[:, None], scores[:, None]], axis=1).astype(np.float32)
+        [
+            alpha[:, None],
+            centers - sizes / 2,
+            centers + sizes / 2,
+            dims,
+            location,
+            rotation_y[:, None],
+            scores[:, None],
+        ],
+        axis=1,
+    ).astype(np.float32)
     classes = dets[:, -1]
     return {c + 1: rows[classes == c] for c in range(num_classes)}
 
@@ -612,8 +644,14 @@ class DddTask(Task):
             raise ValueError("ddd has no flip test (the original defines none)")
         output = final_stack(outputs)
         return ddd_decode(
-            output["hm"].sigmoid(), output["rot"], depth_from_logits(output["dep"]), output["dim"],
-            wh=output.get("wh"), reg=output.get("reg"), K=K)
+            output["hm"].sigmoid(),
+            output["rot"],
+            depth_from_logits(output["dep"]),
+            output["dim"],
+            wh=output.get("wh"),
+            reg=output.get("reg"),
+            K=K,
+        )
 
     def post_process(self, dets: torch.Tensor | np.ndarray, meta: ImageMeta) -> dict[int, np.ndarray]:
         """``{cls1: [n, 13]}`` KITTI rows of one image (see ``ddd_post_process``); needs ``meta.calib``."""

@@ -9,6 +9,7 @@ snaps each regressed joint to the nearest confident joint peak inside the person
 Units: target arrays and decoded rows are in output-map pixels (input / 4); post-processed rows in
 original image pixels.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,7 +47,14 @@ IGNORE_VALUE = 0.9999  # below 1, so the focal loss sees no positive, and its ne
 JOINT_THRESH = 0.1  # joint heat-map peaks below this score never replace a regressed joint
 SNAP_DISTANCE = 0.3  # a peak further than this fraction of the box's longer side is not the same joint
 # The original defaults, in the order it sums the terms (hp_offset shares off_weight).
-LOSS_WEIGHTS = {"hm_loss": 1.0, "wh_loss": 0.1, "off_loss": 1.0, "hp_loss": 1.0, "hm_hp_loss": 1.0, "hp_offset_loss": 1.0}
+LOSS_WEIGHTS = {
+    "hm_loss": 1.0,
+    "wh_loss": 0.1,
+    "off_loss": 1.0,
+    "hp_loss": 1.0,
+    "hm_hp_loss": 1.0,
+    "hp_offset_loss": 1.0,
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,16 +171,26 @@ def encode_multi_pose(
             hp_mask[k * num_joints + j] = 1
             draw_gaussian(hm_hp[j], joint_int, radius)
         draw_gaussian(hm[0], ct_int, radius)
-        gt_det.append([ct[0] - w / 2, ct[1] - h / 2, ct[0] + w / 2, ct[1] + h / 2, 1.0,
-                       *joints[:, :2].reshape(-1).tolist(), 0.0])
+        gt_det.append(
+            [ct[0] - w / 2, ct[1] - h / 2, ct[0] + w / 2, ct[1] + h / 2, 1.0, *joints[:, :2].reshape(-1).tolist(), 0.0]
+        )
 
     if rotated:
         hm[:] = IGNORE_VALUE
         reg_mask[:] = 0
         hps_mask[:] = 0
     return {
-        "hm": hm, "wh": wh, "reg": reg, "ind": ind, "reg_mask": reg_mask, "hps": hps, "hps_mask": hps_mask,
-        "hm_hp": hm_hp, "hp_offset": hp_offset, "hp_ind": hp_ind, "hp_mask": hp_mask,
+        "hm": hm,
+        "wh": wh,
+        "reg": reg,
+        "ind": ind,
+        "reg_mask": reg_mask,
+        "hps": hps,
+        "hps_mask": hps_mask,
+        "hm_hp": hm_hp,
+        "hp_offset": hp_offset,
+        "hp_ind": hp_ind,
+        "hp_mask": hp_mask,
         "gt_det": np.array(gt_det, dtype=np.float32).reshape(-1, 5 + 2 * num_joints + 1),
     }
 
@@ -242,8 +260,10 @@ def _snap_to_joint_peaks(
 
     left, top, right, bottom = (boxes[..., i].unsqueeze(1) for i in range(4))  # [B, 1, K]
     keep_regressed = (
-        (nearest_peak[..., 0] < left) | (nearest_peak[..., 0] > right)
-        | (nearest_peak[..., 1] < top) | (nearest_peak[..., 1] > bottom)
+        (nearest_peak[..., 0] < left)
+        | (nearest_peak[..., 0] > right)
+        | (nearest_peak[..., 1] < top)
+        | (nearest_peak[..., 1] > bottom)
         | (nearest_score < thresh)
         | (min_dist > torch.max(bottom - top, right - left) * SNAP_DISTANCE)
     )
@@ -291,11 +311,13 @@ def multi_pose_decode(
         ys = ys + 0.5
     size = gather_features(wh, inds)
     boxes = torch.stack(
-        [xs - size[..., 0] / 2, ys - size[..., 1] / 2, xs + size[..., 0] / 2, ys + size[..., 1] / 2], dim=2)
+        [xs - size[..., 0] / 2, ys - size[..., 1] / 2, xs + size[..., 0] / 2, ys + size[..., 1] / 2], dim=2
+    )
     if hm_hp is not None:
         joints = _snap_to_joint_peaks(joints, boxes, hm_hp, hp_offset)
     return torch.cat(
-        [boxes, scores.unsqueeze(2), joints.reshape(batch, K, 2 * num_joints), classes.unsqueeze(2).float()], dim=2)
+        [boxes, scores.unsqueeze(2), joints.reshape(batch, K, 2 * num_joints), classes.unsqueeze(2).float()], dim=2
+    )
 
 
 def merge_flipped(
@@ -344,8 +366,7 @@ def multi_pose_post_process(
     num_people, num_joints = dets.shape[0], (dets.shape[1] - 6) // 2
     boxes = transform_preds(dets[:, :4].reshape(-1, 2), center, scale, output_size).reshape(num_people, 4)
     joints = transform_preds(dets[:, 5 : 5 + 2 * num_joints].reshape(-1, 2), center, scale, output_size)
-    return np.concatenate(
-        [boxes, dets[:, 4:5], joints.reshape(num_people, 2 * num_joints)], axis=1).astype(np.float32)
+    return np.concatenate([boxes, dets[:, 4:5], joints.reshape(num_people, 2 * num_joints)], axis=1).astype(np.float32)
 
 
 def _two_decimals(value: float) -> float:
@@ -366,13 +387,15 @@ def coco_keypoint_results(image_id: int, rows: np.ndarray) -> list[dict]:
     for row in np.asarray(rows, dtype=np.float32):
         x1, y1, x2, y2, score = (float(v) for v in row[:5])
         joints = np.concatenate([row[5:].reshape(-1, 2), np.ones((len(row[5:]) // 2, 1), np.float32)], axis=1)
-        results.append({
-            "image_id": int(image_id),
-            "category_id": 1,
-            "bbox": [_two_decimals(v) for v in (x1, y1, x2 - x1, y2 - y1)],
-            "score": _two_decimals(score),
-            "keypoints": [_two_decimals(v) for v in joints.reshape(-1).tolist()],
-        })
+        results.append(
+            {
+                "image_id": int(image_id),
+                "category_id": 1,
+                "bbox": [_two_decimals(v) for v in (x1, y1, x2 - x1, y2 - y1)],
+                "score": _two_decimals(score),
+                "keypoints": [_two_decimals(v) for v in joints.reshape(-1).tolist()],
+            }
+        )
     return results
 
 
@@ -433,8 +456,14 @@ class MultiPoseTask(Task):
         if meta.flipped:
             boxes, keypoints = flip_pose_annotations(boxes, keypoints, meta.image_hw[1], self.flip_pairs)
         targets = encode_multi_pose(
-            boxes, keypoints, meta.output_transform(rot=0), meta.output_transform(),
-            meta.output_hw[::-1], rotated=meta.rot != 0, max_people=self.max_people)
+            boxes,
+            keypoints,
+            meta.output_transform(rot=0),
+            meta.output_transform(),
+            meta.output_hw[::-1],
+            rotated=meta.rot != 0,
+            max_people=self.max_people,
+        )
         if not self.joint_heatmaps:
             del targets["hm_hp"]
         if not self.joint_offsets:
@@ -455,7 +484,10 @@ class MultiPoseTask(Task):
         losses = {
             "hm_loss": focal_loss(clamped_sigmoid(output["hm"]), batch["hm"]),
             "hp_loss": reg_weighted_l1_loss(output["hps"], batch["hps_mask"], ind, batch["hps"]),
-            "wh_loss": zero, "off_loss": zero, "hm_hp_loss": zero, "hp_offset_loss": zero,
+            "wh_loss": zero,
+            "off_loss": zero,
+            "hm_hp_loss": zero,
+            "hp_offset_loss": zero,
         }
         if weights["wh_loss"] > 0:
             losses["wh_loss"] = reg_l1_loss(output["wh"], reg_mask, ind, batch["wh"])
@@ -463,7 +495,8 @@ class MultiPoseTask(Task):
             losses["off_loss"] = reg_l1_loss(output["reg"], reg_mask, ind, batch["reg"])
         if "hp_offset" in output and weights["hp_offset_loss"] > 0:
             losses["hp_offset_loss"] = reg_l1_loss(
-                output["hp_offset"], batch["hp_mask"], batch["hp_ind"], batch["hp_offset"])
+                output["hp_offset"], batch["hp_mask"], batch["hp_ind"], batch["hp_offset"]
+            )
         if "hm_hp" in output and weights["hm_hp_loss"] > 0:
             losses["hm_hp_loss"] = focal_loss(clamped_sigmoid(output["hm_hp"]), batch["hm_hp"])
         return {name: losses[name] for name in LOSS_WEIGHTS}
@@ -479,9 +512,14 @@ class MultiPoseTask(Task):
             if "hm_hp" in output:
                 maps["hm_hp"] = output["hm_hp"].sigmoid()
         return multi_pose_decode(
-            maps["hm"], maps["wh"], maps["hps"], reg=maps.get("reg"),
+            maps["hm"],
+            maps["wh"],
+            maps["hps"],
+            reg=maps.get("reg"),
             hm_hp=maps.get("hm_hp") if self.joint_heatmaps else None,
-            hp_offset=maps.get("hp_offset") if self.joint_offsets else None, K=K)
+            hp_offset=maps.get("hp_offset") if self.joint_offsets else None,
+            K=K,
+        )
 
     def post_process(self, dets: torch.Tensor | np.ndarray, meta: ImageMeta) -> np.ndarray:
         """``[K, 39]`` rows of one image in source pixels (see ``multi_pose_post_process``)."""

@@ -285,3 +285,12 @@ def test_check_dataset_summary(data_dir: Path) -> None:
     assert f"crowd: {len(crowd)}" in summary and f"annotation {crowd[0]['id']}" in summary
     assert "unreadable_image" not in summary
     assert "Problems: none" in check_dataset("synthetic", "val", num_images=4)
+
+
+def test_data_sets_pickle_for_loader_workers(data_dir: Path) -> None:
+    import pickle
+
+    for dataset in (synthetic_dataset(num_images=2, image_size=96, seed=2), read_voc(data_dir / "raccoon", "val")):
+        copy = pickle.loads(pickle.dumps(dataset))
+        np.testing.assert_array_equal(copy.load_image(1), dataset.load_image(1))
+        np.testing.assert_array_equal(copy[1].boxes, dataset[1].boxes)

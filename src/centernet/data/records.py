@@ -24,6 +24,8 @@ from typing import Literal
 
 import numpy as np
 
+from centernet.data.image_io import load_image
+
 #: What to do with COCO ``iscrowd`` boxes and VOC ``difficult`` boxes: ``"train"`` keeps them as
 #: ordinary objects (the original's behaviour), ``"ignore"`` keeps them flagged ``ignore``,
 #: ``"drop"`` removes them. The ``crowd`` / ``difficult`` flags are kept in every case but ``"drop"``.
@@ -189,7 +191,7 @@ class ImageRecord:
     ) -> ImageRecord:
         """Builds a record with canonical dtypes; absent flags are all false, ids ``0..N-1``.
 
-        ``keypoints`` of an image without objects must already be shaped ``[0, K, 3]``.
+        ``keypoints`` must be shaped ``[N, K, 3]`` (``[0, K, 3]`` for an image without objects).
         """
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         n = len(boxes)
@@ -210,11 +212,7 @@ class ImageRecord:
             crowd=flags(crowd),
             difficult=flags(difficult),
             ignore=flags(ignore),
-            keypoints=None
-            if keypoints is None
-            else np.asarray(keypoints, dtype=np.float32).reshape(n, -1, 3)
-            if n
-            else np.asarray(keypoints, dtype=np.float32),
+            keypoints=None if keypoints is None else _keypoint_array(keypoints, n),
             calib=None if calib is None else np.asarray(calib, dtype=np.float32).reshape(3, 4),
             objects_3d=objects_3d,
         )
@@ -269,9 +267,14 @@ class ImageRecord:
         )
 
 
-def _load_from_path(record: ImageRecord) -> np.ndarray:
-    from centernet.data.image_io import load_image
+def _keypoint_array(keypoints: np.ndarray | list, n: int) -> np.ndarray:
+    array = np.asarray(keypoints, dtype=np.float32)
+    if array.ndim != 3 or array.shape[0] != n or array.shape[2] != 3:
+        raise ValueError(f"keypoints must be shaped [{n}, K, 3], got {array.shape}")
+    return array
 
+
+def _load_from_path(record: ImageRecord) -> np.ndarray:
     return load_image(record.path)
 
 
@@ -287,7 +290,8 @@ class DetectionDataset:
         source: What was read (a file or folder, or ``"synthetic"``).
         keypoint_names: Joint names when the records carry keypoints.
         image_source: Returns the BGR ``uint8 [H, W, 3]`` pixels of a record; loads ``record.path``
-            by default, renders generated images for the synthetic set.
+            by default, renders generated images for the synthetic set. Picklable, for loader workers.
+        label_of_category: Class index of each source category id (the original's ``cat_ids``).
     """
 
     records: list[ImageRecord]
@@ -297,11 +301,12 @@ class DetectionDataset:
     source: str = ""
     keypoint_names: tuple[str, ...] | None = None
     image_source: Callable[[ImageRecord], np.ndarray] = _load_from_path
+    label_of_category: dict[int, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.class_names) != len(self.category_ids):
             raise ValueError(f"{len(self.class_names)} class names but {len(self.category_ids)} category ids")
-        self.label_of_category: dict[int, int] = {cid: i for i, cid in enumerate(self.category_ids)}
+        self.label_of_category = {cid: i for i, cid in enumerate(self.category_ids)}
 
     @property
     def num_classes(self) -> int:

@@ -269,3 +269,13 @@ def test_unreadable_annotation_files_name_the_file(tmp_path: Path) -> None:
     bad_yaml.write_text("train: images\n")
     with pytest.raises(DataFormatError, match="broken.yaml: a YOLO data yaml needs 'names'"):
         read_yolo(bad_yaml, "train")
+
+
+def test_check_dataset_lists_undecodable_images(tmp_path: Path) -> None:
+    from centernet.data import check_dataset
+
+    json_path = _coco_json(tmp_path, [{"id": 51, "bbox": [1, 1, 5, 5]}])
+    (tmp_path / "images" / "pic.jpg").write_bytes(b"\xff\xd8 garbage")
+    summary = check_dataset(json_path, verify_images=True)
+    assert "unreadable_image: 1" in summary
+    assert str(tmp_path / "images" / "pic.jpg") in summary

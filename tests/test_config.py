@@ -62,3 +62,12 @@ def test_lr_schedule_scales_with_the_run_length():
     assert load_config().lr_milestones() == [90, 120]
     assert load_config(None, ["train.batch_size=64"]).base_lr() == 2.5e-4
     assert load_config(None, ["train.lr=1e-3"]).base_lr() == 1e-3
+
+
+def test_every_shipped_recipe_loads_by_name_and_path():
+    from centernet.config import RECIPES_DIR, list_recipes
+
+    assert "ctdet_res18_coco_140e" in list_recipes()
+    for name in list_recipes():
+        assert load_config(name) == load_config(RECIPES_DIR / f"{name}.yaml")
+        assert load_config(f"configs/{name}.yaml").task in ("ctdet", "multi_pose", "ddd")

@@ -196,19 +196,38 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a YAML recipe (or the defaults) and apply ``key.sub=value`` overrides.
+RECIPES_DIR = Path(__file__).parent / "configs"
 
-    Values of overrides are parsed as YAML (``train.epochs=10``, ``test.scales=[0.5,1,1.5]``).
+
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped with the package (``configs/<name>.yaml``)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def resolve_recipe(path: str | Path) -> Path:
+    """A YAML path as given, or the shipped recipe of that name (``ctdet_res18_coco_140e``)."""
+    candidate = Path(path)
+    if candidate.exists():
+        return candidate
+    shipped = RECIPES_DIR / f"{candidate.stem}.yaml"
+    if candidate.parent in (Path("."), Path("configs")) and shipped.exists():
+        return shipped
+    raise ConfigError(f"config file not found: {path} (shipped recipes: {', '.join(list_recipes())})")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML recipe (a path or a shipped recipe name; or the defaults) and apply overrides.
+
+    Overrides look like ``section.field=value``; values are parsed as YAML (``train.epochs=10``,
+    ``test.scales=[0.5,1,1.5]``).
     """
     tree: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
+        path = resolve_recipe(path)
         source = str(path)
         try:
             loaded = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
         tree = loaded or {}

@@ -8,7 +8,7 @@ import torch
 
 from centernet.tasks import ddd
 from centernet.tasks.base import ImageMeta
-from centernet.tasks.ddd import CLASS_NAMES, HEADS, IGNORE_VALUE, KITTI_TYPES, DddTask
+from centernet.tasks.ddd import CLASS_NAMES, HEADS, IGNORE_VALUE, DddTask
 
 IMAGE_HW = (96, 320)
 OUTPUT_HW = (24, 80)
@@ -32,7 +32,7 @@ def _objects(*rows) -> dict[str, np.ndarray]:
     """Annotations from ``(type, x1, y1, x2, y2, alpha)`` rows; every object 1.5 x 1.6 x 4 m at 20 m."""
     n = len(rows)
     return {
-        "labels": np.array([KITTI_TYPES.index(r[0]) for r in rows], np.int64),
+        "types": np.array([r[0] for r in rows]),
         "boxes": np.array([r[1:5] for r in rows], np.float64).reshape(n, 4),
         "alpha": np.array([r[5] for r in rows], np.float64),
         "dims": np.tile([1.5, 1.6, 4.0], (n, 1)),
@@ -89,6 +89,11 @@ def test_ignored_and_skipped_types_shape_the_heat_map_only():
         np.testing.assert_array_equal(targets[key], value, err_msg=key)
 
 
+def test_unknown_kitti_type_is_an_error():
+    with pytest.raises(ValueError, match="Lorry"):
+        DddTask().encode(_objects(("Lorry", 20, 20, 100, 70, 0.3)), _meta())
+
+
 def test_objects_beyond_max_objects_are_dropped():
     boxes = [("Car", 4 * i, 20, 4 * i + 30, 60, 0.1) for i in range(8)]
     targets = DddTask(max_objects=5).encode(_objects(*boxes), _meta())
@@ -129,22 +134,10 @@ def test_back_projection_inverts_projection_and_yaw_follows_the_ray():
     np.testing.assert_allclose(found_location, location, atol=1e-3)
     np.testing.assert_allclose(np.cos(found_yaw - rotation_y), 1.0, atol=1e-6)
 
-    corners = ddd.box3d_corners(dims[0], location[0], rotation_y[0])
+    corners = ddd.compute_box_3d(dims[0], location[0], rotation_y[0])
     assert corners.shape == (8, 3)
     np.testing.assert_allclose(corners.mean(0), centre_3d[0], atol=1e-4)
     np.testing.assert_allclose(corners[:4, 1], location[0, 1], atol=1e-5)  # bottom face at the location
-
-
-def test_kitti_readers_on_kitti_mini(data_dir):
-    root = data_dir / "kitti_mini" / "training"
-    label_file = min((root / "label_2").glob("*.txt"))
-    annotations = ddd.read_kitti_label(label_file)
-    first = label_file.read_text().splitlines()[0].split()
-    assert KITTI_TYPES[annotations["labels"][0]] == first[0]
-    np.testing.assert_array_equal(annotations["boxes"][0], [float(v) for v in first[4:8]])
-    np.testing.assert_array_equal(annotations["location"][0], [float(v) for v in first[11:14]])
-    calib = ddd.read_kitti_calib(root / "calib" / label_file.name)
-    assert calib.shape == (3, 4) and calib.dtype == np.float32 and calib[2, 2] == 1.0
 
 
 def test_decode_recovers_encoded_objects():
@@ -205,3 +198,16 @@ def test_without_box_size_head_decoding_gives_centre_points_and_no_flip_test():
     np.testing.assert_array_equal(rows[:, 1:3], rows[:, 3:5])  # zero-size 2D boxes at the centres
     with pytest.raises(ValueError, match="flip"):
         task.decode({name: torch.cat([v, v]) for name, v in outputs.items()}, K=7, flip=True)
+
+
+def test_detections_flatten_results_by_class():
+    car = np.arange(26, dtype=np.float32).reshape(2, 13)
+    cyclist = np.arange(100, 113, dtype=np.float32).reshape(1, 13)
+    found = DddTask().detections({1: np.zeros((0, 13), np.float32), 2: car, 3: cyclist})
+    np.testing.assert_array_equal(found["labels"], [1, 1, 2])
+    np.testing.assert_array_equal(found["boxes"][2], cyclist[0, 1:5])
+    np.testing.assert_array_equal(found["scores"], [12, 25, 112])
+    np.testing.assert_array_equal(found["dims"][0], car[0, 5:8])
+    np.testing.assert_array_equal(found["locations"][1], car[1, 8:11])
+    np.testing.assert_array_equal(found["alpha"], [0, 13, 100])
+    np.testing.assert_array_equal(found["rotation_y"], [11, 24, 111])

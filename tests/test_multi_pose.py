@@ -205,3 +205,13 @@ def test_coco_keypoint_results_format():
     assert result["score"] == 0.88
     assert len(result["keypoints"]) == 3 * NUM_JOINTS
     assert result["keypoints"][:6] == [0.33, 1.33, 1.0, 2.33, 3.33, 1.0]
+
+
+def test_detections_flatten_post_processed_rows():
+    rows = np.arange(3 * (5 + 2 * NUM_JOINTS), dtype=np.float32).reshape(3, -1)
+    found = MultiPoseTask().detections(rows)
+    np.testing.assert_array_equal(found["boxes"], rows[:, :4])
+    np.testing.assert_array_equal(found["scores"], rows[:, 4])
+    np.testing.assert_array_equal(found["labels"], [0, 0, 0])
+    assert found["keypoints"].shape == (3, NUM_JOINTS, 3)
+    np.testing.assert_array_equal(found["keypoints"][1, 2], [rows[1, 9], rows[1, 10], 1.0])

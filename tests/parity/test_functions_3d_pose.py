@@ -91,7 +91,7 @@ def test_box3d_corners_and_projection(functions):
     calib = functions["ddd__calib"]
     corners = np.stack(
         [
-            ddd.box3d_corners(dim, location, rotation_y)
+            ddd.compute_box_3d(dim, location, rotation_y)
             for dim, location, rotation_y in zip(
                 functions["ddd__dim"], functions["ddd__location"], functions["ddd__rotation_y"]
             )

@@ -134,16 +134,56 @@ def test_kitti_type_roles_match_the_original(ddd_fixture):
             assert ddd.IGNORED_AS[kitti_type] == (ddd.CLASS_NAMES[-code - 2],)
 
 
+def _read_kitti_label(path) -> dict[str, np.ndarray]:
+    """A KITTI ``label_2`` file as ``DddTask.encode`` annotations (15 columns: type, truncation,
+    occlusion, alpha, box x1 y1 x2 y2, dims h w l, location x y z, rotation_y)."""
+    rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    values = np.array([[float(v) for v in row[1:15]] for row in rows], dtype=np.float64).reshape(-1, 14)
+    return {
+        "types": np.array([row[0] for row in rows]),
+        "boxes": values[:, 3:7],
+        "alpha": values[:, 2],
+        "dims": values[:, 7:10],
+        "location": values[:, 10:13],
+    }
+
+
+def _read_kitti_p2(path) -> np.ndarray:
+    """The ``P2`` line of a KITTI calib file, ``[3, 4]`` float32 (the original's converter's dtype)."""
+    line = next(line for line in path.read_text().splitlines() if line.startswith("P2:"))
+    return np.array(line.split()[1:13], dtype=np.float32).reshape(3, 4)
+
+
+def _from_converted_json(annotations: list[dict]) -> dict[str, np.ndarray]:
+    """The same fields from the original's converted json (types numbered 1..9, boxes ``x, y, w, h``).
+
+    Corners are rebuilt as ``x + w`` in float64 like the original's reader.
+    """
+    return {
+        "types": np.array([ddd.KITTI_TYPES[a["category_id"] - 1] for a in annotations]),
+        "boxes": np.array(
+            [
+                [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                for a in annotations
+            ],
+            dtype=np.float64,
+        ).reshape(-1, 4),
+        "alpha": np.array([a["alpha"] for a in annotations], dtype=np.float64),
+        "dims": np.array([a["dim"] for a in annotations], dtype=np.float64).reshape(-1, 3),
+        "location": np.array([a["location"] for a in annotations], dtype=np.float64).reshape(-1, 3),
+    }
+
+
 def _ddd_sources(image: dict, converted: dict, kitti_dir):
     """The frame's annotations and calibration from the converted json and from KITTI's own files."""
     info = next(i for i in converted["images"] if i["id"] == image["img_id"])
     anns = [a for a in converted["annotations"] if a["image_id"] == image["img_id"]]
     stem = image["file_name"].rsplit(".", 1)[0]
-    yield "converted json", ddd.kitti_annotations_from_coco(anns), np.array(info["calib"], dtype=np.float32)
+    yield "converted json", _from_converted_json(anns), np.array(info["calib"], dtype=np.float32)
     yield (
         "KITTI txt",
-        ddd.read_kitti_label(kitti_dir / "label_2" / f"{stem}.txt"),
-        ddd.read_kitti_calib(kitti_dir / "calib" / f"{stem}.txt"),
+        _read_kitti_label(kitti_dir / "label_2" / f"{stem}.txt"),
+        _read_kitti_p2(kitti_dir / "calib" / f"{stem}.txt"),
     )
 
 
@@ -161,7 +201,7 @@ def test_ddd_targets(ddd_fixture, data_dir):
         np.testing.assert_array_equal(center, arrays[prefix + "c"])
         np.testing.assert_array_equal(scale, arrays[prefix + "s"])
         for source, objects, calib in _ddd_sources(image, converted, kitti_dir):
-            assert (objects["labels"] + 1).tolist() == image["categories"], source
+            assert [ddd.KITTI_TYPES.index(t) + 1 for t in objects["types"]] == image["categories"], source
             meta = ImageMeta(
                 center=center,
                 scale=scale,
@@ -195,4 +235,4 @@ def test_ddd_targets_need_calibration(ddd_fixture):
         image_hw=(image["height"], image["width"]),
     )
     with pytest.raises(ValueError, match="camera matrix"):
-        DddTask().encode(ddd.kitti_annotations_from_coco(anns), meta)
+        DddTask().encode(_from_converted_json(anns), meta)

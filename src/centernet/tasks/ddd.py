@@ -14,7 +14,6 @@ original image pixels and camera coordinates in metres; angles in radians.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -73,67 +72,11 @@ _L1_TERMS = (
 _BIN_CENTRES = (-0.5 * np.pi, 0.5 * np.pi)
 
 
-# ----------------------------------------------------------------------------------------------
-# Annotations and calibration
-# ----------------------------------------------------------------------------------------------
-
-
-def read_kitti_label(path: str | Path) -> dict[str, np.ndarray]:
-    """Annotations of a KITTI ``label_2`` file (15 columns per line; a 16th score column is ignored).
-
-    Returns:
-        The ``DddTask.encode`` annotations, in label-file order: ``labels [N]`` int64 index into
-        ``KITTI_TYPES``, ``boxes [N, 4]`` xyxy image pixels, ``alpha [N]`` radians, ``dims [N, 3]``
-        (h, w, l) metres, ``location [N, 3]`` bottom centre in camera coordinates (metres),
-        ``rotation_y [N]`` radians; all float64 as parsed.
-    """
-    rows = [line.split() for line in Path(path).read_text().splitlines() if line.strip()]
-    for row in rows:
-        if row[0] not in KITTI_TYPES:
-            raise ValueError(f"{path}: unknown KITTI object type {row[0]!r}")
-    values = np.array([[float(v) for v in row[1:15]] for row in rows], dtype=np.float64).reshape(-1, 14)
-    return {
-        "labels": np.array([KITTI_TYPES.index(row[0]) for row in rows], dtype=np.int64),
-        "boxes": values[:, 3:7],
-        "alpha": values[:, 2],
-        "dims": values[:, 7:10],
-        "location": values[:, 10:13],
-        "rotation_y": values[:, 13],
-    }
-
-
-def read_kitti_calib(path: str | Path) -> np.ndarray:
-    """The left colour camera's projection matrix ``P2`` of a KITTI calib file, ``[3, 4]`` float32."""
-    for line in Path(path).read_text().splitlines():
-        if line.startswith("P2:"):
-            return np.array(line.split()[1:13], dtype=np.float32).reshape(3, 4)
-    raise ValueError(f"{path}: no 'P2:' line; cannot project without the camera matrix")
-
-
-def kitti_annotations_from_coco(annotations: Sequence[Mapping]) -> dict[str, np.ndarray]:
-    """``read_kitti_label``'s annotations from the original's converted COCO-style json.
-
-    That json (``tools/convert_kitti_to_coco.py``) numbers the types 1..9 in ``KITTI_TYPES`` order
-    and stores boxes as ``[x, y, w, h]``; the corners are rebuilt as ``x + w`` like the original.
-    """
-    boxes = [
-        [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in annotations
-    ]
-    return {
-        "labels": np.array([int(a["category_id"]) - 1 for a in annotations], dtype=np.int64),
-        "boxes": np.array(boxes, dtype=np.float64).reshape(-1, 4),
-        "alpha": np.array([a["alpha"] for a in annotations], dtype=np.float64),
-        "dims": np.array([a["dim"] for a in annotations], dtype=np.float64).reshape(-1, 3),
-        "location": np.array([a["location"] for a in annotations], dtype=np.float64).reshape(-1, 3),
-        "rotation_y": np.array([a["rotation_y"] for a in annotations], dtype=np.float64),
-    }
-
-
 def _require_calib(calib: np.ndarray | None) -> np.ndarray:
     """The 3x4 camera matrix as float32; a clear error instead of any silent default camera."""
     if calib is None:
         raise ValueError(
-            "ddd needs the image's own 3x4 camera matrix (KITTI P2, e.g. read_kitti_calib(path)); "
+            "ddd needs the image's own 3x4 camera matrix (KITTI P2, e.g. centernet.data.kitti.read_calib); "
             "no default calibration is assumed"
         )
     calib = np.asarray(calib, dtype=np.float32)
@@ -184,8 +127,10 @@ def encode_ddd(
     size and the Gaussian is drawn at the float centre (truncated to a pixel when drawing).
 
     Args:
-        annotations: one frame's objects as ``read_kitti_label`` returns them (``labels``,
-            ``boxes`` in image pixels, ``alpha``, ``dims``, ``location``).
+        annotations: one frame's objects in label-file order: ``types [N]`` KITTI type names (see
+            ``KITTI_TYPES``), ``boxes [N, 4]`` xyxy image pixels, ``alpha [N]`` radians, ``dims [N, 3]``
+            (h, w, l) and ``location [N, 3]`` (bottom centre, its z is the depth) in metres. Plain
+            floats (float64) as parsed: the original casts only the boxes to float32.
         calib: the frame's ``[3, 4]`` camera matrix; required, returned in the targets.
         center: ``(x, y)`` window centre in image pixels (the letterbox of ``get_affine_transform``).
         scale: window size ``(w, h)`` in image pixels.
@@ -215,9 +160,11 @@ def encode_ddd(
     rot_mask = np.zeros((max_objects,), dtype=np.uint8)
     gt_det = []
 
-    labels = np.asarray(annotations["labels"])
-    for k in range(min(len(labels), max_objects)):
-        kitti_type = KITTI_TYPES[int(labels[k])]
+    types = annotations["types"]
+    for k in range(min(len(types), max_objects)):
+        kitti_type = str(types[k])
+        if kitti_type not in KITTI_TYPES:
+            raise ValueError(f"unknown KITTI object type {kitti_type!r}")
         if kitti_type in SKIPPED_TYPES:
             continue
         bbox = np.asarray(annotations["boxes"][k]).astype(np.float32)
@@ -438,7 +385,7 @@ def locate_3d(
     return location, alpha_to_rotation_y(alpha, centers[:, 0], calib[0, 2], calib[0, 0])
 
 
-def box3d_corners(dim: np.ndarray, location: np.ndarray, rotation_y: float) -> np.ndarray:
+def compute_box_3d(dim: np.ndarray, location: np.ndarray, rotation_y: float) -> np.ndarray:
     """The 8 corners of a KITTI 3D box (the original's ``compute_box_3d``).
 
     Args:
@@ -599,14 +546,16 @@ class DddTask(Task):
         return {name: c for name, c in self.head_channels(self.num_classes).items() if name not in off}
 
     def encode(self, annotations: Mapping[str, np.ndarray], meta: ImageMeta) -> dict[str, np.ndarray]:
-        """Targets of one frame (see ``encode_ddd``); ``meta.calib`` is required.
+        """Targets of one frame (see ``encode_ddd``).
 
-        Annotations use ``labels`` = index into ``KITTI_TYPES`` (not a trained-class index), since
-        the ignored types (Van, Truck, Person_sitting, DontCare) shape the heat map too.
+        The annotations' KITTI ``types`` decide each object's role (trained class, ignore region
+        or skipped); ``labels`` are not read. The camera matrix is ``meta.calib``, else the
+        annotations' own ``calib``; one of them is required.
         """
         if meta.flipped or meta.rot:
             raise ValueError("ddd targets are defined without mirroring or rotation (as the original)")
-        targets = encode_ddd(annotations, meta.calib, meta.center, meta.scale, meta.output_hw[::-1], self.max_objects)
+        calib = meta.calib if meta.calib is not None else annotations.get("calib")
+        targets = encode_ddd(annotations, calib, meta.center, meta.scale, meta.output_hw[::-1], self.max_objects)
         if not self.regress_box_size:
             del targets["wh"]
         if not self.regress_offset:
@@ -658,3 +607,26 @@ class DddTask(Task):
         if isinstance(dets, torch.Tensor):
             dets = dets.detach().cpu().numpy()
         return ddd_post_process(dets, meta.center, meta.scale, meta.calib, meta.output_hw[::-1], self.num_classes)
+
+    def detections(self, results: Mapping[int, np.ndarray]) -> dict[str, np.ndarray]:
+        """``post_process`` results as flat per-detection arrays, in class order then decode order.
+
+        Returns:
+            ``boxes [N, 4]`` float32 image pixels, ``scores [N]``, ``labels [N]`` int64 0-based,
+            ``alpha [N]`` and ``rotation_y [N]`` radians, ``dims [N, 3]`` (h, w, l) and
+            ``locations [N, 3]`` (bottom centre, camera coordinates) metres.
+        """
+        classes = sorted(results)
+        rows = np.concatenate(
+            [np.asarray(results[c], np.float32).reshape(-1, 13) for c in classes] + [np.zeros((0, 13), np.float32)]
+        )
+        labels = np.concatenate([np.full(len(results[c]), c - 1, np.int64) for c in classes] + [np.zeros(0, np.int64)])
+        return {
+            "boxes": rows[:, 1:5],
+            "scores": rows[:, 12],
+            "labels": labels,
+            "alpha": rows[:, 0],
+            "dims": rows[:, 5:8],
+            "locations": rows[:, 8:11],
+            "rotation_y": rows[:, 11],
+        }

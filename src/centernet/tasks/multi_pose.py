@@ -526,3 +526,21 @@ class MultiPoseTask(Task):
         if isinstance(dets, torch.Tensor):
             dets = dets.detach().cpu().numpy()
         return multi_pose_post_process(dets, meta.center, meta.scale, meta.output_hw[::-1])
+
+    def detections(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """``post_process`` rows as flat per-detection arrays, in decode order.
+
+        Returns:
+            ``boxes [N, 4]`` float32 image pixels, ``scores [N]``, ``labels [N]`` int64 (all 0,
+            person), ``keypoints [N, J, 3]`` joints ``(x, y, 1)`` in image pixels (the model gives
+            no per-joint confidence; 1 as in the original's COCO results).
+        """
+        rows = np.asarray(rows, dtype=np.float32)
+        joints = rows[:, 5:].reshape(len(rows), -1, 2)
+        keypoints = np.concatenate([joints, np.ones((*joints.shape[:2], 1), np.float32)], axis=2)
+        return {
+            "boxes": rows[:, :4],
+            "scores": rows[:, 4],
+            "labels": np.zeros(len(rows), np.int64),
+            "keypoints": keypoints,
+        }

@@ -150,3 +150,13 @@ def test_task_loss(task_name, functions_doc, reference_dir):
     for name, expected in spec["stats"].items():
         assert_close(stats[name], expected, f"{task_name} {name}", **TIGHT)
     assert_close(total, spec["loss"], f"{task_name} total", **TIGHT)
+
+
+@pytest.mark.parametrize("task_name", sorted(TASKS))
+def test_heads_match_the_original_manifests(task_name, reference_dir):
+    manifests = sorted((reference_dir / "manifests").glob(f"*__{task_name}.json"))
+    assert manifests, f"no {task_name} manifest in the fixtures"
+    for path in manifests:
+        manifest = json.loads(path.read_text())
+        heads = TASKS[task_name][0](num_classes=manifest["num_classes"]).heads
+        assert list(heads.items()) == list(manifest["heads"].items()), path.name

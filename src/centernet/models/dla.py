@@ -373,20 +373,23 @@ def load_dla_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) ->
 
     Raises:
         CheckpointError: when the file is no checkpoint, lacks a backbone parameter that the network
-            uses, or holds keys the backbone does not know.
-        RuntimeError: when a tensor's shape differs from the backbone's.
+            uses, holds keys the backbone does not know or tensors of other shapes; ``model`` is then
+            left unchanged.
     """
     base: DLABackbone = model.base
+    own = base.state_dict()
     state = read_state_dict(path)
-    own_keys = set(base.state_dict())
-    state = {key: value for key, value in state.items() if not key.startswith("fc.") or key in own_keys}
-    missing, unexpected = base.load_state_dict(state, strict=False)
-    optional = _unused_projection_keys(base)
-    missing = [key for key in missing if key not in optional and not key.endswith("num_batches_tracked")]
-    if missing or unexpected:
+    state = {key: value for key, value in state.items() if not key.startswith("fc.") or key in own}
+    optional = _unused_projection_keys(base) | {key for key in own if key.endswith("num_batches_tracked")}
+    missing = sorted(own.keys() - state.keys() - optional)
+    unexpected = sorted(state.keys() - own.keys())
+    reshaped = sorted(key for key in state.keys() & own.keys() if state[key].shape != own[key].shape)
+    if missing or unexpected or reshaped:
         raise CheckpointError(
-            f"{os.fspath(path)}: not a DLA-34 state dict; missing {missing}, unexpected {unexpected}"
+            f"{os.fspath(path)}: not a DLA-34 backbone state dict; "
+            f"missing {missing}, unexpected {unexpected}, shapes differ for {reshaped}"
         )
+    base.load_state_dict(state, strict=False)
 
 
 def _unused_projection_keys(base: DLABackbone) -> set[str]:

@@ -168,7 +168,9 @@ def test_yolo_list_file_and_keypoints(tmp_path: Path) -> None:
     yaml_path = _yolo_tree(tmp_path, ["person"], {"kpt_shape": [2, 3], "train": "train.txt"})
     (tmp_path / "train.txt").write_text("./images/train/a.png\n")
     (tmp_path / "labels" / "train" / "a.txt").write_text("0 0.5 0.5 0.5 0.5 0.4 0.5 2 0.6 0.5 0\n")
-    record = read_yolo(yaml_path, "train")[0]
+    dataset = read_yolo(yaml_path, "train")
+    assert dataset.keypoint_names == ("joint_0", "joint_1")
+    record = dataset[0]
     np.testing.assert_allclose(record.boxes, [[50, 25, 150, 75]], atol=1e-4)
     np.testing.assert_allclose(record.keypoints, [[[80, 50, 2], [120, 50, 0]]], atol=1e-4)
 

@@ -94,7 +94,8 @@ def read_yolo(yaml_path: str | Path, split: str = "val") -> DetectionDataset:
     Returns:
         Records in image order (sorted within folders), ``image_id`` = position + 1, boxes in
         ``xyxy`` pixels, ``category_ids`` ``1..C``; with ``kpt_shape``, ``keypoints [N, K, 3]`` in
-        pixels (2-value joints get visibility 2 where labelled, 0 at ``(0, 0)``).
+        pixels (2-value joints get visibility 2 where labelled, 0 at ``(0, 0)``) and
+        ``keypoint_names`` ``joint_0..joint_{K-1}``.
 
     Raises:
         DataFormatError: Unreadable yaml, missing split, or a label line with the wrong number of
@@ -164,4 +165,5 @@ def read_yolo(yaml_path: str | Path, split: str = "val") -> DetectionDataset:
         category_ids=tuple(range(1, len(class_names) + 1)),
         report=report,
         source=str(yaml_path),
+        keypoint_names=None if keypoint_shape is None else tuple(f"joint_{j}" for j in range(keypoint_shape[0])),
     )

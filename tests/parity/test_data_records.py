@@ -106,8 +106,6 @@ def test_kitti_records_give_the_original_ddd_targets(reference_dir: Path, data_d
         prefix, record = image["key_prefix"], by_id[image["img_id"]]
         annotations = record.annotations()
         assert [ddd.KITTI_TYPES.index(t) + 1 for t in annotations["types"]] == image["categories"]
-        # tasks.ddd takes labels as KITTI type indices (its own ignore rules); records keep class indices.
-        annotations["labels"] = np.array([ddd.KITTI_TYPES.index(t) for t in annotations["types"]], dtype=np.int64)
         meta = _whole_image(record, (image["input_h"], image["input_w"]), (image["output_h"], image["output_w"]), False)
         np.testing.assert_array_equal(meta.center, arrays[prefix + "c"])
         targets = task.encode(annotations, meta)

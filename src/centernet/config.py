@@ -34,12 +34,15 @@ class ModelConfig:
 class DataConfig:
     """Where the images come from and how they are fed to the network.
 
-    ``source`` is a COCO json, a VOC folder, a YOLO data yaml, a KITTI folder, or ``synthetic``.
+    ``source`` is a COCO json or COCO root folder (``annotations/instances_<split>.json``), a VOC
+    folder, a YOLO data yaml, a KITTI folder, or ``synthetic``; ``val_source`` names a separate
+    validation file when the splits live in different files (COCO keypoints jsons).
     ``input_size`` is ``[height, width]`` of the network input (fix-res letterbox); with
     ``keep_res`` the image keeps its size, padded to a multiple of 32 (128 for hourglass).
     """
 
     source: str = "synthetic"
+    val_source: str | None = None  # separate validation file/folder (e.g. COCO's *_val2017.json)
     train_split: str = "train"
     val_split: str = "val"
     input_size: list[int] = field(default_factory=lambda: [512, 512])
@@ -49,6 +52,8 @@ class DataConfig:
     channel_order: str = "bgr"
     num_workers: int = 2
     synthetic_images: dict[str, int] = field(default_factory=lambda: {"train": 512, "val": 64})
+    synthetic_image_size: int = 320
+    max_images: int | None = None  # use only the first N images of each split (quick experiments)
 
 
 @dataclass

@@ -1,0 +1,109 @@
+"""Torch side of the data flow: records -> augmented input + task targets, deterministic per (seed, epoch, index)."""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from centernet.config import Config
+from centernet.data.check import SYNTHETIC, load_dataset
+from centernet.data.records import DetectionDataset, ImageRecord
+from centernet.data.transforms import TrainAugmentation, prepare_inference_input
+from centernet.tasks.base import get_task
+
+
+def load_split(cfg: Config, which: str) -> DetectionDataset:
+    """Read the ``"train"`` or ``"val"`` split an experiment names (``data.*``)."""
+    d = cfg.data
+    if d.source == SYNTHETIC:
+        data = load_dataset(SYNTHETIC, which, num_images=d.synthetic_images[which], image_size=d.synthetic_image_size)
+    else:
+        source = d.val_source if which == "val" and d.val_source else d.source
+        data = load_dataset(source, d.train_split if which == "train" else d.val_split)
+    if d.max_images is not None:
+        data.records = data.records[: d.max_images]
+    return data
+
+
+class EpochSampler(Sampler[list[tuple[int, int]]]):
+    """Batches of ``(epoch, index)`` pairs: a fresh permutation per epoch from ``seed + epoch``.
+
+    Each rank takes every ``world_size``-th batch of the same permutation; incomplete final batches
+    are dropped, as the original's loader does. ``skip_batches`` resumes inside an epoch.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        if size < batch_size * world_size:
+            raise ValueError(f"{size} training images cannot fill one batch of {batch_size} per process x {world_size}")
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.skip = 1, 0
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip_batches
+
+    def __len__(self) -> int:
+        return self.size // (self.batch_size * self.world_size) - self.skip
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        per_step = self.batch_size * self.world_size
+        for step in range(self.skip, self.size // per_step):
+            start = step * per_step + self.rank * self.batch_size
+            yield [(self.epoch, i) for i in order[start : start + self.batch_size]]
+
+
+class TrainingDataset(Dataset):
+    """A data set's records turned into network inputs (and, in training, targets).
+
+    In training ``dataset[(epoch, index)]`` returns ``input`` ``[3, H, W]`` float32 plus the task's
+    target arrays, augmented with a generator seeded by ``(seed, epoch, index)``. In evaluation
+    ``dataset[index]`` returns the letterboxed ``input`` and the ``index``.
+    """
+
+    def __init__(self, data: DetectionDataset, cfg: Config, train: bool) -> None:
+        self.data = data
+        self.cfg = cfg
+        self.train = train
+        self.task = get_task(cfg.task, len(data.class_names))
+        self.augmentation = TrainAugmentation.from_config(cfg) if train else None
+
+    @classmethod
+    def from_config(cls, cfg: Config, which: str) -> TrainingDataset:
+        """The ``"train"`` (augmented, with targets) or ``"val"`` data set of an experiment."""
+        return cls(load_split(cfg, which), cfg, train=which == "train")
+
+    @property
+    def class_names(self) -> Sequence[str]:
+        return self.data.class_names
+
+    @property
+    def category_ids(self) -> Sequence[int]:
+        return self.data.category_ids
+
+    @property
+    def records(self) -> Sequence[ImageRecord]:
+        return self.data.records
+
+    def __len__(self) -> int:
+        return len(self.data.records)
+
+    def __getitem__(self, key) -> dict[str, np.ndarray]:
+        if not self.train:
+            image = self.data.load_image(int(key))
+            inp, _ = prepare_inference_input(image, self.cfg)
+            return {"input": inp, "index": np.int64(key)}
+        epoch, index = key
+        record = self.data.records[index]
+        rng = np.random.default_rng([self.cfg.train.seed, epoch, index])
+        image = self.data.load_image(index)
+        inp, meta = self.augmentation(image, rng)
+        targets = self.task.encode(record.annotations(), meta)
+        return {"input": inp, **targets}
+
+
+def collate(samples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """Stack every key of the samples into a batch tensor."""
+    return {key: torch.from_numpy(np.stack([s[key] for s in samples])) for key in samples[0]}

@@ -1,0 +1,93 @@
+"""The run folder ``runs/<name>/``: resolved config, ``results.csv``, PNG plots, checkpoints, images."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
+
+from centernet.config import Config  # noqa: E402
+
+
+class RunFolder:
+    """Everything one training run writes; only the main process writes."""
+
+    def __init__(self, cfg: Config, resume: bool = False) -> None:
+        self.root = self.path_of(cfg)
+        if self.root.exists() and not resume and any(self.root.glob("*.pt")):
+            raise FileExistsError(
+                f"run folder {self.root} already holds checkpoints; pass --resume to continue it or choose another name="
+            )
+        (self.root / "images").mkdir(parents=True, exist_ok=True)
+        cfg.save(self.root / "config.yaml")
+
+    @staticmethod
+    def path_of(cfg: Config) -> Path:
+        return Path(cfg.project) / cfg.name
+
+    @property
+    def last(self) -> Path:
+        return self.root / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "best.pt"
+
+    @property
+    def results_csv(self) -> Path:
+        return self.root / "results.csv"
+
+    def rows(self) -> list[dict[str, str]]:
+        if not self.results_csv.exists():
+            return []
+        with self.results_csv.open(newline="") as f:
+            return list(csv.DictReader(f))
+
+    def append(self, row: dict[str, float | int | str]) -> None:
+        """Add one epoch's row (rewrites the file so that new columns, such as AP, can appear)."""
+        rows = [r for r in self.rows() if int(r["epoch"]) < int(row["epoch"])]  # a resumed epoch replaces its row
+        rows.append({k: str(v) for k, v in row.items()})
+        columns: list[str] = []
+        for r in rows:
+            columns += [k for k in r if k not in columns]
+        tmp = self.results_csv.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(self.results_csv)
+        self.plot(rows)
+
+    def plot(self, rows: list[dict[str, str]]) -> None:
+        """``losses.png`` (every loss column) and ``metrics.png`` (AP columns) from the rows."""
+        epochs = [int(r["epoch"]) for r in rows]
+        loss_keys = [k for k in rows[0] if k.endswith("loss")] if rows else []
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key in loss_keys:
+            ax.plot(epochs, [float(r[key]) for r in rows], marker="o", ms=3, label=key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("training loss")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(self.root / "losses.png", dpi=100)
+        plt.close(fig)
+        metric_keys = [k for k in (rows[0] if rows else {}) if k.startswith(("AP", "mAP"))]
+        metric_keys = [k for k in metric_keys if any(r.get(k) for r in rows)]
+        if not metric_keys:
+            return
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key in metric_keys:
+            points = [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key)]
+            ax.plot(*zip(*points), marker="o", ms=3, label=key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation metric")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(self.root / "metrics.png", dpi=100)
+        plt.close(fig)

@@ -1,0 +1,220 @@
+"""Training: Adam with the paper's learning rate and step drops, AMP on CUDA, exact resume, DDP.
+
+Determinism: the order of samples in an epoch and every random augmentation draw are functions
+of ``(seed, epoch, sample index)`` alone, so a run resumed from ``last.pt`` (saved at epoch ends and,
+with ``train.checkpoint_interval``, every N iterations) continues exactly as if never stopped.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from centernet.config import Config
+from centernet.engine.dataset import EpochSampler, TrainingDataset, collate
+from centernet.engine.distributed import DistributedContext
+from centernet.engine.evaluate import evaluate_network
+from centernet.engine.run_folder import RunFolder
+from centernet.models import build_model
+from centernet.models.checkpoint import load_checkpoint, save_checkpoint
+from centernet.tasks.base import get_task
+
+
+@dataclass
+class TrainState:
+    """Where training stands: the next epoch to run and how many of its iterations are done."""
+
+    epoch: int = 1
+    iteration: int = 0
+    best_metric: float = -math.inf
+
+
+Callback = Callable[["Trainer"], None]
+
+
+class Trainer:
+    """Trains one config; ``callbacks`` are called after every optimisation step with the trainer."""
+
+    def __init__(self, cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] = ()) -> None:
+        self.cfg = cfg
+        self.callbacks = callbacks
+        self.ctx = DistributedContext.from_env(cfg.train.device)
+        self.run = RunFolder(cfg, resume=resume) if self.ctx.is_main else None
+        self.ctx.barrier()
+        _seed_everything(cfg.train.seed)
+
+        self.train_set = TrainingDataset.from_config(cfg, "train")
+        self.val_set = TrainingDataset.from_config(cfg, "val")
+        self.class_names = self.train_set.class_names
+        self.task = get_task(cfg.task, len(self.class_names))
+        self.model = build_model(cfg.model.arch, self.task.heads, cfg.model.head_conv).to(self.ctx.device)
+        if cfg.model.pretrained:
+            from centernet.models.pretrained import load_backbone_weights
+
+            load_backbone_weights(self.model, cfg.model.arch, cfg.model.pretrained)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.base_lr())
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, cfg.lr_milestones(), gamma=cfg.train.lr_drop)
+        self.use_amp = cfg.train.amp and self.ctx.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.state = TrainState()
+        if resume:
+            self._resume()
+        self.network = (
+            DistributedDataParallel(self.model, device_ids=[self.ctx.device.index] if self.ctx.device.type == "cuda" else None)
+            if self.ctx.enabled
+            else self.model
+        )
+        per_rank_batch = max(1, cfg.train.batch_size // self.ctx.world_size)
+        self.sampler = EpochSampler(len(self.train_set), per_rank_batch, cfg.train.seed, self.ctx.rank, self.ctx.world_size)
+        self.loader = DataLoader(
+            self.train_set,
+            batch_sampler=self.sampler,
+            num_workers=cfg.data.num_workers,
+            collate_fn=collate,
+            pin_memory=self.ctx.device.type == "cuda",
+            persistent_workers=cfg.data.num_workers > 0,
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+    def _payload(self) -> dict:
+        cfg = self.cfg
+        return {
+            "format": "centernet",
+            "arch": cfg.model.arch,
+            "task": cfg.task,
+            "heads": self.task.heads,
+            "head_conv": cfg.model.head_conv,
+            "class_names": list(self.class_names),
+            "category_ids": list(self.train_set.category_ids),
+            "input_size": list(cfg.data.input_size),
+            "keep_res": cfg.data.keep_res,
+            "mean": list(cfg.data.mean),
+            "std": list(cfg.data.std),
+            "channel_order": cfg.data.channel_order,
+            "config": cfg.to_dict(),
+            "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.state.epoch,
+            "iteration": self.state.iteration,
+            "best_metric": self.state.best_metric,
+            "rng": _rng_state(),
+        }
+
+    def _save(self, path) -> None:
+        if self.ctx.is_main:
+            save_checkpoint(path, self._payload())
+
+    def _resume(self) -> None:
+        path = RunFolder.path_of(self.cfg) / "last.pt"
+        if not path.exists():
+            raise FileNotFoundError(f"--resume: no {path} to continue from")
+        ckpt = load_checkpoint(path)
+        if ckpt["arch"] != self.cfg.model.arch or ckpt["heads"] != self.task.heads:
+            raise ValueError(f"{path}: was trained as {ckpt['arch']} {ckpt['heads']}, not {self.cfg.model.arch} {self.task.heads}")
+        self.model.load_state_dict(ckpt["state_dict"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = TrainState(int(ckpt["epoch"]), int(ckpt["iteration"]), float(ckpt["best_metric"]))
+        _set_rng_state(ckpt["rng"])
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> dict:
+        cfg = self.cfg
+        summary: dict = {}
+        while self.state.epoch <= cfg.train.epochs:
+            epoch = self.state.epoch
+            started = time.time()
+            losses = self._train_epoch(epoch)
+            row: dict = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], **losses}
+            self.scheduler.step()
+            self.state = TrainState(epoch + 1, 0, self.state.best_metric)
+            if epoch % cfg.train.val_interval == 0 or epoch == cfg.train.epochs:
+                metrics = evaluate_network(self.model, self.task, self.val_set, cfg, self.ctx, save_images_to=self.run and self.run.root / "images")
+                row.update(metrics.stats_for_csv())
+                if metrics.primary > self.state.best_metric:
+                    self.state.best_metric = metrics.primary
+                    self._save(self.run.best if self.run else None)
+                summary = {"epoch": epoch, **metrics.stats_for_csv()}
+            row["time"] = round(time.time() - started, 2)
+            self._save(self.run.last if self.run else None)
+            if self.run:
+                self.run.append(row)
+        self.ctx.barrier()
+        if self.run:
+            summary["run_folder"] = str(self.run.root)
+        self.ctx.close()
+        return summary
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        cfg = self.cfg
+        self.network.train()
+        self.sampler.set_epoch(epoch, skip_batches=self.state.iteration)
+        totals: dict[str, float] = {}
+        count = 0
+        bar = tqdm(self.loader, desc=f"epoch {epoch}/{cfg.train.epochs}", disable=not self.ctx.is_main, dynamic_ncols=True)
+        for batch in bar:
+            batch = {k: v.to(self.ctx.device, non_blocking=True) for k, v in batch.items()}
+            with torch.autocast(self.ctx.device.type, dtype=torch.float16, enabled=self.use_amp):
+                outputs = self.network(batch["input"])
+            total, named = self.task.loss(_to_float(outputs), batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(total).backward()
+            if cfg.train.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.state.iteration += 1
+            count += 1
+            for key, value in named.items():
+                totals[key] = totals.get(key, 0.0) + float(self.ctx.all_reduce_mean(value.detach()))
+            bar.set_postfix({k: f"{v / count:.3f}" for k, v in totals.items()})
+            if cfg.train.checkpoint_interval and self.state.iteration % cfg.train.checkpoint_interval == 0:
+                self._save(self.run.last if self.run else None)
+            for callback in self.callbacks:
+                callback(self)
+        return {k: round(v / max(count, 1), 5) for k, v in totals.items()}
+
+
+def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] = ()) -> dict:
+    """Train ``cfg`` to the end (continuing ``runs/<name>/last.pt`` with ``resume``); returns the last metrics."""
+    return Trainer(cfg, resume=resume, callbacks=callbacks).fit()
+
+
+def _to_float(outputs):
+    if isinstance(outputs, list):
+        return [_to_float(o) for o in outputs]
+    return {k: v.float() for k, v in outputs.items()}
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.from_numpy(np.frombuffer(np.random.get_state()[1].tobytes(), dtype=np.uint8).copy()),
+        "numpy_pos": int(np.random.get_state()[2]),
+        "python": torch.tensor(random.getstate()[1], dtype=torch.int64),
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    keys = np.frombuffer(state["numpy"].numpy().tobytes(), dtype=np.uint32)
+    np.random.set_state(("MT19937", keys, int(state["numpy_pos"]), 0, 0.0))
+    random.setstate((3, tuple(int(v) for v in state["python"].tolist()), None))

@@ -12,18 +12,14 @@ and tests can replay the original's recorded draws one by one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
 
+from centernet.config import COCO_MEAN_BGR, COCO_STD_BGR, Config
 from centernet.tasks.base import ImageMeta
 
-if TYPE_CHECKING:
-    from centernet.config import Config
-
-COCO_MEAN_BGR = np.array([0.40789654, 0.44719302, 0.47026115], dtype=np.float32)
-COCO_STD_BGR = np.array([0.28863828, 0.27408164, 0.27809835], dtype=np.float32)
 # PCA of COCO pixel colours (BGR, 0..1), for the lighting jitter.
 COCO_EIGEN_VALUES = np.array([0.2141788, 0.01817699, 0.00341571], dtype=np.float32)
 COCO_EIGEN_VECTORS = np.array(
@@ -184,8 +180,8 @@ class InputSpec:
 
     input_hw: tuple[int, int] | None = (512, 512)
     pad: int = 31
-    mean: tuple[float, ...] = tuple(COCO_MEAN_BGR.tolist())
-    std: tuple[float, ...] = tuple(COCO_STD_BGR.tolist())
+    mean: tuple[float, ...] = COCO_MEAN_BGR
+    std: tuple[float, ...] = COCO_STD_BGR
     channel_order: str = "bgr"
     down_ratio: int = DOWN_RATIO
 
@@ -207,6 +203,28 @@ class InputSpec:
     def meta(self, height: int, width: int, scale: float = 1.0) -> ImageMeta:
         """Test-time window of a ``height x width`` image at a test ``scale``."""
         return inference_meta(height, width, self.input_hw, scale, self.pad, self.down_ratio)
+
+    def batch_metas(self, sizes: list[tuple[int, int]]) -> list[ImageMeta]:
+        """Windows of images of different ``(height, width)`` sharing one input canvas.
+
+        Fix-res: every image gets its own letterbox onto ``input_hw``. Keep-res: the canvas is the
+        largest padded size of the batch and each image sits at its centre, unscaled (for a single
+        image this is exactly the original's keep-res window).
+        """
+        if self.input_hw is not None:
+            return [self.meta(h, w) for h, w in sizes]
+        canvas_h = max(padded_size(h, self.pad) for h, _ in sizes)
+        canvas_w = max(padded_size(w, self.pad) for _, w in sizes)
+        return [
+            ImageMeta(
+                center=np.array([w // 2, h // 2], dtype=np.float32),
+                scale=np.array([canvas_w, canvas_h], dtype=np.float32),
+                input_hw=(canvas_h, canvas_w),
+                output_hw=(canvas_h // self.down_ratio, canvas_w // self.down_ratio),
+                image_hw=(h, w),
+            )
+            for h, w in sizes
+        ]
 
     def _channels(self, image: np.ndarray) -> np.ndarray:
         return image[:, :, ::-1] if self.channel_order == "rgb" else image

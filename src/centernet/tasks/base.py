@@ -136,6 +136,24 @@ class Task(ABC):
     def post_process(self, dets: torch.Tensor | np.ndarray, meta: ImageMeta) -> Any:
         """One image's decoded rows ``[K, D]`` mapped to source-image pixels (task-specific form)."""
 
+    def detections(self, results: Mapping[int, np.ndarray]) -> dict[str, np.ndarray]:
+        """``post_process`` results as flat arrays (the detector's per-image output).
+
+        This default reads the original's per-class layout ``{class_id (1-based): [n, 5+]}`` with
+        rows starting ``[x1, y1, x2, y2, score]``; tasks with other rows override it.
+
+        Returns:
+            ``boxes [N, 4]`` float32 source pixels, ``scores [N]`` float32, ``labels [N]`` int64
+            0-based; rows in class order, then in decode order.
+        """
+        ids = sorted(results)
+        rows = [np.asarray(results[c], dtype=np.float32) for c in ids]
+        width = max((r.shape[1] for r in rows if r.ndim == 2), default=5)
+        rows = [r.reshape(-1, width) for r in rows]  # empty classes may come as [] or [0, 5]
+        stacked = np.concatenate(rows) if rows else np.zeros((0, width), np.float32)
+        labels = np.concatenate([np.full(len(r), c - 1, dtype=np.int64) for c, r in zip(ids, rows)] + [np.zeros(0, np.int64)])
+        return {"boxes": stacked[:, :4], "scores": stacked[:, 4], "labels": labels}
+
 
 def get_task(name: str, num_classes: int, **options: Any) -> Task:
     """Build the task called ``name`` (``"ctdet"``, ``"multi_pose"``, ``"ddd"``).

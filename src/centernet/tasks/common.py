@@ -294,20 +294,35 @@ def reg_weighted_l1_loss(
 # ----------------------------------------------------------------------------------------------
 
 
+def _sliding_max(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    """Maximum over a window of ``2 * radius + 1`` along ``dim``, truncated at the borders."""
+    out = x.clone()
+    length = x.shape[dim]
+    for shift in range(1, min(radius, length - 1) + 1):
+        head, tail = x.narrow(dim, 0, length - shift), x.narrow(dim, shift, length - shift)
+        out.narrow(dim, shift, length - shift).copy_(torch.maximum(out.narrow(dim, shift, length - shift), head))
+        out.narrow(dim, 0, length - shift).copy_(torch.maximum(out.narrow(dim, 0, length - shift), tail))
+    return out
+
+
 def peak_filter(heat: torch.Tensor, kernel: int = 3) -> torch.Tensor:
     """Zero every value that is not the maximum of its ``kernel x kernel`` neighbourhood.
 
-    This max-pool "NMS" keeps ties: every pixel of an equal-valued plateau survives.
+    The original's max-pool "NMS"; ties are kept: every pixel of an equal-valued plateau survives.
+    The window maximum is computed separably (rows, then columns) with shifted element-wise
+    maxima, which gives exactly ``max_pool2d``'s result (the maximum is associative) in a few
+    times less time on CPU.
 
     Args:
         heat: ``[B, C, H, W]`` scores.
+        kernel: odd window size.
 
     Returns:
         ``[B, C, H, W]``, the surviving peaks, zeros elsewhere.
     """
-    pad = (kernel - 1) // 2
-    hmax = F.max_pool2d(heat, (kernel, kernel), stride=1, padding=pad)
-    return heat * (hmax == heat).float()
+    radius = (kernel - 1) // 2
+    window_max = _sliding_max(_sliding_max(heat, radius, -1), radius, -2)
+    return torch.where(window_max == heat, heat, torch.zeros((), dtype=heat.dtype, device=heat.device))
 
 
 def topk(

@@ -196,14 +196,3 @@ class CtdetTask(Task):
         classes = dets[:, 5]
         return {c + 1: dets[classes == c, :5] for c in range(self.num_classes)}
 
-
-def results_to_arrays(results: Mapping[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-class results ``{class_id (1-based): [n, 5]}`` -> ``(boxes [N, 4], scores [N], labels [N] 0-based)``.
-
-    Rows keep the class-then-decode order of the original's result dict.
-    """
-    ids = sorted(results)
-    rows = [np.asarray(results[c], dtype=np.float32).reshape(-1, 5) for c in ids]
-    labels = np.concatenate([np.full(len(r), c - 1, dtype=np.int64) for c, r in zip(ids, rows)]) if ids else np.zeros(0, np.int64)
-    stacked = np.concatenate(rows, axis=0) if rows else np.zeros((0, 5), np.float32)
-    return stacked[:, :4], stacked[:, 4], labels

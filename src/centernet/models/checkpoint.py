@@ -228,12 +228,13 @@ def load_original_checkpoint(
         arch = arch or infer_arch(state_dict)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
+    # Released DLA checkpoints carry the ImageNet classifier that the detector never builds.
+    backbone_keys = _backbone_keys(arch)
+    dropped = tuple(k for k in state_dict if k.startswith("base.fc.") and k not in backbone_keys)
+    state_dict = {k: v for k, v in state_dict.items() if k not in dropped}
     inferred_heads, head_conv = infer_heads(state_dict, arch)
     heads = dict(heads) if heads is not None else inferred_heads
     model = build_model(arch, heads, head_conv)
-    own_keys = set(model.state_dict())
-    dropped = tuple(k for k in state_dict if k.startswith("base.fc.") and k not in own_keys)
-    state_dict = {k: v for k, v in state_dict.items() if k not in dropped}
     problem = _describe_mismatch(model, state_dict)
     if problem:
         raise CheckpointError(f"{path}: checkpoint does not fit {arch} with heads {heads}: {problem}")

@@ -337,10 +337,7 @@ def detect_multi_scale(
 ) -> PerScaleResult:
     """Detect on one image with test-time augmentation, as the original ``BaseDetector.run``.
 
-    For every scale in order: pre-process (:func:`preprocess_scale`), run the network, decode with
-    the task (activation, flip merge, peak filter, top-``K``), post-process to the resized image and
-    divide the coordinates by the scale; then merge the scales as the task's original detector
-    (:func:`merge_ctdet` or :func:`merge_multi_pose`).
+    Runs :func:`detect_scale` for every scale in order, then :func:`merge_scales`.
 
     Args:
         model: any callable mapping a normalised ``[B, 3, H, W]`` batch to raw head maps
@@ -349,42 +346,79 @@ def detect_multi_scale(
             (``ctdet`` or ``multi_pose``).
         image: ``[H, W, 3]`` uint8 image, channels in the order of ``mean`` / ``std``.
         scales: test scales (the original's ``--test_scales``).
-        mean, std: per-channel normalisation of ``image / 255``.
-        input_hw: fix-res input ``(height, width)``, or ``None`` for keep-res.
-        pad: keep-res rounding mask (31, or 127 for Hourglass).
-        down_ratio: input pixels per output-map pixel.
-        flip: the original's ``--flip_test``.
+        mean, std, input_hw, pad, down_ratio, flip, K, device: as :func:`detect_scale`.
         nms: the original's ``--nms``: soft-NMS even with a single scale.
-        K: detections decoded per scale.
         max_per_image: 2D boxes kept after merging (ties at the cut all kept).
-        device: where the network input goes; by default the model's parameters' device (CPU for
-            a parameterless callable).
 
     Returns:
-        ctdet: 1-based class id -> ``[n, 5]`` float32 rows ``[x1, y1, x2, y2, score]``;
-        multi_pose: ``[M, 39]`` float32 rows ``[x1, y1, x2, y2, score, 17 x (x, y)]``;
-        both in pixels of ``image``.
+        As :func:`merge_scales`, in pixels of ``image``.
     """
-    if task.name not in _MERGERS:
-        raise ValueError(f"multi-scale testing is defined for {sorted(_MERGERS)}, not {task.name!r}")
+    per_scale = [
+        detect_scale(model, task, image, scale, mean=mean, std=std, input_hw=input_hw, pad=pad,
+                     down_ratio=down_ratio, flip=flip, K=K, device=device)
+        for scale in scales
+    ]
+    return merge_scales(task, per_scale, nms=nms, max_per_image=max_per_image)
+
+
+def detect_scale(
+    model: Callable[[torch.Tensor], HeadOutputs | list[HeadOutputs]],
+    task: Task,
+    image: np.ndarray,
+    scale: float,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    input_hw: tuple[int, int] | None = (512, 512),
+    pad: int = 31,
+    down_ratio: int = 4,
+    flip: bool = False,
+    K: int = 100,  # noqa: N803 - the original's option name
+    device: torch.device | str | None = None,
+) -> PerScaleResult:
+    """Detections of one test scale in source-image pixels (the original's per-scale ``run`` body).
+
+    Pre-processes (:func:`preprocess_scale`), runs the network without gradients, decodes with the
+    task (activation, flip merge, peak filter, top-``K``), post-processes to the resized image and
+    divides every coordinate by ``scale``.
+
+    Args:
+        model: callable mapping a normalised ``[B, 3, H, W]`` batch to raw head maps.
+        task: supplies ``decode`` and ``post_process``.
+        image: ``[H, W, 3]`` uint8 image, channels in the order of ``mean`` / ``std``.
+        scale: the test scale.
+        mean, std, input_hw, pad, down_ratio, flip: as :func:`preprocess_scale`.
+        K: detections decoded.
+        device: where the input goes; by default the device of the model's parameters (CPU for a
+            callable without parameters).
+
+    Returns:
+        The task's post-processed form with coordinates in pixels of ``image``: ctdet a dict 1-based
+        class -> ``[n, 5]`` float32 rows, multi_pose ``[K, 39]`` float32 rows.
+    """
     if device is None:
         parameter = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
         device = parameter.device if parameter is not None else torch.device("cpu")
-    per_scale = []
-    for scale in scales:
-        inputs, meta = preprocess_scale(image, scale, mean, std, input_hw, pad, down_ratio, flip)
-        with torch.no_grad():
-            outputs = model(inputs.to(device))
-            dets = task.decode(outputs, K=K, flip=flip)
-        per_scale.append(_to_source_pixels(task.post_process(dets[0].cpu(), meta), scale))
-    return _MERGERS[task.name](per_scale, task.num_classes, nms, max_per_image)
+    inputs, meta = preprocess_scale(image, scale, mean, std, input_hw, pad, down_ratio, flip)
+    with torch.no_grad():
+        dets = task.decode(model(inputs.to(device)), K=K, flip=flip)
+    return _to_source_pixels(task.post_process(dets[0].cpu(), meta), scale)
+
+
+def merge_scales(
+    task: Task, per_scale_results: Sequence[PerScaleResult], nms: bool = False, max_per_image: int = MAX_PER_IMAGE
+) -> PerScaleResult:
+    """Merge per-scale results as the task's original detector (:func:`merge_ctdet`, :func:`merge_multi_pose`)."""
+    if task.name not in _MERGERS:
+        raise ValueError(f"multi-scale testing is defined for {sorted(_MERGERS)}, not {task.name!r}")
+    return _MERGERS[task.name](list(per_scale_results), task.num_classes, nms, max_per_image)
 
 
 def _to_source_pixels(result: PerScaleResult, scale: float) -> PerScaleResult:
     """Divide every coordinate column (all but the score, column 4) of float32 rows by ``scale``."""
     if isinstance(result, Mapping):
         return {cls: _to_source_pixels(rows, scale) for cls, rows in result.items()}
-    rows = np.array(result, dtype=np.float32).reshape(len(result), -1)
+    rows = np.array(result, dtype=np.float32)  # a copy: float32 division, as the original's in-place /=
     rows[:, :4] /= scale
     rows[:, 5:] /= scale
     return rows

@@ -81,8 +81,10 @@ def soft_nms(
             break
         best = i + int(columns[4, i:live].argmax())  # the first maximum wins, as the original's scan
         if best != i:
-            columns[:, [i, best]] = columns[:, [best, i]]
-            extra_order[[i, best]] = extra_order[[best, i]]
+            selected = columns[:, best].copy()
+            columns[:, best] = columns[:, i]
+            columns[:, i] = selected
+            extra_order[i], extra_order[best] = extra_order[best], extra_order[i]
         live = i + 1 + _decay_and_drop(
             columns[:, i], columns[:, i + 1:live], extra_order[i + 1:live], sigma32, nt32, threshold32, method
         )
@@ -116,7 +118,7 @@ def _decay_and_drop(
     x1, y1, x2, y2, scores = rows
     inter_w = np.minimum(tx2, x2) - np.maximum(tx1, x1) + np.float32(1)
     inter_h = np.minimum(ty2, y2) - np.maximum(ty1, y1) + np.float32(1)
-    overlapping = np.flatnonzero((inter_w > 0) & (inter_h > 0))
+    overlapping = ((inter_w > 0) & (inter_h > 0)).nonzero()[0]
     if overlapping.size == 0:
         return scores.shape[0]
     inter_w, inter_h = inter_w[overlapping], inter_h[overlapping]

@@ -13,7 +13,6 @@ that are arguably bugs but shape the published numbers:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Union
 
 import cv2
 import numpy as np
@@ -27,6 +26,7 @@ HARD_NMS, LINEAR_NMS, GAUSSIAN_NMS = 0, 1, 2
 
 # Boxes per image the original keeps after merging (``BaseDetector.max_per_image``, not an option).
 MAX_PER_IMAGE = 100
+
 
 def soft_nms(
     boxes: np.ndarray,
@@ -238,7 +238,6 @@ def merge_multi_pose(per_scale_results: Sequence[np.ndarray], nms: bool = False)
         ``[sum K, 5 + 2J]`` float32 rows.
     """
     merged = np.concatenate([np.asarray(rows, np.float32) for rows in per_scale_results], axis=0)
-    merged = np.ascontiguousarray(merged, dtype=np.float32)
     if len(per_scale_results) > 1 or nms:
         soft_nms(merged, sigma=0.5, Nt=0.5, threshold=0.001, method=GAUSSIAN_NMS)
     return merged
@@ -309,7 +308,8 @@ def preprocess_scale(
     return torch.from_numpy(np.ascontiguousarray(batch)), meta
 
 
-PerScaleResult = Union[Mapping[int, np.ndarray], np.ndarray]
+# A task's post-processed detections of one image: per-class rows (ctdet) or one array (pose).
+PerScaleResult = Mapping[int, np.ndarray] | np.ndarray
 
 # How each task's original detector merges its scales (the original has no multi-scale 3D).
 _MERGERS: dict[str, Callable[[list, int, bool, int], PerScaleResult]] = {
@@ -343,7 +343,8 @@ def detect_multi_scale(
 
     Args:
         model: any callable mapping a normalised ``[B, 3, H, W]`` batch to raw head maps
-            (``name -> [B, C, H/4, W/4]``, or a list of such dicts, one per stack).
+            (``name -> [B, C, H/4, W/4]``, or a list of such dicts, one per stack); a module
+            should be in ``eval()`` mode.
         task: the task whose ``decode`` / ``post_process`` turn head maps into detections
             (``ctdet`` or ``multi_pose``).
         image: ``[H, W, 3]`` uint8 image, channels in the order of ``mean`` / ``std``.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +50,9 @@ def main() -> None:
                 if merge == "ctdet":
                     num_classes = meta["num_classes"]
                     dicts = [{c: rows[rows[:, 5] == c, :5] for c in range(1, num_classes + 1)} for rows in per_scale]
-                    seconds = _best_seconds(lambda: merge_ctdet(dicts, num_classes), args.repeat)
+                    seconds = _best_seconds(partial(merge_ctdet, dicts, num_classes), args.repeat)
                 else:
-                    seconds = _best_seconds(lambda: merge_multi_pose(per_scale), args.repeat)
+                    seconds = _best_seconds(partial(merge_multi_pose, per_scale), args.repeat)
                 rows = sum(len(rows) for rows in per_scale)
                 print(f"{merge:10s} {config_name:16s} {image['key']}: {len(scales)} scales, {rows} rows, "
                       f"soft-NMS + merge {seconds * 1e3:7.2f} ms")

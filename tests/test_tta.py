@@ -208,7 +208,7 @@ class _PlantedPeaks:
 def test_detect_multi_scale_is_scales_then_merge() -> None:
     task = get_task("ctdet", 3)
     model, image = _PlantedPeaks(3), _image()
-    options = dict(mean=COCO_MEAN, std=COCO_STD, input_hw=(128, 128), flip=True, K=10)
+    options = {"mean": COCO_MEAN, "std": COCO_STD, "input_hw": (128, 128), "flip": True, "K": 10}
     per_scale = [detect_scale(model, task, image, scale, **options) for scale in (0.5, 1.0, 1.5)]
     expected = merge_scales(task, per_scale)
     results = detect_multi_scale(model, task, image, (0.5, 1.0, 1.5), **options)

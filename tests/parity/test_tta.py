@@ -19,7 +19,14 @@ import torch
 
 from centernet import build_model
 from centernet.tasks.base import get_task
-from centernet.tasks.tta import detect_scale, merge_ctdet, merge_multi_pose, merge_scales, preprocess_scale, soft_nms
+from centernet.tasks.tta import (
+    detect_scale,
+    merge_ctdet,
+    merge_multi_pose,
+    merge_scales,
+    preprocess_scale,
+    soft_nms,
+)
 from tests.helpers import assert_close
 
 SCORE_ATOL = 1e-6

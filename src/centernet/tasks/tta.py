@@ -31,7 +31,7 @@ MAX_PER_IMAGE = 100
 def soft_nms(
     boxes: np.ndarray,
     sigma: float = 0.5,
-    Nt: float = 0.3,  # noqa: N803 - the original's argument name
+    Nt: float = 0.3,  # the original's argument name
     threshold: float = 0.001,
     method: int = GAUSSIAN_NMS,
 ) -> int:
@@ -333,7 +333,7 @@ def detect_multi_scale(
     down_ratio: int = 4,
     flip: bool = False,
     nms: bool = False,
-    K: int = 100,  # noqa: N803 - the original's option name
+    K: int = 100,  # the original's option name
     max_per_image: int = MAX_PER_IMAGE,
     device: torch.device | str | None = None,
 ) -> PerScaleResult:
@@ -376,7 +376,7 @@ def detect_scale(
     pad: int = 31,
     down_ratio: int = 4,
     flip: bool = False,
-    K: int = 100,  # noqa: N803 - the original's option name
+    K: int = 100,  # the original's option name
     device: torch.device | str | None = None,
 ) -> PerScaleResult:
     """Detections of one test scale in source-image pixels (the original's per-scale ``run`` body).

@@ -1,0 +1,298 @@
+"""``CenterNet``: the network, its input pipeline and its task behind torchvision's detection contract.
+
+``model(images)`` in eval mode returns one dict per image (``boxes`` xyxy in that image's pixels,
+``scores``, ``labels``); ``model(images, targets)`` in train mode returns the named losses. Images
+are ``[3, H, W]`` float RGB tensors in 0..1 of any sizes; the model letterboxes (or pads) and
+normalises them itself, and maps detections back to each image's pixels.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from os import PathLike
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from centernet.config import COCO_MEAN_BGR, COCO_STD_BGR, KITTI_MEAN, KITTI_STD
+from centernet.data.transforms import InputSpec, keep_res_pad, warp_to_input
+from centernet.models.checkpoint import CheckpointError, load_checkpoint, load_original_checkpoint, save_checkpoint
+from centernet.models.registry import build_model, default_head_conv
+from centernet.tasks.base import ImageMeta, Task, get_task
+
+WarpBackend = Literal["cv2", "torch"]
+
+
+def _heads_task(heads: dict[str, int]) -> str:
+    """The task an original checkpoint was trained for, from its head names."""
+    if "hps" in heads:
+        return "multi_pose"
+    if "dep" in heads:
+        return "ddd"
+    return "ctdet"
+
+
+def _to_uint8_bgr(image: torch.Tensor) -> np.ndarray:
+    """``[3, H, W]`` RGB float 0..1 -> ``[H, W, 3]`` uint8 BGR (exact for images that came from 8 bits)."""
+    pixels = (image.detach().float() * 255).round().clamp(0, 255).to(torch.uint8)
+    return np.ascontiguousarray(pixels.flip(0).permute(1, 2, 0).cpu().numpy())
+
+
+class CenterNet(nn.Module):
+    """A CenterNet detector (2D boxes by default) with its pre- and post-processing.
+
+    Args:
+        arch: registered network (``res_18``, ``dla_34``, ``hourglass``...).
+        num_classes: object classes; taken from ``class_names`` when omitted.
+        class_names: name of each 0-based label.
+        task: task name (``"ctdet"``, ``"multi_pose"``, ``"ddd"``) or a ``Task``.
+        input_size: network input ``(height, width)`` for fix-res letterboxing.
+        keep_res: feed images at their own resolution, padded to a multiple of 32 (128 for
+            Hourglass) instead of letterboxing to ``input_size``.
+        mean, std: normalisation of 0..1 pixels in ``channel_order``.
+        channel_order: channel order the network was trained with (``"bgr"``, the original's).
+        K: detections decoded per image.
+        score_thresh: detections below this score are dropped (0 keeps all ``K``, as the
+            original's COCO evaluation).
+        flip_test: average the network's outputs on each image and its mirror.
+        head_conv: width of the heads' 3x3 convs (``None``: the architecture's default).
+        warp: ``"cv2"`` cuts each image out with ``cv2.warpAffine`` on 8-bit pixels on the CPU,
+            bit-exact with the original; ``"torch"`` warps the whole batch with ``grid_sample`` on
+            the model's device (float pixels, differences of about one grey level).
+    """
+
+    def __init__(
+        self,
+        arch: str = "res_18",
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
+        task: str | Task = "ctdet",
+        input_size: tuple[int, int] = (512, 512),
+        keep_res: bool = False,
+        mean: Sequence[float] = COCO_MEAN_BGR,
+        std: Sequence[float] = COCO_STD_BGR,
+        channel_order: str = "bgr",
+        K: int = 100,
+        score_thresh: float = 0.0,
+        flip_test: bool = False,
+        head_conv: int | None = None,
+        warp: WarpBackend = "cv2",
+    ) -> None:
+        super().__init__()
+        if num_classes is None:
+            if isinstance(task, Task):
+                num_classes = task.num_classes
+            elif class_names is not None:
+                num_classes = len(class_names)
+            else:
+                raise ValueError("give num_classes or class_names")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+        if warp not in ("cv2", "torch"):
+            raise ValueError(f"warp must be 'cv2' or 'torch', not {warp!r}")
+        self.arch = arch
+        self.class_names = list(class_names) if class_names is not None else None
+        self.task = task if isinstance(task, Task) else get_task(task, num_classes)
+        self.head_conv = default_head_conv(arch) if head_conv is None else head_conv
+        self.network = build_model(arch, self.task.heads, self.head_conv)
+        self.spec = InputSpec(
+            input_hw=None if keep_res else (int(input_size[0]), int(input_size[1])),
+            pad=keep_res_pad(arch),
+            mean=tuple(float(v) for v in mean),
+            std=tuple(float(v) for v in std),
+            channel_order=channel_order,
+        )
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.K = K
+        self.score_thresh = score_thresh
+        self.flip_test = flip_test
+        self.warp = warp
+
+    @property
+    def num_classes(self) -> int:
+        return self.task.num_classes
+
+    # ------------------------------------------------------------------ pre-processing
+    def preprocess(self, images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[ImageMeta]]:
+        """Letterbox (or pad) and normalise a list of images into one batch.
+
+        Args:
+            images: ``[3, H, W]`` float RGB tensors in 0..1, sizes may differ.
+
+        Returns:
+            ``([B, 3, h, w] float32 on the model's device, per-image metas)``.
+        """
+        metas = self.spec.batch_metas([(int(im.shape[-2]), int(im.shape[-1])) for im in images])
+        device = next(self.network.parameters()).device
+        if self.warp == "cv2":
+            inputs = [self._warp_cv2(image, meta) for image, meta in zip(images, metas)]
+            return torch.from_numpy(np.stack(inputs)).to(device), metas
+        return self._warp_torch([im.to(device) for im in images], metas), metas
+
+    def _warp_cv2(self, image: torch.Tensor, meta: ImageMeta) -> np.ndarray:
+        """The original's pre-processing of one image: 8-bit warp, float64 normalisation."""
+        warped = warp_to_input(_to_uint8_bgr(image), meta)
+        if self.spec.channel_order == "rgb":
+            warped = warped[:, :, ::-1]
+        mean = np.asarray(self.spec.mean, dtype=np.float32)
+        std = np.asarray(self.spec.std, dtype=np.float32)
+        return ((warped / 255.0 - mean) / std).astype(np.float32).transpose(2, 0, 1)
+
+    def _warp_torch(self, images: list[torch.Tensor], metas: list[ImageMeta]) -> torch.Tensor:
+        """All images warped at once with ``grid_sample`` (bilinear, zeros outside, pixel centres)."""
+        device = images[0].device
+        max_h = max(im.shape[-2] for im in images)
+        max_w = max(im.shape[-1] for im in images)
+        sources = torch.zeros(len(images), 3, max_h, max_w, device=device)
+        for i, im in enumerate(images):
+            sources[i, :, : im.shape[-2], : im.shape[-1]] = im.float()
+        if self.spec.channel_order == "bgr":
+            sources = sources.flip(1)
+        inp_h, inp_w = metas[0].input_hw
+        # Input pixel (x, y) reads source pixel inverse_affine @ (x, y, 1).
+        inverse = torch.from_numpy(
+            np.stack([meta.input_transform() for meta in metas])
+        ).to(device)
+        inverse = torch.cat([inverse, inverse.new_tensor([0.0, 0.0, 1.0]).expand(len(metas), 1, 3)], dim=1).inverse()[:, :2]
+        ys, xs = torch.meshgrid(
+            torch.arange(inp_h, device=device, dtype=torch.float64),
+            torch.arange(inp_w, device=device, dtype=torch.float64),
+            indexing="ij",
+        )
+        pixels = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).reshape(1, -1, 3)
+        source_xy = pixels @ inverse.transpose(1, 2)  # [B, h*w, 2] source pixels
+        scale = source_xy.new_tensor([max_w, max_h])
+        grid = ((2 * source_xy + 1) / scale - 1).reshape(len(metas), inp_h, inp_w, 2).float()
+        warped = F.grid_sample(sources, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        mean = warped.new_tensor(self.spec.mean).view(1, 3, 1, 1)
+        std = warped.new_tensor(self.spec.std).view(1, 3, 1, 1)
+        return (warped - mean) / std
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self, images: Sequence[torch.Tensor], targets: Sequence[dict[str, torch.Tensor]] | None = None
+    ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
+        """Losses in training, detections in evaluation.
+
+        Args:
+            images: ``[3, H, W]`` float RGB tensors in 0..1.
+            targets: training only, one dict per image: ``boxes [N, 4]`` xyxy image pixels,
+                ``labels [N]`` 0-based (plus task-specific fields).
+
+        Returns:
+            Training: the task's losses, each already multiplied by its weight (``hm_loss``,
+            ``wh_loss``, ``off_loss`` for ctdet), so that their sum is the training loss.
+            Evaluation: per image ``boxes [N, 4]`` float32 xyxy in that image's pixels,
+            ``scores [N]``, ``labels [N]`` int64 0-based, by decreasing score.
+        """
+        if self.training:
+            if targets is None:
+                raise ValueError("CenterNet in training mode needs targets (call model.eval() for detections)")
+            return self.compute_losses(images, targets)
+        return self.detect(images)
+
+    def compute_losses(
+        self, images: Sequence[torch.Tensor], targets: Sequence[dict[str, torch.Tensor]]
+    ) -> dict[str, torch.Tensor]:
+        """Weighted named losses of a batch; targets are encoded with each image's own warp."""
+        if len(images) != len(targets):
+            raise ValueError(f"{len(images)} images but {len(targets)} targets")
+        inputs, metas = self.preprocess(images)
+        encoded = [
+            self.task.encode({k: v.detach().cpu().numpy() for k, v in target.items()}, meta)
+            for target, meta in zip(targets, metas)
+        ]
+        batch = {key: torch.from_numpy(np.stack([e[key] for e in encoded])).to(inputs.device) for key in encoded[0]}
+        _, stats = self.task.loss(self.network(inputs), batch)
+        return {name: self.task.loss_weights[name] * value for name, value in stats.items() if name != "loss"}
+
+    @torch.no_grad()
+    def detect(self, images: Sequence[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Detections of a list of images (see ``forward``)."""
+        inputs, metas = self.preprocess(images)
+        if self.flip_test:
+            inputs = torch.cat([inputs, inputs.flip(-1)])
+        dets = self.task.decode(self.network(inputs), K=self.K, flip=self.flip_test).cpu()
+        results = []
+        for image_dets, meta in zip(dets, metas):
+            found = self.task.detections(self.task.post_process(image_dets, meta))
+            keep = found["scores"] >= self.score_thresh
+            order = np.argsort(-found["scores"][keep], kind="stable")
+            results.append({key: torch.from_numpy(value[keep][order]) for key, value in found.items()})
+        return results
+
+    # ------------------------------------------------------------------ checkpoints
+    def metadata(self) -> dict[str, Any]:
+        """Everything needed to rebuild this detector, beside the weights."""
+        return {
+            "format": "centernet",
+            "arch": self.arch,
+            "task": self.task.name,
+            "heads": self.task.heads,
+            "head_conv": self.head_conv,
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            "input_size": list(self.input_size),
+            "keep_res": self.spec.input_hw is None,
+            "mean": list(self.spec.mean),
+            "std": list(self.spec.std),
+            "channel_order": self.spec.channel_order,
+            "K": self.K,
+            "score_thresh": self.score_thresh,
+            "flip_test": self.flip_test,
+        }
+
+    def save(self, path: str | PathLike[str]) -> None:
+        """Write the weights with their metadata (``centernet.models.checkpoint`` format)."""
+        save_checkpoint(path, {**self.metadata(), "state_dict": self.network.state_dict()})
+
+    @classmethod
+    def from_checkpoint(cls, path: str | PathLike[str], **overrides: Any) -> CenterNet:
+        """Load a detector saved by ``save`` or the trainer, or an original CenterNet ``.pth``.
+
+        An original checkpoint carries no metadata: the architecture, heads and class count are
+        inferred from its keys, the task from its heads, and the input settings are the
+        original's defaults for that task (override them with keyword arguments, e.g.
+        ``class_names=...``, ``input_size=(384, 1280)``, ``mean=...``).
+        """
+        try:
+            payload = load_checkpoint(path)
+        except CheckpointError:
+            payload = None
+        if payload is not None and "arch" in payload and "state_dict" in payload:
+            names = payload.get("class_names")
+            options = {
+                "arch": payload["arch"],
+                "num_classes": payload.get("num_classes") or (len(names) if names else payload["heads"]["hm"]),
+                "class_names": names,
+                "task": payload.get("task", "ctdet"),
+                "input_size": tuple(payload.get("input_size", (512, 512))),
+                "keep_res": payload.get("keep_res", False),
+                "mean": payload.get("mean", COCO_MEAN_BGR),
+                "std": payload.get("std", COCO_STD_BGR),
+                "channel_order": payload.get("channel_order", "bgr"),
+                "head_conv": payload.get("head_conv"),
+                **{key: payload[key] for key in ("K", "score_thresh", "flip_test") if key in payload},
+            }
+            state_dict = payload["state_dict"]
+        else:
+            network, info = load_original_checkpoint(path)
+            options = {
+                "arch": info.arch,
+                "num_classes": info.num_classes,
+                "task": _heads_task(info.heads),
+                "head_conv": info.head_conv,
+                **ORIGINAL_TASK_INPUTS.get(_heads_task(info.heads), {}),
+            }
+            state_dict = network.state_dict()
+        detector = cls(**{**options, **overrides})
+        detector.network.load_state_dict(state_dict, strict=True)
+        return detector
+
+
+# The original's default input settings per task (its dataset classes), for checkpoints without metadata.
+ORIGINAL_TASK_INPUTS: dict[str, dict[str, Any]] = {
+    "ddd": {"input_size": (384, 1280), "mean": KITTI_MEAN, "std": KITTI_STD},
+}

@@ -1,5 +1,24 @@
-"""CenterNet: Objects as Points (Zhou, Wang, Krähenbühl, 2019)."""
-from centernet.models import build_model, list_models
+"""CenterNet: Objects as Points (Zhou, Wang, Krähenbühl, 2019).
 
-__all__ = ["build_model", "list_models"]
+Entry points: ``CenterNet`` (the detector, torchvision's contract), ``build_model`` (raw networks),
+``load_original_checkpoint``, and ``train`` / ``evaluate`` / ``predict`` / ``export``.
+"""
+from centernet.api import evaluate, export, predict, train
+from centernet.config import Config, load_config
+from centernet.detector import CenterNet
+from centernet.models import build_model, list_models
+from centernet.models.checkpoint import load_original_checkpoint
+
+__all__ = [
+    "CenterNet",
+    "Config",
+    "build_model",
+    "evaluate",
+    "export",
+    "list_models",
+    "load_config",
+    "load_original_checkpoint",
+    "predict",
+    "train",
+]
 __version__ = "0.1.0"

@@ -128,6 +128,11 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, tree: dict[str, Any], source: str = "config") -> Config:
+        """The config a ``to_dict`` tree describes (as stored in checkpoints)."""
+        return _build(cls, tree, source)
+
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
@@ -220,6 +225,21 @@ def resolve_recipe(path: str | Path) -> Path:
     raise ConfigError(f"config file not found: {path} (shipped recipes: {', '.join(list_recipes())})")
 
 
+def _apply(tree: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> None:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.field=value")
+        key, raw = item.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+
+
+def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """A copy of ``cfg`` with ``section.field=value`` overrides applied."""
+    tree = cfg.to_dict()
+    _apply(tree, overrides)
+    return _build(Config, tree, "overrides")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Load a YAML recipe (a path or a shipped recipe name; or the defaults) and apply overrides.
 
@@ -236,9 +256,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
         tree = loaded or {}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.field=value")
-        key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    _apply(tree, overrides)
     return _build(Config, tree, source)

@@ -15,9 +15,9 @@ def run_demo(output: str | Path = "runs/demo", overrides: Sequence[str] = ()) ->
 
     Returns the final validation metrics, the run folder and where the drawn predictions are.
     """
-    from centernet.data.check import load_dataset
     from centernet.detector import CenterNet
     from centernet.engine.predict import predict_images
+    from centernet.engine.dataset import load_split
     from centernet.engine.trainer import train
 
     output = Path(output)
@@ -27,7 +27,7 @@ def run_demo(output: str | Path = "runs/demo", overrides: Sequence[str] = ()) ->
     started = time.time()
     summary = train(cfg)
     detector = CenterNet.from_checkpoint(output / "best.pt")
-    data = load_dataset(cfg.data.source, cfg.data.val_split, cfg=cfg)
+    data = load_split(cfg, "val")
     folder = output / "predictions"
     folder.mkdir(parents=True, exist_ok=True)
     shown = range(min(8, len(data)))

@@ -136,7 +136,31 @@ def score(task_name: str, data: DetectionDataset, predictions: dict[int, Results
         rows += result.to_coco(data.records[index].image_id, data.category_ids)
     metrics = evaluate_coco(gt, rows, "keypoints" if keypoints else "bbox")
     title = "COCO keypoints (OKS)" if keypoints else "COCO boxes"
-    return EvaluationReport(dict(metrics.stats), metrics.stats["AP"], f"{title}, {len(data)} images\n{metrics.table}", rows)
+    stats, table = dict(metrics.stats), f"{title}, {len(data)} images\n{metrics.table}"
+    if not keypoints and _is_voc(data):
+        voc = _score_voc(data, predictions)
+        stats["mAP_voc07"] = voc.mean_average_precision
+        table += f"\n\nPascal VOC (IoU 0.5, VOC07 11-point)\n{voc.format_table()}"
+    return EvaluationReport(stats, metrics.stats["AP"], table, rows)
+
+
+def _is_voc(data: DetectionDataset) -> bool:
+    from centernet.data.voc import find_voc_folders
+
+    source = Path(data.source) if data.source else None
+    return source is not None and source.is_dir() and find_voc_folders(source) is not None
+
+
+def _score_voc(data: DetectionDataset, predictions: dict[int, Results]):
+    from centernet.evaluation.voc import evaluate_voc
+
+    ground_truth, detections = [], []
+    for index, record in enumerate(data.records):
+        trained = record.labels >= 0
+        ground_truth.append({"boxes": record.boxes[trained], "labels": record.labels[trained], "difficult": record.difficult[trained]})
+        result = predictions[index]
+        detections.append({"boxes": result.boxes, "labels": result.labels, "scores": result.scores})
+    return evaluate_voc(ground_truth, detections, data.class_names)
 
 
 def _score_kitti(data: DetectionDataset, predictions: dict[int, Results]) -> EvaluationReport:
@@ -233,19 +257,28 @@ def evaluate_checkpoint(
     save_json: str | Path | None = None,
     batch_size: int = 8,
 ) -> EvaluationReport:
-    """``centernet val``: evaluate a checkpoint (ours or an original ``.pth``) on a data set split."""
+    """``centernet val``: evaluate a checkpoint (ours or an original ``.pth``) on a data set split.
+
+    Without ``cfg`` the experiment stored in our checkpoint is used (an original ``.pth`` carries
+    none: give a recipe). ``split`` overrides the recipe's validation split.
+    """
     from centernet.detector import CenterNet
-    from centernet.data.check import load_dataset
+    from centernet.engine.dataset import load_split
+    from centernet.models.checkpoint import load_checkpoint
 
     detector = CenterNet.from_checkpoint(weights)
     if cfg is None:
-        cfg = detector.config()
-    data = load_dataset(cfg.data.source, split or cfg.data.val_split, cfg=cfg)
-    if tuple(data.class_names) != tuple(detector.class_names) and len(data.class_names) != detector.num_classes:
+        stored = load_checkpoint(weights).get("config") if str(weights).endswith(".pt") else None
+        if stored is None:
+            raise ValueError(f"{weights}: holds no experiment config; name a recipe, e.g. `centernet val configs/ctdet_res18_coco_140e.yaml --weights ...`")
+        cfg = Config.from_dict(stored, str(weights))
+    if split is not None:
+        cfg.data.val_split = split
+    data = load_split(cfg, "val")
+    if len(data.class_names) != detector.num_classes:
         raise ValueError(f"{weights}: trained for {detector.num_classes} classes, data set {cfg.data.source} has {len(data.class_names)}")
-    spec = detector.input_spec
     predictions = predict_records(
-        detector.network, detector.task, data, spec, range(len(data)), K=cfg.test.K, flip=cfg.test.flip, batch_size=batch_size
+        detector.network, detector.task, data, detector.spec, range(len(data)), K=cfg.test.K, flip=cfg.test.flip, batch_size=batch_size
     )
     report = score(detector.task.name, data, predictions)
     if save_json is not None:

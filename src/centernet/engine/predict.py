@@ -61,7 +61,7 @@ def predict_images(
     network = detector.network.eval()
     device = next(network.parameters()).device
     if scales is None or (list(scales) == [1.0] and not nms):
-        spec = detector.input_spec
+        spec = detector.spec
         prepared = [spec.inference_input(image) for image in images]
         shapes = {p[0].shape for p in prepared}
         if len(shapes) > 1:  # keep-res images of different sizes go one by one
@@ -74,7 +74,7 @@ def predict_images(
 
         if task.name == "ddd":
             raise ValueError("multi-scale testing is defined for 2D boxes and pose only (as in the original)")
-        spec = detector.input_spec
+        spec = detector.spec
         processed = [
             detect_multi_scale(
                 network, task, image, scales, mean=spec.mean, std=spec.std, input_hw=spec.input_hw, pad=spec.pad,

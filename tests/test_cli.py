@@ -1,0 +1,111 @@
+"""The command line end to end on a tiny synthetic run: train, val, predict (folder and video), export, data check."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import pytest
+
+from centernet.cli import main
+from centernet.data.check import load_dataset
+
+TINY = [
+    "data.source=synthetic",
+    "data.synthetic_images={train: 8, val: 4}",
+    "data.synthetic_image_size=64",
+    "data.input_size=[64,64]",
+    "data.num_workers=0",
+    "model.head_conv=16",
+    "train.batch_size=4",
+    "train.epochs=1",
+    "train.save_images=0",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    assert main(["train", f"project={root}", "name=tiny", *TINY]) == 0
+    return root / "tiny"
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    data = load_dataset("synthetic", "val", num_images=3, image_size=64)
+    for i in range(3):
+        cv2.imwrite(str(folder / f"im{i}.png"), data.load_image(i))
+    return folder
+
+
+def test_train_writes_a_self_describing_checkpoint(trained):
+    assert (trained / "best.pt").is_file() and (trained / "results.csv").is_file()
+
+
+def test_val_prints_the_twelve_coco_numbers(trained, capsys):
+    assert main(["val", "--weights", str(trained / "best.pt"), "--save-json", str(trained / "val.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("Average Precision") == 6 and out.count("Average Recall") == 6
+    assert isinstance(json.loads((trained / "val.json").read_text()), list)
+
+
+def test_predict_on_a_folder_with_txt_labels(trained, image_folder, tmp_path):
+    out = tmp_path / "pred"
+    code = main(["predict", "--weights", str(trained / "best.pt"), "--source", str(image_folder), "--output", str(out), "--save-txt", "--conf", "0"])
+    assert code == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["im0.png", "im1.png", "im2.png"]
+    rows = json.loads((out / "results.json").read_text())
+    assert {r["image_id"] for r in rows} == {0, 1, 2}
+    assert all(len(r["bbox"]) == 4 and r["category_id"] in (1, 2, 3) for r in rows)
+    label_lines = (out / "labels" / "im0.txt").read_text().split("\n")
+    assert len(label_lines[0].split()) == 6
+
+
+def test_predict_on_a_glob_and_a_video(trained, image_folder, tmp_path):
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 64))
+    for path in sorted(image_folder.glob("*.png")):
+        writer.write(cv2.imread(str(path)))
+    writer.release()
+    out = tmp_path / "pred"
+    assert main(["predict", "--weights", str(trained / "best.pt"), "--source", str(video), "--output", str(out)]) == 0
+    capture = cv2.VideoCapture(str(out / "clip.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    capture.release()
+    out2 = tmp_path / "pred2"
+    assert main(["predict", "--weights", str(trained / "best.pt"), "--source", str(image_folder / "im*.png"), "--output", str(out2)]) == 0
+    assert len(list(out2.glob("*.png"))) == 3
+
+
+def test_python_api_mirrors_the_cli(trained, image_folder):
+    import centernet
+
+    results = centernet.predict(trained / "best.pt", image_folder)
+    assert len(results) == 3
+    first = results[0]
+    assert first.boxes.shape[1] == 4 and len(first.scores) == len(first.labels)
+    assert list(first.names) == ["rectangle", "ellipse", "triangle"]
+    assert first.plot().shape == (64, 64, 3)
+    report = centernet.evaluate(trained / "best.pt")
+    assert 0.0 <= report.primary <= 1.0
+
+
+def test_data_check_summarises(capsys):
+    assert main(["data", "check", "synthetic"]) == 0
+    assert "synthetic" in capsys.readouterr().out
+
+
+def test_errors_are_one_clear_line(tmp_path, capsys):
+    assert main(["predict", "--weights", str(tmp_path / "missing.pt"), "--source", str(tmp_path)]) == 2
+    assert "missing.pt" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+    assert main(["train", "train.epochz=3"]) == 2
+    assert "epochz" in capsys.readouterr().err
+
+
+def test_export_cli_writes_an_onnx_model(trained, tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "model.onnx"
+    assert main(["export", "--weights", str(trained / "best.pt"), "--output", str(out)]) == 0
+    assert out.is_file() and out.stat().st_size > 1e6

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from centernet.data.transforms import InputSpec
 from centernet.tasks.base import get_task
 from centernet.tasks.tta import (
     GAUSSIAN_NMS,
@@ -17,7 +18,7 @@ from centernet.tasks.tta import (
     merge_ctdet,
     merge_multi_pose,
     merge_scales,
-    preprocess_scale,
+    scaled_input,
     soft_nms,
 )
 
@@ -175,20 +176,20 @@ def _image(height: int = 90, width: int = 130) -> np.ndarray:
     return rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
 
 
-def test_preprocess_fix_res_and_keep_res() -> None:
+def test_scaled_input_fix_res_keep_res_and_flip() -> None:
     image = _image()
-    batch, meta = preprocess_scale(image, 0.75, COCO_MEAN, COCO_STD, input_hw=(128, 128), flip=True)
+    spec = InputSpec(input_hw=(128, 128), mean=COCO_MEAN, std=COCO_STD)
+    batch, meta = scaled_input(image, 0.75, spec, flip=True)
     assert batch.shape == (2, 3, 128, 128) and batch.dtype == torch.float32
     torch.testing.assert_close(batch[1], batch[0].flip(-1), rtol=0, atol=0)
     np.testing.assert_array_equal(meta.center, [97 / 2, 67 / 2])
     assert meta.scale == 130.0 and meta.output_hw == (32, 32) and meta.image_hw == (67, 97)
 
-    batch, meta = preprocess_scale(image, 1.5, COCO_MEAN, COCO_STD, input_hw=None, pad=31)
+    batch, meta = scaled_input(image, 1.5, InputSpec(input_hw=None, pad=31, mean=COCO_MEAN, std=COCO_STD))
     assert batch.shape == (1, 3, 160, 224)  # (135 | 31) + 1, (195 | 31) + 1
     np.testing.assert_array_equal(meta.center, [97, 67])
     np.testing.assert_array_equal(meta.scale, [224, 160])
     assert meta.output_hw == (40, 56)
-    assert preprocess_scale(image, 1.0, COCO_MEAN, COCO_STD, input_hw=None, pad=127)[0].shape == (1, 3, 128, 256)
 
 
 class _PlantedPeaks:
@@ -208,24 +209,25 @@ class _PlantedPeaks:
 def test_detect_multi_scale_is_scales_then_merge() -> None:
     task = get_task("ctdet", 3)
     model, image = _PlantedPeaks(3), _image()
-    options = {"mean": COCO_MEAN, "std": COCO_STD, "input_hw": (128, 128), "flip": True, "K": 10}
-    per_scale = [detect_scale(model, task, image, scale, **options) for scale in (0.5, 1.0, 1.5)]
+    spec = InputSpec(input_hw=(128, 128), mean=COCO_MEAN, std=COCO_STD)
+    per_scale = [detect_scale(model, task, image, scale, spec, flip=True, K=10) for scale in (0.5, 1.0, 1.5)]
     expected = merge_scales(task, per_scale)
-    results = detect_multi_scale(model, task, image, (0.5, 1.0, 1.5), **options)
+    results = detect_multi_scale(model, task, image, (0.5, 1.0, 1.5), spec, flip=True, K=10)
     assert sorted(results) == [1, 2, 3]
     for cls in results:
         np.testing.assert_array_equal(results[cls], expected[cls])
     # Without flip the peak planted at the canvas centre lands at the image centre at every scale.
     for scale in (0.5, 1.0, 1.5):
-        x1, y1, x2, y2 = detect_scale(model, task, image, scale, **{**options, "flip": False})[1][0, :4]
+        x1, y1, x2, y2 = detect_scale(model, task, image, scale, spec, K=10)[1][0, :4]
         assert abs((x1 + x2) / 2 - 65) < 2 / scale + 0.5 and abs((y1 + y2) / 2 - 45) < 2 / scale + 0.5
 
 
 def test_detect_scale_divides_coordinates_by_the_scale() -> None:
     task = get_task("ctdet", 2)
     image = _image()
-    at_one = detect_scale(_PlantedPeaks(2), task, image, 1.0, mean=COCO_MEAN, std=COCO_STD, input_hw=None, K=5)
-    at_two = detect_scale(_PlantedPeaks(2), task, image, 2.0, mean=COCO_MEAN, std=COCO_STD, input_hw=None, K=5)
+    spec = InputSpec(input_hw=None, mean=COCO_MEAN, std=COCO_STD)
+    at_one = detect_scale(_PlantedPeaks(2), task, image, 1.0, spec, K=5)
+    at_two = detect_scale(_PlantedPeaks(2), task, image, 2.0, spec, K=5)
     # Same planted output cell; twice the input size, so half the size in source pixels.
     width_one = at_one[1][0, 2] - at_one[1][0, 0]
     width_two = at_two[1][0, 2] - at_two[1][0, 0]

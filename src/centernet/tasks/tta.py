@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-import cv2
 import numpy as np
 import torch
 
+from centernet.data.transforms import InputSpec
 from centernet.tasks.base import HeadOutputs, ImageMeta, Task
-from centernet.tasks.common import get_affine_transform
 
 # Soft-NMS overlap re-scoring, as the original's ``method`` argument numbers them.
 HARD_NMS, LINEAR_NMS, GAUSSIAN_NMS = 0, 1, 2
@@ -243,68 +242,28 @@ def merge_multi_pose(per_scale_results: Sequence[np.ndarray], nms: bool = False)
     return merged
 
 
-def preprocess_scale(
-    image: np.ndarray,
-    scale: float,
-    mean: Sequence[float],
-    std: Sequence[float],
-    input_hw: tuple[int, int] | None = (512, 512),
-    pad: int = 31,
-    down_ratio: int = 4,
-    flip: bool = False,
+def scaled_input(
+    image: np.ndarray, scale: float, spec: InputSpec, flip: bool = False
 ) -> tuple[torch.Tensor, ImageMeta]:
     """Network input of one test scale, as the original ``BaseDetector.pre_process``.
 
-    The image is resized to ``int(h * scale) x int(w * scale)`` (``cv2.resize``, bilinear, also at
-    scale 1), then warped with ``cv2.warpAffine`` (bilinear, black border) onto the input canvas:
-
-    * fix-res (``input_hw`` given): a fixed canvas, window centre ``(new_w / 2, new_h / 2)`` and
-      window size ``max(h, w)`` of the *unscaled* image, so scales below 1 shrink the picture inside
-      the canvas and scales above 1 crop it;
-    * keep-res (``input_hw=None``): canvas ``((new_h | pad) + 1, (new_w | pad) + 1)``, centre
-      ``(new_w // 2, new_h // 2)`` and window ``(canvas_w, canvas_h)``.
+    The pre-processing itself is ``spec.inference_input`` (resize by ``scale``, letterbox or
+    keep-res warp, normalisation); with ``flip`` the horizontally mirrored input follows.
 
     Args:
-        image: ``[H, W, 3]`` uint8 image in the channel order ``mean`` / ``std`` are given in
-            (BGR for the original's models).
-        scale: test scale ``s``.
-        mean, std: per-channel normalisation of ``image / 255``.
-        input_hw: fix-res canvas ``(height, width)``, or ``None`` for keep-res.
-        pad: keep-res rounding mask (31 pads to a multiple of 32; 127 for Hourglass).
-        down_ratio: input pixels per output-map pixel.
-        flip: append the horizontally mirrored input (the original's flip test).
+        image: ``[H, W, 3]`` uint8 BGR image.
+        scale: test scale.
+        spec: input size, padding, normalisation and channel order of the network.
+        flip: append the mirrored input (the original's flip test).
 
     Returns:
         ``([1 or 2, 3, H_in, W_in] float32 tensor, meta)``; the meta maps output-map pixels to the
         *resized* image (divide by ``scale`` for source pixels).
     """
-    height, width = image.shape[:2]
-    new_h, new_w = int(height * scale), int(width * scale)
-    if input_hw is not None:
-        inp_h, inp_w = input_hw
-        center = np.array([new_w / 2.0, new_h / 2.0], dtype=np.float32)
-        window: float | np.ndarray = max(height, width) * 1.0
-    else:
-        inp_h, inp_w = (new_h | pad) + 1, (new_w | pad) + 1
-        center = np.array([new_w // 2, new_h // 2], dtype=np.float32)
-        window = np.array([inp_w, inp_h], dtype=np.float32)
-    trans = get_affine_transform(center, window, 0, [inp_w, inp_h])
-    resized = cv2.resize(image, (new_w, new_h))
-    warped = cv2.warpAffine(resized, trans, (inp_w, inp_h), flags=cv2.INTER_LINEAR)
-    # float64 maths with float32 constants, rounded once, exactly as the original.
-    mean32 = np.asarray(mean, dtype=np.float32).reshape(1, 1, 3)
-    std32 = np.asarray(std, dtype=np.float32).reshape(1, 1, 3)
-    normalised = ((warped / 255.0 - mean32) / std32).astype(np.float32)
-    batch = normalised.transpose(2, 0, 1)[None]
+    network_input, meta = spec.inference_input(image, scale)
+    batch = network_input[None]
     if flip:
         batch = np.concatenate((batch, batch[:, :, :, ::-1]), axis=0)
-    meta = ImageMeta(
-        center=center,
-        scale=window,
-        input_hw=(inp_h, inp_w),
-        output_hw=(inp_h // down_ratio, inp_w // down_ratio),
-        image_hw=(new_h, new_w),
-    )
     return torch.from_numpy(np.ascontiguousarray(batch)), meta
 
 
@@ -324,13 +283,9 @@ def detect_multi_scale(
     model: Callable[[torch.Tensor], HeadOutputs | list[HeadOutputs]],
     task: Task,
     image: np.ndarray,
-    scales: Sequence[float] = (1.0,),
+    scales: Sequence[float],
+    spec: InputSpec,
     *,
-    mean: Sequence[float],
-    std: Sequence[float],
-    input_hw: tuple[int, int] | None = (512, 512),
-    pad: int = 31,
-    down_ratio: int = 4,
     flip: bool = False,
     nms: bool = False,
     K: int = 100,  # the original's option name
@@ -347,9 +302,10 @@ def detect_multi_scale(
             should be in ``eval()`` mode.
         task: the task whose ``decode`` / ``post_process`` turn head maps into detections
             (``ctdet`` or ``multi_pose``).
-        image: ``[H, W, 3]`` uint8 image, channels in the order of ``mean`` / ``std``.
+        image: ``[H, W, 3]`` uint8 BGR image.
         scales: test scales (the original's ``--test_scales``).
-        mean, std, input_hw, pad, down_ratio, flip, K, device: as :func:`detect_scale`.
+        spec: the network's input pre-processing (fix-res or keep-res, normalisation).
+        flip, K, device: as :func:`detect_scale`.
         nms: the original's ``--nms``: soft-NMS even with a single scale.
         max_per_image: 2D boxes kept after merging (ties at the cut all kept).
 
@@ -357,9 +313,7 @@ def detect_multi_scale(
         As :func:`merge_scales`, in pixels of ``image``.
     """
     per_scale = [
-        detect_scale(model, task, image, scale, mean=mean, std=std, input_hw=input_hw, pad=pad,
-                     down_ratio=down_ratio, flip=flip, K=K, device=device)
-        for scale in scales
+        detect_scale(model, task, image, scale, spec, flip=flip, K=K, device=device) for scale in scales
     ]
     return merge_scales(task, per_scale, nms=nms, max_per_image=max_per_image)
 
@@ -369,28 +323,25 @@ def detect_scale(
     task: Task,
     image: np.ndarray,
     scale: float,
+    spec: InputSpec,
     *,
-    mean: Sequence[float],
-    std: Sequence[float],
-    input_hw: tuple[int, int] | None = (512, 512),
-    pad: int = 31,
-    down_ratio: int = 4,
     flip: bool = False,
     K: int = 100,  # the original's option name
     device: torch.device | str | None = None,
 ) -> PerScaleResult:
     """Detections of one test scale in source-image pixels (the original's per-scale ``run`` body).
 
-    Pre-processes (:func:`preprocess_scale`), runs the network without gradients, decodes with the
+    Pre-processes (:func:`scaled_input`), runs the network without gradients, decodes with the
     task (activation, flip merge, peak filter, top-``K``), post-processes to the resized image and
     divides every coordinate by ``scale``.
 
     Args:
         model: callable mapping a normalised ``[B, 3, H, W]`` batch to raw head maps.
         task: supplies ``decode`` and ``post_process``.
-        image: ``[H, W, 3]`` uint8 image, channels in the order of ``mean`` / ``std``.
+        image: ``[H, W, 3]`` uint8 BGR image.
         scale: the test scale.
-        mean, std, input_hw, pad, down_ratio, flip: as :func:`preprocess_scale`.
+        spec: the network's input pre-processing.
+        flip: the original's flip test (average with the mirrored input's outputs).
         K: detections decoded.
         device: where the input goes; by default the device of the model's parameters (CPU for a
             callable without parameters).
@@ -402,7 +353,7 @@ def detect_scale(
     if device is None:
         parameter = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
         device = parameter.device if parameter is not None else torch.device("cpu")
-    inputs, meta = preprocess_scale(image, scale, mean, std, input_hw, pad, down_ratio, flip)
+    inputs, meta = scaled_input(image, scale, spec, flip)
     with torch.no_grad():
         dets = task.decode(model(inputs.to(device)), K=K, flip=flip)
     return _to_source_pixels(task.post_process(dets[0].cpu(), meta), scale)

@@ -69,8 +69,8 @@ def test_cv2_preprocessing_is_the_originals(detector) -> None:
 def test_torch_warp_is_close_to_cv2() -> None:
     images = [random_image(90, 150, 4), random_image(130, 70, 5)]
     for keep_res in (False, True):
-        reference, metas = make_detector(keep_res=keep_res).preprocess(images)
-        batched, torch_metas = make_detector(keep_res=keep_res, warp="torch").preprocess(images)
+        reference, _ = make_detector(keep_res=keep_res).preprocess(images)
+        batched, _ = make_detector(keep_res=keep_res, warp="torch").preprocess(images)
         assert batched.shape == reference.shape
         # 8-bit fixed-point bilinear (cv2) vs float bilinear: about one grey level apart.
         assert (batched - reference).abs().max() < 2.5 / 255 / min(InputSpec().std)

@@ -18,7 +18,12 @@ from torch import nn
 
 from centernet.config import COCO_MEAN_BGR, COCO_STD_BGR, KITTI_MEAN, KITTI_STD
 from centernet.data.transforms import InputSpec, keep_res_pad, warp_to_input
-from centernet.models.checkpoint import CheckpointError, load_checkpoint, load_original_checkpoint, save_checkpoint
+from centernet.models.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_original_checkpoint,
+    save_checkpoint,
+)
 from centernet.models.registry import build_model, default_head_conv
 from centernet.tasks.base import ImageMeta, Task, get_task
 

@@ -153,5 +153,5 @@ def test_ctdet_task_loss(ref, info, reference_dir: Path) -> None:
         assert_close(stats[name], expected, name, atol=0, rtol=1e-5)
     assert_close(total, spec["loss"], "loss", atol=0, rtol=1e-5)
 
-    stacked_total, stacked = task.loss([outputs, outputs], batch)  # Hourglass: averaged over stacks
+    stacked_total, _ = task.loss([outputs, outputs], batch)  # Hourglass: averaged over stacks
     assert_close(stacked_total, spec["loss"], "2-stack loss", atol=0, rtol=1e-5)

@@ -138,12 +138,7 @@ class CenterNet(nn.Module):
 
     def _warp_cv2(self, image: torch.Tensor, meta: ImageMeta) -> np.ndarray:
         """The original's pre-processing of one image: 8-bit warp, float64 normalisation."""
-        warped = warp_to_input(_to_uint8_bgr(image), meta)
-        if self.spec.channel_order == "rgb":
-            warped = warped[:, :, ::-1]
-        mean = np.asarray(self.spec.mean, dtype=np.float32)
-        std = np.asarray(self.spec.std, dtype=np.float32)
-        return ((warped / 255.0 - mean) / std).astype(np.float32).transpose(2, 0, 1)
+        return self.spec.normalize_uint8(warp_to_input(_to_uint8_bgr(image), meta))
 
     def _warp_torch(self, images: list[torch.Tensor], metas: list[ImageMeta]) -> torch.Tensor:
         """All images warped at once with ``grid_sample`` (bilinear, zeros outside, pixel centres)."""

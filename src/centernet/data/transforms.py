@@ -229,24 +229,31 @@ class InputSpec:
     def _channels(self, image: np.ndarray) -> np.ndarray:
         return image[:, :, ::-1] if self.channel_order == "rgb" else image
 
+    def _statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        shape = (1, 1, 3)
+        return np.asarray(self.mean, np.float32).reshape(shape), np.asarray(self.std, np.float32).reshape(shape)
+
     def normalize(self, image: np.ndarray) -> np.ndarray:
-        """``[H, W, 3]`` float32 BGR image in 0..1 -> ``[3, H, W]`` float32 network input (float32 maths, as
-        the original's data sets)."""
-        mean = np.asarray(self.mean, dtype=np.float32).reshape(1, 1, 3)
-        std = np.asarray(self.std, dtype=np.float32).reshape(1, 1, 3)
+        """``[H, W, 3]`` float32 BGR image in 0..1 -> ``[3, H, W]`` float32 network input.
+
+        Float32 maths, as the original's data sets (training and validation targets).
+        """
+        mean, std = self._statistics()
         return np.ascontiguousarray(((self._channels(image) - mean) / std).transpose(2, 0, 1))
 
-    def inference_input(self, image: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, ImageMeta]:
-        """A uint8 BGR image as the original detector feeds it: ``([3, h, w] float32, meta)``.
+    def normalize_uint8(self, image: np.ndarray) -> np.ndarray:
+        """``[H, W, 3]`` uint8 BGR image -> ``[3, H, W]`` float32 network input.
 
-        Normalised in float64 then rounded to float32, exactly as the original's ``pre_process``.
+        Normalised in float64 then rounded to float32, as the original detector's ``pre_process``.
         """
+        mean, std = self._statistics()
+        network_input = ((self._channels(image) / 255.0 - mean) / std).astype(np.float32)
+        return np.ascontiguousarray(network_input.transpose(2, 0, 1))
+
+    def inference_input(self, image: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, ImageMeta]:
+        """A uint8 BGR image as the original detector feeds it: ``([3, h, w] float32, meta)``."""
         meta = self.meta(image.shape[0], image.shape[1], scale)
-        warped = self._channels(warp_to_input(image, meta))
-        mean = np.asarray(self.mean, dtype=np.float32).reshape(1, 1, 3)
-        std = np.asarray(self.std, dtype=np.float32).reshape(1, 1, 3)
-        network_input = ((warped / 255.0 - mean) / std).astype(np.float32).transpose(2, 0, 1)
-        return np.ascontiguousarray(network_input), meta
+        return self.normalize_uint8(warp_to_input(image, meta)), meta
 
 
 def keep_res_pad(arch: str) -> int:

@@ -4,6 +4,7 @@ Each network is built from its manifest, must have the original's state-dict key
 dtypes, loads the documented deterministic weights with ``strict=True`` and must reproduce the
 original's raw head outputs on the stored input.
 """
+
 from __future__ import annotations
 
 import importlib.util

@@ -1,4 +1,5 @@
 """The parity comparison must reject a reference output perturbed by a little more than its tolerance."""
+
 from __future__ import annotations
 
 from pathlib import Path

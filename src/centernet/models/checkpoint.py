@@ -12,6 +12,7 @@ The project's format is a plain dict written atomically by :func:`save_checkpoin
 optionally optimizer / scheduler / epoch / RNG states. Only tensors, numbers, strings, booleans,
 ``None``, lists, tuples and dicts are allowed, so that ``weights_only`` loading always works.
 """
+
 from __future__ import annotations
 
 import os
@@ -81,14 +82,16 @@ def _torch_load(path: str | PathLike[str]) -> Any:
 
 
 def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and bool(obj) and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    return (
+        isinstance(obj, Mapping)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
     )
 
 
 def _strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # DataParallel prefixes every key with "module."; the original strips it the same way.
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    return {k.removeprefix("module."): v for k, v in state_dict.items()}
 
 
 def _unwrap_state_dict(payload: Any, path: str | PathLike[str]) -> dict[str, torch.Tensor]:
@@ -112,10 +115,6 @@ def read_state_dict(path: str | PathLike[str]) -> dict[str, torch.Tensor]:
 
 def _top_level(key: str) -> str:
     return key.split(".", 1)[0]
-
-
-def _family_candidates(family: str) -> list[str]:
-    return [name for name in list_models() if name.rsplit("_", 1)[0] == family]
 
 
 def _backbone_keys(arch: str) -> dict[str, tuple[int, ...]]:
@@ -148,22 +147,22 @@ def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> str:
     """
     keys = set(state_dict)
     deformable = any("conv_offset_mask" in k for k in keys)
+    # ``kind`` is a registered name (``res_18``) or a family prefix (``dla`` for ``dla_34``...).
     if any(k.startswith("pre.") for k in keys) and any(k.startswith("kps.") for k in keys):
-        candidates = _family_candidates("hourglass") or ["hourglass"]
+        kind = "hourglass"
     elif "layer1.0.conv1.weight" in keys:
         convs_per_block = 3 if "layer1.0.conv3.weight" in keys else 2
         num_blocks = len({m.group(1, 2) for k in keys if (m := re.match(r"layer([1-4])\.(\d+)\.", k))})
-        candidates = [f"{'resdcn' if deformable else 'res'}_{convs_per_block * num_blocks + 2}"]
+        kind = f"{'resdcn' if deformable else 'res'}_{convs_per_block * num_blocks + 2}"
     elif any(k.startswith("base.") for k in keys):
-        candidates = _family_candidates("dla" if deformable else "dlav0")
+        kind = "dla" if deformable else "dlav0"
     else:
-        candidates = []
-    registered = [arch for arch in candidates if arch in list_models()]
+        raise CheckpointError("cannot infer the architecture from the checkpoint keys")
+    registered = [name for name in list_models() if kind in (name, name.rsplit("_", 1)[0])]
     if len(registered) > 1:
-        registered = [arch for arch in registered if _fits_backbone(arch, state_dict)]
+        registered = [name for name in registered if _fits_backbone(name, state_dict)]
     if len(registered) != 1:
-        hint = f" (looks like {', '.join(candidates)}, not registered)" if candidates and not registered else ""
-        raise CheckpointError(f"cannot infer the architecture from the checkpoint keys{hint}")
+        raise CheckpointError(f"the checkpoint keys look like a {kind} network, but no registered architecture fits")
     return registered[0]
 
 
@@ -173,7 +172,10 @@ def infer_heads(state_dict: Mapping[str, torch.Tensor], arch: str) -> tuple[dict
     Heads are the top-level modules that ``arch`` does not have without heads. ``head_conv`` is the
     output width of a head's first conv when the head has more than one, else 0.
     """
-    backbone_modules = {_top_level(k) for k in _backbone_keys(arch)}
+    return _heads_outside(state_dict, {_top_level(k) for k in _backbone_keys(arch)})
+
+
+def _heads_outside(state_dict: Mapping[str, torch.Tensor], backbone_modules: set[str]) -> tuple[dict[str, int], int]:
     conv_weights: dict[str, list[torch.Tensor]] = {}
     for key, value in state_dict.items():
         name = _top_level(key)
@@ -232,7 +234,7 @@ def load_original_checkpoint(
     backbone_keys = _backbone_keys(arch)
     dropped = tuple(k for k in state_dict if k.startswith("base.fc.") and k not in backbone_keys)
     state_dict = {k: v for k, v in state_dict.items() if k not in dropped}
-    inferred_heads, head_conv = infer_heads(state_dict, arch)
+    inferred_heads, head_conv = _heads_outside(state_dict, {_top_level(k) for k in backbone_keys})
     heads = dict(heads) if heads is not None else inferred_heads
     model = build_model(arch, heads, head_conv)
     problem = _describe_mismatch(model, state_dict)

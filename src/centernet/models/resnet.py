@@ -11,6 +11,7 @@ Either way the heads see a stride-4 feature map. ImageNet weights are loaded exp
 :func:`load_backbone_weights` from a local torchvision ResNet file; building a model never touches
 the network.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,7 +30,7 @@ from centernet.models.registry import register_model
 __all__ = ["RESNET_LAYOUTS", "ResNetCenterNet", "fill_bilinear_up_weights", "load_backbone_weights"]
 
 # Depth -> (residual block, blocks per stage), as torchvision and the original define them.
-RESNET_LAYOUTS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, int, int, int]]] = {
+RESNET_LAYOUTS: dict[int, tuple[type[BasicBlock | Bottleneck], tuple[int, int, int, int]]] = {
     18: (BasicBlock, (2, 2, 2, 2)),
     34: (BasicBlock, (3, 4, 6, 3)),
     50: (Bottleneck, (3, 4, 6, 3)),
@@ -57,7 +58,7 @@ def fill_bilinear_up_weights(up: nn.ConvTranspose2d) -> None:
 
 
 def _make_stage(
-    block: type[BasicBlock] | type[Bottleneck], in_channels: int, planes: int, num_blocks: int, stride: int
+    block: type[BasicBlock | Bottleneck], in_channels: int, planes: int, num_blocks: int, stride: int
 ) -> nn.Sequential:
     """One ResNet stage; the first block projects the shortcut when the shape changes."""
     out_channels = planes * block.expansion
@@ -108,7 +109,7 @@ class ResNetCenterNet(nn.Module):
 
     def __init__(
         self,
-        block: type[BasicBlock] | type[Bottleneck],
+        block: type[BasicBlock | Bottleneck],
         blocks_per_stage: Sequence[int],
         heads: dict[str, int],
         head_conv: int,

@@ -47,14 +47,15 @@ def fill_bilinear_up_weights(up: nn.ConvTranspose2d) -> None:
 
     The original writes the bilinear kernel into ``weight[c, 0]`` for every input channel ``c`` only
     (its helper was written for depthwise up-convolutions); on a dense up-conv the other entries keep
-    PyTorch's default init. Kept as is, since released models were trained from this start.
+    PyTorch's default init. Kept as is, since released models were trained from this start. On a
+    depthwise up-conv (weight ``[C, 1, k, k]``) it fills every entry, as the DLA necks need.
     """
     weight = up.weight.data
     size = weight.shape[2]
     factor = math.ceil(size / 2)
     centre = (2 * factor - 1 - factor % 2) / (2.0 * factor)
-    taps = torch.tensor([1 - abs(i / factor - centre) for i in range(size)], dtype=weight.dtype)
-    weight[:, 0] = torch.outer(taps, taps)
+    taps = torch.tensor([1 - abs(i / factor - centre) for i in range(size)], dtype=torch.float64)
+    weight[:, 0] = torch.outer(taps, taps)  # products in float64, rounded once: the original's Python floats
 
 
 def _make_stage(

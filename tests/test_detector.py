@@ -188,3 +188,17 @@ def test_constructor_validation() -> None:
     with pytest.raises(ValueError, match="class names"):
         CenterNet("res_18", num_classes=2, class_names=["a"])
     assert CenterNet("res_18", task=get_task("ctdet", 4), input_size=INPUT).num_classes == 4
+
+
+def test_other_tasks_through_the_same_contract() -> None:
+    pose = make_detector(task="multi_pose", num_classes=1, K=10).eval()
+    result = pose([random_image(90, 150, 16)])[0]
+    assert result["keypoints"].shape == (len(result["scores"]), 17, 3)
+
+    ddd = make_detector(task="ddd", num_classes=3, K=10, input_size=(64, 192)).eval()
+    image = [random_image(60, 200, 17)]
+    calib = np.array([[700.0, 0.0, 100.0, 40.0], [0.0, 700.0, 30.0, 0.2], [0.0, 0.0, 1.0, 0.003]], np.float32)
+    result = ddd.detect(image, calibs=[calib])[0]
+    assert result["locations"].shape == (len(result["scores"]), 3)
+    with pytest.raises(ValueError, match="calib"):
+        ddd(image)

@@ -7,6 +7,7 @@ normalises them itself, and maps detections back to each image's pixels.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from os import PathLike
 from typing import Any, Literal
@@ -209,9 +210,18 @@ class CenterNet(nn.Module):
         return {name: self.task.loss_weights[name] * value for name, value in stats.items() if name != "loss"}
 
     @torch.no_grad()
-    def detect(self, images: Sequence[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        """Detections of a list of images (see ``forward``)."""
+    def detect(
+        self, images: Sequence[torch.Tensor], calibs: Sequence[np.ndarray] | None = None
+    ) -> list[dict[str, torch.Tensor]]:
+        """Detections of a list of images (see ``forward``).
+
+        Args:
+            images: ``[3, H, W]`` float RGB tensors in 0..1.
+            calibs: per-image ``[3, 4]`` camera projections, required by the 3D task (``ddd``).
+        """
         inputs, metas = self.preprocess(images)
+        if calibs is not None:
+            metas = [dataclasses.replace(meta, calib=np.asarray(calib, np.float32)) for meta, calib in zip(metas, calibs)]
         if self.flip_test:
             inputs = torch.cat([inputs, inputs.flip(-1)])
         dets = self.task.decode(self.network(inputs), K=self.K, flip=self.flip_test).cpu()

@@ -136,7 +136,7 @@ class Task(ABC):
     def post_process(self, dets: torch.Tensor | np.ndarray, meta: ImageMeta) -> Any:
         """One image's decoded rows ``[K, D]`` mapped to source-image pixels (task-specific form)."""
 
-    def detections(self, results: Mapping[int, np.ndarray]) -> dict[str, np.ndarray]:
+    def detections(self, results: Any) -> dict[str, np.ndarray]:
         """``post_process`` results as flat arrays (the detector's per-image output).
 
         This default reads the original's per-class layout ``{class_id (1-based): [n, 5+]}`` with

@@ -152,20 +152,18 @@ class CenterNet(nn.Module):
         if self.spec.channel_order == "bgr":
             sources = sources.flip(1)
         inp_h, inp_w = metas[0].input_hw
-        # Input pixel (x, y) reads source pixel inverse_affine @ (x, y, 1).
-        inverse = torch.from_numpy(
-            np.stack([meta.input_transform() for meta in metas])
-        ).to(device)
-        inverse = torch.cat([inverse, inverse.new_tensor([0.0, 0.0, 1.0]).expand(len(metas), 1, 3)], dim=1).inverse()[:, :2]
+        # Input pixel (x, y) reads source pixel inverse @ (x, y, 1); float32 throughout for any device.
+        inverse = torch.from_numpy(np.stack([meta.input_transform(inv=True) for meta in metas])).float().to(device)
         ys, xs = torch.meshgrid(
-            torch.arange(inp_h, device=device, dtype=torch.float64),
-            torch.arange(inp_w, device=device, dtype=torch.float64),
+            torch.arange(inp_h, device=device, dtype=torch.float32),
+            torch.arange(inp_w, device=device, dtype=torch.float32),
             indexing="ij",
         )
         pixels = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).reshape(1, -1, 3)
-        source_xy = pixels @ inverse.transpose(1, 2)  # [B, h*w, 2] source pixels
-        scale = source_xy.new_tensor([max_w, max_h])
-        grid = ((2 * source_xy + 1) / scale - 1).reshape(len(metas), inp_h, inp_w, 2).float()
+        source_xy = pixels @ inverse.transpose(1, 2)  # [B, h * w, 2] source pixels
+        # grid_sample's -1..1 spans pixel edges (align_corners=False): pixel centre x sits at (2x + 1) / W - 1.
+        size = source_xy.new_tensor([max_w, max_h])
+        grid = ((2 * source_xy + 1) / size - 1).reshape(len(metas), inp_h, inp_w, 2)
         warped = F.grid_sample(sources, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         mean = warped.new_tensor(self.spec.mean).view(1, 3, 1, 1)
         std = warped.new_tensor(self.spec.std).view(1, 3, 1, 1)

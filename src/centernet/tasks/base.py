@@ -48,13 +48,15 @@ class ImageMeta:
     flipped: bool = False
     calib: np.ndarray | None = None
 
-    def input_transform(self, rot: float | None = None) -> np.ndarray:
-        """``[2, 3]`` float64 map from (mirrored) source pixels to input pixels."""
-        return get_affine_transform(self.center, self.scale, self.rot if rot is None else rot, self.input_hw[::-1])
+    def input_transform(self, rot: float | None = None, inv: bool = False) -> np.ndarray:
+        """``[2, 3]`` float64 map from (mirrored) source pixels to input pixels (``inv``: back)."""
+        rot = self.rot if rot is None else rot
+        return get_affine_transform(self.center, self.scale, rot, self.input_hw[::-1], inv=inv)
 
-    def output_transform(self, rot: float | None = None) -> np.ndarray:
-        """``[2, 3]`` float64 map from (mirrored) source pixels to output-map pixels."""
-        return get_affine_transform(self.center, self.scale, self.rot if rot is None else rot, self.output_hw[::-1])
+    def output_transform(self, rot: float | None = None, inv: bool = False) -> np.ndarray:
+        """``[2, 3]`` float64 map from (mirrored) source pixels to output-map pixels (``inv``: back)."""
+        rot = self.rot if rot is None else rot
+        return get_affine_transform(self.center, self.scale, rot, self.output_hw[::-1], inv=inv)
 
 
 def final_stack(outputs: HeadOutputs | list[HeadOutputs]) -> HeadOutputs:

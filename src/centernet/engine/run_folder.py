@@ -59,12 +59,12 @@ class RunFolder:
             writer.writeheader()
             writer.writerows(rows)
         tmp.replace(self.results_csv)
-        self.plot(rows)
+        self.plot(rows, columns)
 
-    def plot(self, rows: list[dict[str, str]]) -> None:
+    def plot(self, rows: list[dict[str, str]], columns: list[str]) -> None:
         """``losses.png`` (every loss column) and ``metrics.png`` (AP columns) from the rows."""
         epochs = [int(r["epoch"]) for r in rows]
-        loss_keys = [k for k in rows[0] if k.endswith("loss")] if rows else []
+        loss_keys = [k for k in columns if k.endswith("loss")]
         fig, ax = plt.subplots(figsize=(7, 4))
         for key in loss_keys:
             ax.plot(epochs, [float(r[key]) for r in rows], marker="o", ms=3, label=key)
@@ -76,7 +76,7 @@ class RunFolder:
         fig.tight_layout()
         fig.savefig(self.root / "losses.png", dpi=100)
         plt.close(fig)
-        metric_keys = [k for k in (rows[0] if rows else {}) if k.startswith(("AP", "mAP"))]
+        metric_keys = [k for k in columns if k in ("AP", "AP50", "AP75", "mAP_voc07") or k.endswith("moderate/ap11")]
         metric_keys = [k for k in metric_keys if any(r.get(k) for r in rows)]
         if not metric_keys:
             return

@@ -1,0 +1,126 @@
+"""Training engine: run folder contents, exact resume after a kill, DDP on two CPU processes."""
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from centernet.config import load_config
+from centernet.engine.dataset import EpochSampler
+from centernet.engine.trainer import train
+from centernet.models.checkpoint import load_checkpoint
+
+# A tiny synthetic experiment: 16 images of 64x64, batches of 4, no workers.
+TINY = [
+    "data.source=synthetic",
+    "data.synthetic_images={train: 16, val: 4}",
+    "data.synthetic_image_size=64",
+    "data.input_size=[64,64]",
+    "data.num_workers=0",
+    "model.arch=res_18",
+    "model.head_conv=16",
+    "train.batch_size=4",
+    "train.lr=1e-3",
+    "train.schedule_epochs=null",
+    "train.lr_steps=[2]",
+    "train.val_interval=2",
+    "train.save_images=1",
+]
+
+
+def tiny_config(tmp_path: Path, name: str, *extra: str):
+    return load_config(None, [f"project={tmp_path}", f"name={name}", *TINY, *extra])
+
+
+def test_sampler_is_a_function_of_seed_and_epoch():
+    a = EpochSampler(10, 3, seed=5)
+    b = EpochSampler(10, 3, seed=5)
+    a.set_epoch(2)
+    b.set_epoch(2)
+    assert list(a) == list(b) and len(a) == 3
+    b.set_epoch(2, skip_batches=1)
+    assert list(b) == list(a)[1:]
+    a.set_epoch(3)
+    assert list(a) != list(b)
+    shards = [list(EpochSampler(10, 2, seed=5, rank=r, world_size=2)) for r in (0, 1)]
+    flat = [i for rank in shards for batch in rank for _, i in batch]
+    assert len(flat) == len(set(flat)) == 8
+
+
+def test_run_folder_holds_everything(tmp_path):
+    summary = train(tiny_config(tmp_path, "run", "train.epochs=2", "train.lr_steps=[1]"))
+    run = tmp_path / "run"
+    for name in ("config.yaml", "results.csv", "losses.png", "metrics.png", "last.pt", "best.pt"):
+        assert (run / name).is_file(), name
+    assert list((run / "images").glob("val_*.jpg"))
+    rows = list(csv.DictReader((run / "results.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert {"lr", "loss", "hm_loss", "wh_loss", "off_loss", "AP", "AP50", "AP75", "time"} <= set(rows[0])
+    assert rows[0]["AP"] == "" and rows[1]["AP"] != ""
+    # As the original's --lr_step: the drop follows the end of the listed epoch.
+    assert float(rows[0]["lr"]) == pytest.approx(1e-3) and float(rows[1]["lr"]) == pytest.approx(1e-4)
+    assert "AP" in summary and summary["run_folder"] == str(run)
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["arch"] == "res_18" and ckpt["class_names"] and ckpt["epoch"] == 3
+    assert ckpt["mean"] and ckpt["std"] and ckpt["channel_order"] == "bgr"
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny_config(tmp_path, "run", "train.epochs=2"))
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from centernet.config import load_config
+    from centernet.engine.trainer import train
+
+    kill_at = int(sys.argv[1])
+
+    def crash(trainer):
+        if trainer.state.epoch == 2 and trainer.state.iteration == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    train(load_config(None, sys.argv[2:]), callbacks=(crash,))
+    """
+)
+
+
+def test_killed_run_resumes_to_identical_weights(tmp_path):
+    common = [*TINY, "train.epochs=3", "train.checkpoint_interval=1", "train.val_interval=10", f"project={tmp_path}"]
+    reference = train(load_config(None, [*common, "name=straight"]))
+    assert reference is not None
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    killed = subprocess.run([sys.executable, "-c", KILLER, "2", *common, "name=resumed"], env=env, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    stopped = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert (stopped["epoch"], stopped["iteration"]) == (2, 2)  # killed mid-epoch, saved every iteration
+    train(load_config(None, [*common, "name=resumed"]), resume=True)
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "resumed" / "last.pt")["state_dict"]
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="last.pt"):
+        train(tiny_config(tmp_path, "none", "train.epochs=1"), resume=True)
+
+
+def test_two_process_ddp_on_gloo(tmp_path):
+    """torchrun with two CPU processes: sharded batches, gathered metrics, rank 0 writes."""
+    overrides = [*TINY, "train.epochs=2", f"project={tmp_path}", "name=ddp", "train.batch_size=8"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "centernet.cli", "train", *overrides]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "ddp" / "results.csv").open()))
+    assert len(rows) == 2 and rows[-1]["AP"] != ""
+    ckpt = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert not any(k.startswith("module.") for k in ckpt["state_dict"])

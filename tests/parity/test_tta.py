@@ -157,7 +157,9 @@ def _input_spec(options: dict) -> InputSpec:
 
 
 def _config_image(config: dict, key: str) -> dict:
-    return next(image for image in config["images"] if image["key"] == key)
+    image = next(image for image in config["images"] if image["key"] == key)
+    assert [scale["scale"] for scale in image["scales"]] == config["options"]["test_scales"]
+    return image
 
 
 def _check_preprocess(data_dir: Path, image_meta: dict, config: dict, arrays: dict, prefix: str) -> None:

@@ -90,6 +90,18 @@ def test_soft_nms_matches_row_by_row_oracle(method: int, extra: int) -> None:
         np.testing.assert_array_equal(boxes, expected)
 
 
+def test_soft_nms_never_selects_a_nan_score_like_the_original() -> None:
+    rng = np.random.default_rng(11)
+    for first_is_nan in (False, True):
+        boxes = _random_boxes(rng, 30)
+        boxes[rng.choice(30, 5, replace=False), 4] = np.nan
+        boxes[0, 4] = np.nan if first_is_nan else boxes[0, 4]
+        expected = boxes.copy()
+        expected_live = _scalar_soft_nms(expected, nt=0.5)
+        assert soft_nms(boxes, Nt=0.5) == expected_live
+        np.testing.assert_array_equal(boxes, expected)
+
+
 def test_soft_nms_survivors_sorted_and_left_overs_kept() -> None:
     boxes = _random_boxes(np.random.default_rng(7), 200)
     original_rows = {tuple(row[:4]) for row in boxes}
@@ -237,3 +249,37 @@ def test_detect_scale_divides_coordinates_by_the_scale() -> None:
 def test_merge_scales_rejects_tasks_without_multi_scale_testing() -> None:
     with pytest.raises(ValueError, match="multi-scale"):
         merge_scales(get_task("ddd", 3), [{}])
+
+
+class _PlantedPerson:
+    """A stand-in pose network (two stacks, like Hourglass): one person, joints at fixed offsets."""
+
+    def __call__(self, batch: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        b, _, h, w = batch.shape
+        size = (b, 1, h // 4, w // 4)
+        hm = torch.full(size, -6.0)
+        hm[:, 0, h // 8, w // 8] = 2.0
+        joint_offsets = torch.arange(34, dtype=torch.float32).reshape(1, 34, 1, 1) % 5 - 2
+        stack = {
+            "hm": hm,
+            "wh": torch.full((b, 2, h // 4, w // 4), 8.0),
+            "hps": joint_offsets.expand(b, 34, h // 4, w // 4).clone(),
+            "reg": torch.zeros((b, 2, h // 4, w // 4)),
+            "hm_hp": torch.full((b, 17, h // 4, w // 4), -6.0),
+            "hp_offset": torch.zeros((b, 2, h // 4, w // 4)),
+        }
+        return [{name: value + 100 for name, value in stack.items()}, stack]
+
+
+def test_pose_joints_are_divided_by_the_scale_and_every_row_merged() -> None:
+    task = get_task("multi_pose", 1)
+    spec = InputSpec(input_hw=None, mean=COCO_MEAN, std=COCO_STD)
+    image = _image()
+    at_one = detect_scale(_PlantedPerson(), task, image, 1.0, spec, K=4)
+    at_two = detect_scale(_PlantedPerson(), task, image, 2.0, spec, K=4)
+    assert at_one.shape == (4, 39) and at_one.dtype == np.float32
+    # Joint positions relative to the box corner halve with twice the input size.
+    np.testing.assert_allclose(at_two[0, 5::2] - at_two[0, 0], (at_one[0, 5::2] - at_one[0, 0]) / 2, atol=1e-4)
+    np.testing.assert_allclose(at_two[0, 6::2] - at_two[0, 1], (at_one[0, 6::2] - at_one[0, 1]) / 2, atol=1e-4)
+    merged = detect_multi_scale(_PlantedPerson(), task, image, (1.0, 2.0), spec, flip=True, K=4)
+    assert merged.shape == (8, 39)

@@ -12,6 +12,7 @@ that are arguably bugs but shape the published numbers:
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -78,7 +79,11 @@ def soft_nms(
     for i in range(total):
         if i + 1 >= live:
             break
-        best = i + int(columns[4, i:live].argmax())  # the first maximum wins, as the original's scan
+        window = columns[4, i:live]
+        offset = int(window.argmax())  # the first maximum wins, as in the original's scan
+        if math.isnan(window[offset]):  # argmax stops at a NaN; the original's "<" scan never picks one
+            offset = 0 if math.isnan(window[0]) else int(np.nanargmax(window))
+        best = i + offset
         if best != i:
             selected = columns[:, best].copy()
             columns[:, best] = columns[:, i]

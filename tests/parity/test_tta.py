@@ -322,7 +322,7 @@ def _assert_same_detections(
 
 def _boundary_ties(scale_meta: dict, noise: _Noise) -> int:
     """1 when the K-th and (K+1)-th decoded scores of a scale are within the noise (one row may swap)."""
-    return int(scale_meta["heat"]["score_K_minus_score_K_plus_1"] < noise.score)
+    return int(scale_meta.get("heat", {}).get("score_K_minus_score_K_plus_1", np.inf) < noise.score)
 
 
 def _run_scales(network, task, image, config: dict, image_key: str, arrays: dict, noise: _Noise):

@@ -1,0 +1,76 @@
+"""A few training steps from every supported annotation format, on the shared real data sets."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from centernet.config import load_config
+from centernet.engine.trainer import train
+
+FEW_STEPS = [
+    "data.input_size=[64,64]",
+    "data.num_workers=0",
+    "data.max_images=4",
+    "model.head_conv=16",
+    "train.batch_size=2",
+    "train.epochs=1",
+    "train.val_interval=1",
+    "train.save_images=0",
+]
+
+
+def _train(tmp_path: Path, name: str, *overrides: str) -> list[dict]:
+    train(load_config(None, [f"project={tmp_path}", f"name={name}", *FEW_STEPS, *overrides]))
+    rows = list(csv.DictReader((tmp_path / name / "results.csv").open()))
+    assert len(rows) == 1 and float(rows[0]["loss"]) > 0 and rows[0]["AP"] != ""
+    return rows
+
+
+def _yolo_tree(raccoon: Path, root: Path) -> Path:
+    """Four raccoon images as an Ultralytics YOLO data set (images/ + labels/ + data yaml)."""
+    coco = json.loads((raccoon / "train.json").read_text())
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "labels" / "train").mkdir(parents=True)
+    for image in coco["images"][:4]:
+        (root / "images" / "train" / image["file_name"]).symlink_to(raccoon / "images" / image["file_name"])
+        lines = []
+        for ann in coco["annotations"]:
+            if ann["image_id"] == image["id"]:
+                x, y, w, h = ann["bbox"]
+                W, H = image["width"], image["height"]
+                lines.append(f"0 {(x + w / 2) / W:.6f} {(y + h / 2) / H:.6f} {w / W:.6f} {h / H:.6f}")
+        (root / "labels" / "train" / (Path(image["file_name"]).stem + ".txt")).write_text("\n".join(lines) + "\n")
+    data = root / "data.yaml"
+    data.write_text(f"path: {root}\ntrain: images/train\nval: images/train\nnames: [raccoon]\n")
+    return data
+
+
+def test_coco_json(tmp_path, data_dir):
+    annotations = data_dir / "raccoon" / "train.json"
+    _train(tmp_path, "coco", f"data.source={annotations}", f"data.val_source={data_dir / 'raccoon' / 'val.json'}")
+
+
+def test_coco_root_with_sparse_category_ids(tmp_path, data_dir):
+    rows = _train(tmp_path, "coco_mini", f"data.source={data_dir / 'coco_mini'}", "data.train_split=train2017", "data.val_split=val2017")
+    assert rows[0]["AP"] != ""
+
+
+def test_voc_xml_folder(tmp_path, data_dir):
+    _train(tmp_path, "voc", f"data.source={data_dir / 'raccoon'}", "data.train_split=train", "data.val_split=val")
+
+
+def test_yolo_txt(tmp_path, data_dir):
+    data = _yolo_tree(data_dir / "raccoon", tmp_path / "yolo")
+    _train(tmp_path, "yolo", f"data.source={data}")
+
+
+def test_synthetic(tmp_path):
+    _train(tmp_path, "synthetic", "data.source=synthetic", "data.synthetic_image_size=64")
+
+
+def test_unknown_source_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no such file or folder"):
+        _train(tmp_path, "bad", f"data.source={tmp_path / 'nothing'}")

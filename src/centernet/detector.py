@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from centernet.config import COCO_MEAN_BGR, COCO_STD_BGR, KITTI_MEAN, KITTI_STD
+from centernet.data.categories import default_categories
 from centernet.data.transforms import InputSpec, keep_res_pad, warp_to_input
 from centernet.models.checkpoint import (
     CheckpointError,
@@ -52,7 +53,10 @@ class CenterNet(nn.Module):
     Args:
         arch: registered network (``res_18``, ``dla_34``, ``hourglass``...).
         num_classes: object classes; taken from ``class_names`` when omitted.
-        class_names: name of each 0-based label.
+        class_names: name of each 0-based label (default: the original's data set of that size,
+            COCO's 80, VOC's 20, KITTI's 3, or ``class<i>``).
+        category_ids: data-set category id of each label, for COCO results (default: COCO's
+            sparse ids for 80 classes, ``1..C`` otherwise).
         task: task name (``"ctdet"``, ``"multi_pose"``, ``"ddd"``) or a ``Task``.
         input_size: network input ``(height, width)`` for fix-res letterboxing.
         keep_res: feed images at their own resolution, padded to a multiple of 32 (128 for
@@ -74,6 +78,7 @@ class CenterNet(nn.Module):
         arch: str = "res_18",
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
+        category_ids: Sequence[int] | None = None,
         task: str | Task = "ctdet",
         input_size: tuple[int, int] = (512, 512),
         keep_res: bool = False,
@@ -99,8 +104,12 @@ class CenterNet(nn.Module):
         if warp not in ("cv2", "torch"):
             raise ValueError(f"warp must be 'cv2' or 'torch', not {warp!r}")
         self.arch = arch
-        self.class_names = list(class_names) if class_names is not None else None
         self.task = task if isinstance(task, Task) else get_task(task, num_classes)
+        default_names, default_ids = default_categories(self.task.name, num_classes)
+        self.class_names = list(class_names) if class_names is not None else list(default_names)
+        self.category_ids = list(category_ids) if category_ids is not None else list(default_ids)
+        if len(self.category_ids) != num_classes:
+            raise ValueError(f"{len(self.category_ids)} category ids for {num_classes} classes")
         self.head_conv = default_head_conv(arch) if head_conv is None else head_conv
         self.network = build_model(arch, self.task.heads, self.head_conv)
         self.spec = InputSpec(
@@ -242,6 +251,7 @@ class CenterNet(nn.Module):
             "head_conv": self.head_conv,
             "num_classes": self.num_classes,
             "class_names": self.class_names,
+            "category_ids": self.category_ids,
             "input_size": list(self.input_size),
             "keep_res": self.spec.input_hw is None,
             "mean": list(self.spec.mean),
@@ -275,6 +285,7 @@ class CenterNet(nn.Module):
                 "arch": payload["arch"],
                 "num_classes": payload.get("num_classes") or (len(names) if names else payload["heads"]["hm"]),
                 "class_names": names,
+                "category_ids": payload.get("category_ids"),
                 "task": payload.get("task", "ctdet"),
                 "input_size": tuple(payload.get("input_size", (512, 512))),
                 "keep_res": payload.get("keep_res", False),

@@ -146,7 +146,7 @@ def predict_to_folder(
                         fps, w, h = video_properties(frame.path)
                         writers[frame.path] = cv2.VideoWriter(str(output / f"{frame.path.stem}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
                     writers[frame.path].write(drawn)
-                rows += result.to_coco(image_index, getattr(detector, "category_ids", None))
+                rows += result.to_coco(image_index, detector.category_ids)
                 stem = Path(frame.name).stem
                 if save_txt:
                     (output / "labels").mkdir(exist_ok=True)

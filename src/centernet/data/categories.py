@@ -1,0 +1,36 @@
+"""Class lists of the public data sets the original checkpoints were trained on."""
+from __future__ import annotations
+
+COCO_CLASS_NAMES: tuple[str, ...] = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+)  # fmt: skip
+# COCO's sparse category ids (1..90 with gaps): the original's ``valid_ids``; channel i is id COCO_CATEGORY_IDS[i].
+COCO_CATEGORY_IDS: tuple[int, ...] = (
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32, 33,
+    34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61,
+    62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90,
+)  # fmt: skip
+
+
+def default_categories(task: str, num_classes: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Class names and category ids for a checkpoint that carries none (the original's data sets by size)."""
+    from centernet.evaluation.voc import VOC_CLASSES
+    from centernet.tasks.ddd import CLASS_NAMES as KITTI_CLASS_NAMES
+
+    if task == "ctdet" and num_classes == len(COCO_CLASS_NAMES):
+        return COCO_CLASS_NAMES, COCO_CATEGORY_IDS
+    if task == "ctdet" and num_classes == len(VOC_CLASSES):
+        return VOC_CLASSES, tuple(range(1, num_classes + 1))
+    if task == "ddd" and num_classes == len(KITTI_CLASS_NAMES):
+        return KITTI_CLASS_NAMES, tuple(range(1, num_classes + 1))
+    if task == "multi_pose" and num_classes == 1:
+        return ("person",), (1,)
+    return tuple(f"class{i}" for i in range(num_classes)), tuple(range(1, num_classes + 1))

@@ -109,3 +109,11 @@ def test_export_cli_writes_an_onnx_model(trained, tmp_path):
     out = tmp_path / "model.onnx"
     assert main(["export", "--weights", str(trained / "best.pt"), "--output", str(out)]) == 0
     assert out.is_file() and out.stat().st_size > 1e6
+
+
+def test_predict_with_flip_and_multi_scale_soft_nms(trained, image_folder, tmp_path):
+    out = tmp_path / "tta"
+    code = main(["predict", "--weights", str(trained / "best.pt"), "--source", str(image_folder), "--output", str(out), "--flip", "--scales", "0.5", "1", "1.5"])
+    assert code == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert rows and all(0.0 <= r["score"] <= 1.0 for r in rows)

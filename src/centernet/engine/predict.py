@@ -74,12 +74,8 @@ def predict_images(
 
         if task.name == "ddd":
             raise ValueError("multi-scale testing is defined for 2D boxes and pose only (as in the original)")
-        spec = detector.spec
         processed = [
-            detect_multi_scale(
-                network, task, image, scales, mean=spec.mean, std=spec.std, input_hw=spec.input_hw, pad=spec.pad,
-                flip=flip, nms=nms, K=detector.K, device=device,
-            )
+            detect_multi_scale(network, task, image, scales, detector.spec, flip=flip, nms=nms, K=detector.K, device=device)
             for image in images
         ]
     results = [

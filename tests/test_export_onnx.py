@@ -34,8 +34,9 @@ DEFAULT_INPUT_HW = (64, 96)
 # input, one is letterboxed.
 IMAGE_SIZES = ((320, 480), (200, 160))
 # onnxruntime vs PyTorch kernels on unit-variance head outputs; boxes get the same tolerance in
-# output-map pixels. DLA-34's graph differs by up to 6e-4 on these random weights although each of
-# its deformable convs alone agrees to 1e-6 (not understood yet; reported), hence its own tolerance.
+# output-map pixels. With these random weights DLA-34's deepest level grows to ~100 while its head
+# input is ~0.1: float32 rounding relative to the large intermediate values (base, DLAUp and IDAUp
+# each agree to ~1e-6 of their magnitude on their own) reaches 6e-4 on the rescaled logits.
 ATOL = {"dla_34": 1e-3}
 DEFAULT_ATOL = 1e-4
 

@@ -19,6 +19,7 @@ Example::
 
     python benchmarks/train_tasks.py --seconds 600 --threads 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,9 +69,11 @@ def benchmarks(data_dir: Path, size: int, kitti_width: int) -> list[Benchmark]:
     square = InputSpec(input_hw=(size, size))
     coco_metrics = ("AP", "AP50", "AP75")
     raccoon_train = load_dataset(data_dir / "raccoon" / "train.json")
-    people_train = _with_people(load_dataset(data_dir / "coco_mini" / "annotations" / "person_keypoints_train2017.json"))
+    people_train = _with_people(
+        load_dataset(data_dir / "coco_mini" / "annotations" / "person_keypoints_train2017.json")
+    )
     kitti = load_dataset(data_dir / "kitti_mini", None)
-    kitti_height = int(round(kitti_width * kitti.records[0].height / kitti.records[0].width / 32)) * 32
+    kitti_height = round(kitti_width * kitti.records[0].height / kitti.records[0].width / 32) * 32
     kitti_spec = InputSpec(input_hw=(kitti_height, kitti_width), mean=IMAGENET_MEAN, std=IMAGENET_STD)
     return [
         Benchmark(
@@ -86,7 +89,9 @@ def benchmarks(data_dir: Path, size: int, kitti_width: int) -> list[Benchmark]:
             "multi_pose",
             people_train,
             {
-                "val": _with_people(load_dataset(data_dir / "coco_mini" / "annotations" / "person_keypoints_val2017.json")),
+                "val": _with_people(
+                    load_dataset(data_dir / "coco_mini" / "annotations" / "person_keypoints_val2017.json")
+                ),
                 "train": people_train,
             },
             square,
@@ -112,11 +117,17 @@ def _batch(task: Task, bench: Benchmark, indices: np.ndarray, rng: np.random.Gen
         network_input, meta = bench.augmentation(bench.train.load_image(int(index)), rng)
         inputs.append(network_input)
         targets.append(task.encode(bench.train.records[int(index)].annotations(), meta))
-    stacked = {key: torch.from_numpy(np.stack([t[key] for t in targets])) for key in targets[0] if key not in VARIABLE_SIZE_KEYS}
+    stacked = {
+        key: torch.from_numpy(np.stack([t[key] for t in targets]))
+        for key in targets[0]
+        if key not in VARIABLE_SIZE_KEYS
+    }
     return torch.from_numpy(np.stack(inputs)), stacked
 
 
-def train_and_evaluate(bench: Benchmark, seconds: float, lr: float, drop: float, seed: int) -> tuple[dict[str, EvaluationReport], int, float]:
+def train_and_evaluate(
+    bench: Benchmark, seconds: float, lr: float, drop: float, seed: int
+) -> tuple[dict[str, EvaluationReport], int, float]:
     """Train for ``seconds`` of wall time, then evaluate; returns (reports by split, steps, last loss)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -162,7 +173,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    print(f"machine: {platform.processor() or platform.machine()}, {args.threads} torch threads, torch {torch.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {args.threads} torch threads, torch {torch.__version__}"
+    )
     for bench in benchmarks(args.data, args.size, args.kitti_width):
         if bench.task not in args.tasks:
             continue

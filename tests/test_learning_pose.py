@@ -7,6 +7,7 @@ evaluation (``engine.evaluate.score``). A wrong target, loss, decoder or coordin
 OKS AP near zero. No augmentation: the inputs are the test-time letterboxes, so training and
 evaluation see the same pixels, and every random draw is seeded.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,14 +43,20 @@ def _well_labelled(record: ImageRecord) -> bool:
     return bool(((record.keypoints[:, :, 2] > 0).sum(axis=1) >= MIN_LABELLED_JOINTS).all())
 
 
-def _training_batch(task: Task, data: DetectionDataset, spec: InputSpec) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def _training_batch(
+    task: Task, data: DetectionDataset, spec: InputSpec
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Every image of ``data`` as one batch: inputs ``[N, 3, H, W]`` and the task's stacked targets."""
     inputs, targets = [], []
     for index, record in enumerate(data.records):
         network_input, meta = spec.inference_input(data.load_image(index))
         inputs.append(network_input)
         targets.append(task.encode(record.annotations(), meta))
-    batch = {key: torch.from_numpy(np.stack([t[key] for t in targets])) for key in targets[0] if key not in VARIABLE_SIZE_KEYS}
+    batch = {
+        key: torch.from_numpy(np.stack([t[key] for t in targets]))
+        for key in targets[0]
+        if key not in VARIABLE_SIZE_KEYS
+    }
     return torch.from_numpy(np.stack(inputs)), batch
 
 

@@ -22,10 +22,10 @@ FEW_STEPS = [
 ]
 
 
-def _train(tmp_path: Path, name: str, *overrides: str) -> list[dict]:
+def _train(tmp_path: Path, name: str, *overrides: str, metric: str = "AP") -> list[dict]:
     train(load_config(None, [f"project={tmp_path}", f"name={name}", *FEW_STEPS, *overrides]))
     rows = list(csv.DictReader((tmp_path / name / "results.csv").open()))
-    assert len(rows) == 1 and float(rows[0]["loss"]) > 0 and rows[0]["AP"] != ""
+    assert len(rows) == 1 and float(rows[0]["loss"]) > 0 and rows[0][metric] != ""
     return rows
 
 
@@ -74,3 +74,25 @@ def test_synthetic(tmp_path):
 def test_unknown_source_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no such file or folder"):
         _train(tmp_path, "bad", f"data.source={tmp_path / 'nothing'}")
+
+
+def test_pose_from_coco_keypoints(tmp_path, data_dir):
+    keypoints = data_dir / "coco_mini" / "annotations" / "person_keypoints_val2017.json"
+    rows = _train(tmp_path, "pose", "task=multi_pose", f"data.source={keypoints}")
+    assert {"hp_loss", "hm_hp_loss", "hp_offset_loss"} <= set(rows[0])
+
+
+def test_3d_from_kitti_folders(tmp_path, data_dir):
+    rows = _train(
+        tmp_path,
+        "ddd",
+        "task=ddd",
+        f"data.source={data_dir / 'kitti_mini'}",
+        "data.input_size=[64,192]",
+        "data.mean=[0.485,0.456,0.406]",
+        "data.std=[0.229,0.224,0.225]",
+        "augment.random_crop=false",
+        "augment.flip=0",
+        metric="car/3d/moderate/ap11",
+    )
+    assert "dep_loss" in rows[0]

@@ -86,7 +86,7 @@ class TrainConfig:
     val_interval: int = 5
     seed: int = 317
     device: str = "auto"
-    max_objects: int = 128
+    max_objects: int | None = None  # objects encoded per image; None: the task's (128 boxes, 32 people, 50 3D)
     save_images: int = 4  # validation images drawn into the run folder
 
 

@@ -27,6 +27,18 @@ def load_split(cfg: Config, which: str) -> DetectionDataset:
     return data
 
 
+# The option of each task that caps the objects encoded per image (the original's max_objs).
+_OBJECT_CAP_OPTION = {"ctdet": "max_objects", "multi_pose": "max_people", "ddd": "max_objects"}
+
+
+def task_for(cfg: Config, num_classes: int):
+    """The experiment's task object, with ``train.max_objects`` applied when set (else the task's default)."""
+    options = {}
+    if cfg.train.max_objects is not None and cfg.task in _OBJECT_CAP_OPTION:
+        options[_OBJECT_CAP_OPTION[cfg.task]] = cfg.train.max_objects
+    return get_task(cfg.task, num_classes, **options)
+
+
 class EpochSampler(Sampler[list[tuple[int, int]]]):
     """Batches of ``(epoch, index)`` pairs: a fresh permutation per epoch from ``seed + epoch``.
 
@@ -67,7 +79,7 @@ class TrainingDataset(Dataset):
         self.data = data
         self.cfg = cfg
         self.train = train
-        self.task = get_task(cfg.task, len(data.class_names))
+        self.task = task_for(cfg, len(data.class_names))
         self.augmentation = TrainAugmentation.from_config(cfg) if train else None
 
     @classmethod
@@ -104,6 +116,10 @@ class TrainingDataset(Dataset):
         return {"input": inp, **targets}
 
 
+# Per-image ground-truth rows the original keeps only for debugging; their length varies per image.
+DEBUG_ONLY_KEYS = frozenset({"gt_det"})
+
+
 def collate(samples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
-    """Stack every key of the samples into a batch tensor."""
-    return {key: torch.from_numpy(np.stack([s[key] for s in samples])) for key in samples[0]}
+    """Stack every fixed-size key of the samples into a batch tensor."""
+    return {key: torch.from_numpy(np.stack([s[key] for s in samples])) for key in samples[0] if key not in DEBUG_ONLY_KEYS}

@@ -25,7 +25,6 @@ from centernet.engine.evaluate import evaluate_network
 from centernet.engine.run_folder import RunFolder
 from centernet.models import build_model
 from centernet.models.checkpoint import load_checkpoint, save_checkpoint
-from centernet.tasks.base import get_task
 
 
 @dataclass
@@ -54,7 +53,7 @@ class Trainer:
         self.train_set = TrainingDataset.from_config(cfg, "train")
         self.val_set = TrainingDataset.from_config(cfg, "val")
         self.class_names = self.train_set.class_names
-        self.task = get_task(cfg.task, len(self.class_names))
+        self.task = self.train_set.task
         self.model = build_model(cfg.model.arch, self.task.heads, cfg.model.head_conv).to(self.ctx.device)
         if cfg.model.pretrained:
             from centernet.models.pretrained import load_backbone_weights

@@ -79,6 +79,7 @@ class Task(ABC):
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
         self.loss_weights: dict[str, float] = {}
+        self.disabled_heads: frozenset[str] = frozenset()  # optional heads switched off (the original's --not_*)
 
     @classmethod
     @abstractmethod
@@ -87,8 +88,8 @@ class Task(ABC):
 
     @property
     def heads(self) -> dict[str, int]:
-        """This task's heads for its ``num_classes``."""
-        return self.head_channels(self.num_classes)
+        """This task's heads for its ``num_classes``, without the ones switched off."""
+        return {name: c for name, c in self.head_channels(self.num_classes).items() if name not in self.disabled_heads}
 
     @abstractmethod
     def encode(self, annotations: Mapping[str, np.ndarray], meta: ImageMeta) -> dict[str, np.ndarray]:

@@ -533,17 +533,13 @@ class DddTask(Task):
         super().__init__(num_classes)
         self.regress_box_size = regress_box_size
         self.regress_offset = regress_offset
+        self.disabled_heads = frozenset(name for name, on in (("wh", regress_box_size), ("reg", regress_offset)) if not on)
         self.max_objects = max_objects
         self.loss_weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
 
     @classmethod
     def head_channels(cls, num_classes: int) -> dict[str, int]:
         return {**HEADS, "hm": num_classes}
-
-    @property
-    def heads(self) -> dict[str, int]:
-        off = ({"wh"} if not self.regress_box_size else set()) | ({"reg"} if not self.regress_offset else set())
-        return {name: c for name, c in self.head_channels(self.num_classes).items() if name not in off}
 
     def encode(self, annotations: Mapping[str, np.ndarray], meta: ImageMeta) -> dict[str, np.ndarray]:
         """Targets of one frame (see ``encode_ddd``).

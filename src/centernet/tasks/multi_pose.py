@@ -432,6 +432,7 @@ class MultiPoseTask(Task):
         super().__init__(num_classes)
         self.joint_heatmaps = joint_heatmaps
         self.joint_offsets = joint_offsets
+        self.disabled_heads = frozenset(name for name, on in (("hm_hp", joint_heatmaps), ("hp_offset", joint_offsets)) if not on)
         self.flip_pairs = tuple(tuple(pair) for pair in flip_pairs)
         self.max_people = max_people
         self.loss_weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
@@ -439,11 +440,6 @@ class MultiPoseTask(Task):
     @classmethod
     def head_channels(cls, num_classes: int) -> dict[str, int]:
         return {**HEADS, "hm": num_classes}
-
-    @property
-    def heads(self) -> dict[str, int]:
-        off = ({"hm_hp"} if not self.joint_heatmaps else set()) | ({"hp_offset"} if not self.joint_offsets else set())
-        return {name: c for name, c in self.head_channels(self.num_classes).items() if name not in off}
 
     def encode(self, annotations: Mapping[str, np.ndarray], meta: ImageMeta) -> dict[str, np.ndarray]:
         """Targets of one image (see ``encode_multi_pose``).

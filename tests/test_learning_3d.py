@@ -101,6 +101,7 @@ def frames(data_dir) -> DetectionDataset:
     return DetectionDataset([data.records[i] for i in chosen], data.class_names, data.category_ids, source=data.source)
 
 
+@pytest.mark.slow
 def test_ddd_overfits_kitti_cars_to_3d_ap(frames: DetectionDataset) -> None:
     torch.manual_seed(SEED)
     task = get_task("ddd", frames.num_classes)

@@ -72,6 +72,7 @@ def people(data_dir: Path) -> DetectionDataset:
     return dataclasses.replace(data, records=chosen)
 
 
+@pytest.mark.slow
 def test_pose_overfits_people_to_oks_ap(people: DetectionDataset) -> None:
     torch.manual_seed(SEED)
     task = get_task("multi_pose", people.num_classes)

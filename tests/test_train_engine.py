@@ -91,6 +91,7 @@ KILLER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_weights(tmp_path):
     common = [*TINY, "train.epochs=3", "train.checkpoint_interval=1", "train.val_interval=10", f"project={tmp_path}"]
     reference = train(load_config(None, [*common, "name=straight"]))

@@ -16,3 +16,19 @@ def assert_close(actual, expected, name: str = "", atol: float | None = None, rt
     if atol is None:
         atol = 1e-3 * max(1.0, float(expected.std())) if expected.size else 0.0
     np.testing.assert_allclose(actual, expected, atol=atol, rtol=rtol, err_msg=name)
+
+
+def fixed_input_batch(task, data, spec):
+    """Every image of ``data`` as one training batch without augmentation.
+
+    Returns inputs ``[N, 3, H, W]`` (the test-time letterboxes) and the task's targets stacked by
+    the engine's ``collate``.
+    """
+    from centernet.engine.dataset import collate
+
+    inputs, targets = [], []
+    for index, record in enumerate(data.records):
+        network_input, meta = spec.inference_input(data.load_image(index))
+        inputs.append(network_input)
+        targets.append(task.encode(record.annotations(), meta))
+    return torch.from_numpy(np.stack(inputs)), collate(targets)

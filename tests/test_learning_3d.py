@@ -26,7 +26,8 @@ from centernet.data.transforms import InputSpec
 from centernet.engine.evaluate import predict_records, score
 from centernet.engine.results import Boxes3D, Results
 from centernet.models import build_model
-from centernet.tasks.base import Task, get_task
+from centernet.tasks.base import get_task
+from tests.helpers import fixed_input_batch
 
 ARCH = "res_18"
 INPUT_WIDTH = 320  # height follows the frames' aspect ratio, rounded to the network's stride of 32
@@ -41,7 +42,6 @@ FRACTION_OF_PERFECT = 0.5
 # ImageNet's RGB statistics applied to BGR images, as the original's KITTI data set.
 KITTI_MEAN = (0.485, 0.456, 0.406)
 KITTI_STD = (0.229, 0.224, 0.225)
-VARIABLE_SIZE_KEYS = ("gt_det",)  # the original's debug-only ground truth rows, not a training array
 
 
 def _input_spec(data: DetectionDataset) -> InputSpec:
@@ -49,27 +49,6 @@ def _input_spec(data: DetectionDataset) -> InputSpec:
     aspect = np.median([record.height / record.width for record in data.records])
     height = max(NETWORK_STRIDE, round(INPUT_WIDTH * float(aspect) / NETWORK_STRIDE) * NETWORK_STRIDE)
     return InputSpec(input_hw=(height, INPUT_WIDTH), mean=KITTI_MEAN, std=KITTI_STD)
-
-
-def _training_batch(
-    task: Task, data: DetectionDataset, spec: InputSpec
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Every frame as one batch: inputs ``[N, 3, H, W]`` and the task's stacked targets.
-
-    The inputs are the test-time letterboxes (no augmentation); the targets use each frame's own
-    calibration, which ``annotations()`` carries.
-    """
-    inputs, targets = [], []
-    for index, record in enumerate(data.records):
-        network_input, meta = spec.inference_input(data.load_image(index))
-        inputs.append(network_input)
-        targets.append(task.encode(record.annotations(), meta))
-    batch = {
-        key: torch.from_numpy(np.stack([t[key] for t in targets]))
-        for key in targets[0]
-        if key not in VARIABLE_SIZE_KEYS
-    }
-    return torch.from_numpy(np.stack(inputs)), batch
 
 
 def _labels_as_detections(data: DetectionDataset) -> dict[int, Results]:
@@ -106,7 +85,7 @@ def test_ddd_overfits_kitti_cars_to_3d_ap(frames: DetectionDataset) -> None:
     torch.manual_seed(SEED)
     task = get_task("ddd", frames.num_classes)
     spec = _input_spec(frames)
-    inputs, batch = _training_batch(task, frames, spec)
+    inputs, batch = fixed_input_batch(task, frames, spec)
     network = build_model(ARCH, task.heads)
     optimizer = torch.optim.Adam(network.parameters(), lr=LEARNING_RATE)
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, [LR_DROP_STEP], gamma=0.1)

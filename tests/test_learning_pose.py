@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -22,7 +21,8 @@ from centernet.data.records import DetectionDataset, ImageRecord
 from centernet.data.transforms import InputSpec
 from centernet.engine.evaluate import predict_records, score
 from centernet.models import build_model
-from centernet.tasks.base import Task, get_task
+from centernet.tasks.base import get_task
+from tests.helpers import fixed_input_batch
 
 ARCH = "res_18"
 INPUT_HW = (128, 128)  # small enough for a CPU; large people still span ~15 output pixels
@@ -33,7 +33,6 @@ LEARNING_RATE = 1e-3
 SEED = 0
 MIN_OKS_AP = 0.5
 # Target keys that are not fixed-size training arrays (the original's debug-only ground truth rows).
-VARIABLE_SIZE_KEYS = ("gt_det",)
 
 
 def _well_labelled(record: ImageRecord) -> bool:
@@ -41,23 +40,6 @@ def _well_labelled(record: ImageRecord) -> bool:
     if len(record) == 0 or record.crowd.any() or record.keypoints is None:
         return False
     return bool(((record.keypoints[:, :, 2] > 0).sum(axis=1) >= MIN_LABELLED_JOINTS).all())
-
-
-def _training_batch(
-    task: Task, data: DetectionDataset, spec: InputSpec
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Every image of ``data`` as one batch: inputs ``[N, 3, H, W]`` and the task's stacked targets."""
-    inputs, targets = [], []
-    for index, record in enumerate(data.records):
-        network_input, meta = spec.inference_input(data.load_image(index))
-        inputs.append(network_input)
-        targets.append(task.encode(record.annotations(), meta))
-    batch = {
-        key: torch.from_numpy(np.stack([t[key] for t in targets]))
-        for key in targets[0]
-        if key not in VARIABLE_SIZE_KEYS
-    }
-    return torch.from_numpy(np.stack(inputs)), batch
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +59,7 @@ def test_pose_overfits_people_to_oks_ap(people: DetectionDataset) -> None:
     torch.manual_seed(SEED)
     task = get_task("multi_pose", people.num_classes)
     spec = InputSpec(input_hw=INPUT_HW)
-    inputs, batch = _training_batch(task, people, spec)
+    inputs, batch = fixed_input_batch(task, people, spec)
     network = build_model(ARCH, task.heads)
     optimizer = torch.optim.Adam(network.parameters(), lr=LEARNING_RATE)
 

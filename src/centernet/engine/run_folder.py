@@ -63,31 +63,24 @@ class RunFolder:
 
     def plot(self, rows: list[dict[str, str]], columns: list[str]) -> None:
         """``losses.png`` (every loss column) and ``metrics.png`` (AP columns) from the rows."""
-        epochs = [int(r["epoch"]) for r in rows]
-        loss_keys = [k for k in columns if k.endswith("loss")]
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for key in loss_keys:
-            ax.plot(epochs, [float(r[key]) for r in rows], marker="o", ms=3, label=key)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("training loss")
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(self.root / "losses.png", dpi=100)
-        plt.close(fig)
+        self._plot(rows, [k for k in columns if k.endswith("loss")], "training loss", "losses.png", log=True)
         metric_keys = [k for k in columns if k in ("AP", "AP50", "AP75", "mAP_voc07") or k.endswith("moderate/ap11")]
         metric_keys = [k for k in metric_keys if any(r.get(k) for r in rows)]
-        if not metric_keys:
-            return
+        if metric_keys:
+            self._plot(rows, metric_keys, "validation metric", "metrics.png", log=False)
+
+    def _plot(self, rows: list[dict[str, str]], keys: list[str], ylabel: str, name: str, log: bool) -> None:
+        """One PNG with a line per column against the epoch (epochs where the column is empty are skipped)."""
         fig, ax = plt.subplots(figsize=(7, 4))
-        for key in metric_keys:
+        for key in keys:
             points = [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key)]
             ax.plot(*zip(*points), marker="o", ms=3, label=key)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("validation metric")
+        ax.set_ylabel(ylabel)
+        if log:
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        fig.savefig(self.root / "metrics.png", dpi=100)
+        fig.savefig(self.root / name, dpi=100)
         plt.close(fig)

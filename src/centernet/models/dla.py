@@ -10,7 +10,6 @@ so the original's released checkpoints load with ``strict=True``.
 """
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 
@@ -21,6 +20,7 @@ from centernet.models.checkpoint import CheckpointError, read_state_dict
 from centernet.models.dcn import DeformConv
 from centernet.models.heads import is_heatmap_head, make_head
 from centernet.models.registry import register_model
+from centernet.models.upsample import fill_bilinear_up_weights
 
 __all__ = [
     "DLA34_CHANNELS",
@@ -210,11 +210,7 @@ def bilinear_upsampler(channels: int, factor: int) -> nn.ConvTranspose2d:
     up = nn.ConvTranspose2d(
         channels, channels, kernel, stride=factor, padding=factor // 2, groups=channels, bias=False
     )
-    f = math.ceil(kernel / 2)
-    centre = (2 * f - 1 - f % 2) / (2.0 * f)
-    tent = 1.0 - (torch.arange(kernel, dtype=torch.float64) / f - centre).abs()
-    with torch.no_grad():
-        up.weight.copy_(torch.outer(tent, tent).expand_as(up.weight))
+    fill_bilinear_up_weights(up)
     return up
 
 

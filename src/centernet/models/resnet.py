@@ -14,7 +14,6 @@ the network.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from os import PathLike
 
@@ -26,6 +25,7 @@ from centernet.models.checkpoint import read_state_dict
 from centernet.models.dcn import DeformConv
 from centernet.models.heads import is_heatmap_head, make_head
 from centernet.models.registry import register_model
+from centernet.models.upsample import fill_bilinear_up_weights
 
 __all__ = ["RESNET_LAYOUTS", "ResNetCenterNet", "fill_bilinear_up_weights", "load_backbone_weights"]
 
@@ -40,22 +40,6 @@ _BACKBONE_MODULES = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
 _UP_KERNEL = 4  # stride-2 transposed conv with padding 1: exactly doubles the map size
 _PLAIN_UP_CHANNELS = (256, 256, 256)
 _DEFORMABLE_UP_CHANNELS = (256, 128, 64)
-
-
-def fill_bilinear_up_weights(up: nn.ConvTranspose2d) -> None:
-    """Bilinear-interpolation init of a transposed conv, exactly as the original's ``fill_up_weights``.
-
-    The original writes the bilinear kernel into ``weight[c, 0]`` for every input channel ``c`` only
-    (its helper was written for depthwise up-convolutions); on a dense up-conv the other entries keep
-    PyTorch's default init. Kept as is, since released models were trained from this start. On a
-    depthwise up-conv (weight ``[C, 1, k, k]``) it fills every entry, as the DLA necks need.
-    """
-    weight = up.weight.data
-    size = weight.shape[2]
-    factor = math.ceil(size / 2)
-    centre = (2 * factor - 1 - factor % 2) / (2.0 * factor)
-    taps = torch.tensor([1 - abs(i / factor - centre) for i in range(size)], dtype=torch.float64)
-    weight[:, 0] = torch.outer(taps, taps)  # products in float64, rounded once: the original's Python floats
 
 
 def _make_stage(

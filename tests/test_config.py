@@ -71,3 +71,16 @@ def test_every_shipped_recipe_loads_by_name_and_path():
     for name in list_recipes():
         assert load_config(name) == load_config(RECIPES_DIR / f"{name}.yaml")
         assert load_config(f"configs/{name}.yaml").task in ("ctdet", "multi_pose", "ddd")
+
+
+def test_loss_weight_overrides_reach_the_task_and_unknown_names_are_refused():
+    from centernet.engine.dataset import task_for
+
+    paper = task_for(load_config(), num_classes=3)
+    assert paper.loss_weights == {"hm_loss": 1.0, "wh_loss": 0.1, "off_loss": 1.0}
+    tuned = task_for(load_config(None, ["train.loss_weights={wh_loss: 0.5}"]), num_classes=3)
+    assert tuned.loss_weights == {"hm_loss": 1.0, "wh_loss": 0.5, "off_loss": 1.0}
+    pose = task_for(load_config(None, ["task=multi_pose", "train.loss_weights={hp_loss: 2}"]), num_classes=1)
+    assert pose.loss_weights["hp_loss"] == 2.0
+    with pytest.raises(ConfigError, match="ctdet has no loss dep_loss; its losses: hm_loss, wh_loss, off_loss"):
+        task_for(load_config(None, ["train.loss_weights={dep_loss: 1}"]), num_classes=3)

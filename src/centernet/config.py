@@ -87,6 +87,8 @@ class TrainConfig:
     seed: int = 317
     device: str = "auto"
     max_objects: int | None = None  # objects encoded per image; None: the task's (128 boxes, 32 people, 50 3D)
+    # Overrides of the task's loss weights by loss name (``wh_loss: 0.1``); empty: the paper's.
+    loss_weights: dict[str, float] = field(default_factory=dict)
     save_images: int = 4  # validation images drawn into the run folder
 
 

@@ -147,7 +147,8 @@ def test_ctdet_task_loss(ref, info, reference_dir: Path) -> None:
     }
     weights = spec["weights"]
     task = CtdetTask(
-        spec["heads"]["hm"], hm_weight=weights["hm_weight"], wh_weight=weights["wh_weight"], off_weight=weights["off_weight"]
+        spec["heads"]["hm"],
+        loss_weights={"hm_loss": weights["hm_weight"], "wh_loss": weights["wh_weight"], "off_loss": weights["off_weight"]},
     )
     assert task.heads == spec["heads"]
     outputs = seeded_outputs(spec)

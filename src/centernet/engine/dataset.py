@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from centernet.config import Config
+from centernet.config import Config, ConfigError
 from centernet.data.check import SYNTHETIC, load_dataset
 from centernet.data.records import DetectionDataset, ImageRecord
 from centernet.data.transforms import TrainAugmentation, prepare_inference_input
@@ -32,11 +32,19 @@ _OBJECT_CAP_OPTION = {"ctdet": "max_objects", "multi_pose": "max_people", "ddd":
 
 
 def task_for(cfg: Config, num_classes: int):
-    """The experiment's task object, with ``train.max_objects`` applied when set (else the task's default)."""
+    """The experiment's task object, with ``train.max_objects`` and ``train.loss_weights`` applied when set."""
     options = {}
     if cfg.train.max_objects is not None and cfg.task in _OBJECT_CAP_OPTION:
         options[_OBJECT_CAP_OPTION[cfg.task]] = cfg.train.max_objects
-    return get_task(cfg.task, num_classes, **options)
+    task = get_task(cfg.task, num_classes, **options)
+    if not cfg.train.loss_weights:
+        return task
+    unknown = sorted(set(cfg.train.loss_weights) - set(task.loss_weights))
+    if unknown:
+        raise ConfigError(
+            f"train.loss_weights: {cfg.task} has no loss {', '.join(unknown)}; its losses: {', '.join(task.loss_weights)}"
+        )
+    return get_task(cfg.task, num_classes, loss_weights=cfg.train.loss_weights, **options)
 
 
 class EpochSampler(Sampler[list[tuple[int, int]]]):

@@ -28,6 +28,8 @@ from centernet.tasks.common import (
 )
 
 MAX_OBJECTS = 128
+# The paper's weights: heat map 1, size 0.1, offset 1.
+LOSS_WEIGHTS = {"hm_loss": 1.0, "wh_loss": 0.1, "off_loss": 1.0}
 
 
 def mirror_boxes(boxes: np.ndarray, image_width: int) -> np.ndarray:
@@ -96,7 +98,7 @@ class CtdetTask(Task):
     Args:
         num_classes: object classes.
         max_objects: targets kept per image (the first ``max_objects`` annotations).
-        hm_weight, wh_weight, off_weight: loss weights (the original's 1, 0.1, 1).
+        loss_weights: overrides of ``LOSS_WEIGHTS`` (keys ``hm_loss``, ``wh_loss``, ``off_loss``).
     """
 
     name = "ctdet"
@@ -105,13 +107,11 @@ class CtdetTask(Task):
         self,
         num_classes: int,
         max_objects: int = MAX_OBJECTS,
-        hm_weight: float = 1.0,
-        wh_weight: float = 0.1,
-        off_weight: float = 1.0,
+        loss_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(num_classes)
         self.max_objects = max_objects
-        self.loss_weights = {"hm_loss": hm_weight, "wh_loss": wh_weight, "off_loss": off_weight}
+        self.loss_weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
 
     @classmethod
     def head_channels(cls, num_classes: int) -> dict[str, int]:

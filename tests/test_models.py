@@ -236,3 +236,27 @@ def test_load_backbone_weights_from_a_local_torchvision_file(tmp_path: Path) -> 
     with pytest.raises(ValueError, match="unexpected") as error:
         load_backbone_weights(model, path)
     assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize("arch", ["res_18", "dla_34", "hourglass"])
+def test_pytorch_head_init_replaces_only_the_regression_heads(arch: str) -> None:
+    from centernet.models.heads import reinit_regression_heads
+
+    heads = {"hm": 3, "wh": 2, "reg": 2}
+    torch.manual_seed(0)
+    model = build_model(arch, heads, head_conv=8)
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    reinit_regression_heads(model, heads)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, original[k])}
+    assert {k.split(".")[0] for k in changed} == {"wh", "reg"}
+    if arch == "res_18":  # msra_resnet's final regression conv: N(0, 0.001) -> PyTorch's Kaiming-uniform
+        assert float(original["wh.2.weight"].std()) < 0.002 < 0.1 < float(model.state_dict()["wh.2.weight"].std())
+
+
+def test_unknown_head_init_is_refused() -> None:
+    from centernet.config import ConfigError, load_config
+    from centernet.engine.trainer import Trainer
+
+    cfg = load_config("ctdet_res18_synthetic", ["model.head_init=xavier", "data.num_workers=0"])
+    with pytest.raises(ConfigError, match="model.head_init: 'xavier' is not one of original, pytorch"):
+        Trainer(cfg)

@@ -18,12 +18,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from centernet.config import Config
+from centernet.config import Config, ConfigError
 from centernet.engine.dataset import EpochSampler, TrainingDataset, collate
 from centernet.engine.distributed import DistributedContext
 from centernet.engine.evaluate import evaluate_network
 from centernet.engine.run_folder import RunFolder
 from centernet.models import build_model
+from centernet.models.heads import HEAD_INITS, reinit_regression_heads
 from centernet.models.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -54,7 +55,12 @@ class Trainer:
         self.val_set = TrainingDataset.from_config(cfg, "val")
         self.class_names = self.train_set.class_names
         self.task = self.train_set.task
-        self.model = build_model(cfg.model.arch, self.task.heads, cfg.model.head_conv).to(self.ctx.device)
+        self.model = build_model(cfg.model.arch, self.task.heads, cfg.model.head_conv)
+        if cfg.model.head_init not in HEAD_INITS:
+            raise ConfigError(f"model.head_init: {cfg.model.head_init!r} is not one of {', '.join(HEAD_INITS)}")
+        if cfg.model.head_init == "pytorch":
+            reinit_regression_heads(self.model, self.task.heads)
+        self.model.to(self.ctx.device)
         if cfg.model.pretrained:
             from centernet.models.pretrained import load_backbone_weights
 

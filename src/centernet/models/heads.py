@@ -33,3 +33,25 @@ def make_head(name: str, in_channels: int, out_channels: int, head_conv: int) ->
                 nn.init.normal_(m.weight, std=0.001)
                 nn.init.constant_(m.bias, 0.0)
     return head
+
+
+HEAD_INITS = ("original", "pytorch")
+
+
+def reinit_regression_heads(model: nn.Module, heads: dict[str, int]) -> None:
+    """Give every non-heat-map head PyTorch's default (Kaiming-uniform) convolution initialisation.
+
+    The original draws a regression head's final convolution from N(0, 0.001). From an
+    ImageNet-initialised backbone and 140 epochs that is harmless; from scratch and for a few
+    hundred Adam steps it traps the two outputs of ``wh`` in one mode: early updates are the same
+    for width and height (both start near 0 below positive targets), their weights become parallel
+    and the width-minus-height error no longer reaches the layers below, so boxes learn their scale
+    but not their aspect ratio. Random weights of ordinary size break that symmetry from the start.
+    Heat-map heads keep the original's prior bias.
+    """
+    for name in heads:
+        if is_heatmap_head(name):
+            continue
+        for module in getattr(model, name).modules():
+            if isinstance(module, nn.Conv2d):
+                module.reset_parameters()

@@ -10,8 +10,9 @@ Why the bar is relative: the KITTI evaluator samples its precision/recall curve 
 threshold per matched detection while stepping the recall by 1/40, so with fewer than 40 ground
 truth objects even perfect detections score well below 100 (all 13 kitti_mini frames: 54.5; two
 frames: 18.2). The test therefore scores the labels themselves as detections and requires the
-trained network to reach half of that. The absolute 50 is reachable only on all frames, with almost
-every moderate car found at 3D IoU 0.5, which needs about 13 / 2 times this test's CPU time.
+trained network to reach half of that. An absolute 50 is out of reach on kitti_mini for the
+original's method itself (the test below shows it): trained the same way on all 13 frames for 360
+full-batch steps (10 minutes), the network reached 43.0 (``benchmarks/RESULTS_tasks.md``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from centernet.engine.evaluate import predict_records, score
 from centernet.engine.results import Boxes3D, Results
 from centernet.models import build_model
 from centernet.tasks.base import get_task
+from centernet.tasks.ddd import locate_3d
 from tests.helpers import fixed_input_batch
 
 ARCH = "res_18"
@@ -51,13 +53,23 @@ def _input_spec(data: DetectionDataset) -> InputSpec:
     return InputSpec(input_hw=(height, INPUT_WIDTH), mean=KITTI_MEAN, std=KITTI_STD)
 
 
-def _labels_as_detections(data: DetectionDataset) -> dict[int, Results]:
-    """Each frame's trained, non-ignored objects as score-1 detections: the evaluator's ceiling."""
+def _labels_as_detections(data: DetectionDataset, from_box_centres: bool = False) -> dict[int, Results]:
+    """Each frame's trained, non-ignored objects as score-1 detections: the evaluator's ceiling.
+
+    With ``from_box_centres`` every 3D location is instead recovered as the original's decoder
+    does from a perfect network: the 2D box centre (the heat-map target) back-projected at the
+    true depth, then moved to the box bottom.
+    """
     predictions = {}
     for index, record in enumerate(data.records):
         keep = (record.labels >= 0) & ~record.ignore
         objects = record.objects_3d.subset(keep)
-        boxes_3d = Boxes3D(objects.dims, objects.locations, objects.rotation_y, objects.alpha, record.calib)
+        locations = objects.locations
+        if from_box_centres:
+            boxes = record.boxes[keep]
+            centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
+            locations, _ = locate_3d(centres, objects.alpha, objects.dims, objects.locations[:, 2], record.calib)
+        boxes_3d = Boxes3D(objects.dims, locations, objects.rotation_y, objects.alpha, record.calib)
         predictions[index] = Results(
             record.boxes[keep],
             np.ones(int(keep.sum()), np.float32),
@@ -66,6 +78,23 @@ def _labels_as_detections(data: DetectionDataset) -> dict[int, Results]:
             boxes_3d=boxes_3d,
         )
     return predictions
+
+
+def test_the_original_centre_definition_caps_car_3d_ap_on_kitti_mini(data_dir) -> None:
+    """Why no test asks for Car 3D AP11 >= 50 on kitti_mini: the original's method cannot reach it.
+
+    The original puts an object's heat-map peak at its 2D box centre but decodes the peak as the
+    projection of the 3D centre. Even with every head perfect (true depth, dimensions and angle),
+    that offset costs 3D IoU: on all 13 frames the labels score 54.5 as they are and below 50
+    when located the way the decoder locates them. Bird's-eye and 2D figures show where it goes.
+    """
+    data = load_dataset(data_dir / "kitti_mini", None)
+    as_labelled = score("ddd", data, _labels_as_detections(data)).stats
+    as_decoded = score("ddd", data, _labels_as_detections(data, from_box_centres=True)).stats
+    assert as_labelled[METRIC] >= 50.0
+    assert as_decoded[METRIC] < 50.0
+    assert as_decoded["car/bbox/moderate/ap11"] == as_labelled["car/bbox/moderate/ap11"]
+    assert as_decoded["car/bev/moderate/ap11"] < as_labelled["car/bev/moderate/ap11"]
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ from centernet.engine.distributed import DistributedContext
 from centernet.engine.evaluate import evaluate_network
 from centernet.engine.run_folder import RunFolder
 from centernet.models import build_model
-from centernet.models.heads import HEAD_INITS, reinit_regression_heads
 from centernet.models.checkpoint import load_checkpoint, save_checkpoint
+from centernet.models.heads import HEAD_INITS, reinit_regression_heads
 
 
 @dataclass

@@ -37,14 +37,13 @@ def task_for(cfg: Config, num_classes: int):
     if cfg.train.max_objects is not None and cfg.task in _OBJECT_CAP_OPTION:
         options[_OBJECT_CAP_OPTION[cfg.task]] = cfg.train.max_objects
     task = get_task(cfg.task, num_classes, **options)
-    if not cfg.train.loss_weights:
-        return task
     unknown = sorted(set(cfg.train.loss_weights) - set(task.loss_weights))
     if unknown:
         raise ConfigError(
             f"train.loss_weights: {cfg.task} has no loss {', '.join(unknown)}; its losses: {', '.join(task.loss_weights)}"
         )
-    return get_task(cfg.task, num_classes, loss_weights=cfg.train.loss_weights, **options)
+    task.loss_weights.update(cfg.train.loss_weights)
+    return task
 
 
 class EpochSampler(Sampler[list[tuple[int, int]]]):

@@ -28,8 +28,8 @@ class ModelConfig:
     arch: str = "res_18"
     head_conv: int | None = None
     pretrained: str | None = None  # local path to ImageNet backbone weights; never downloaded
-    # "original": regression heads drawn from N(0, 0.001) as the original; "pytorch": PyTorch's
-    # default initialisation for them (trains from scratch faster, see models.heads).
+    # "original": regression heads initialised as the original (final conv from N(0, 0.001));
+    # "pytorch": PyTorch's default initialisation for them (trains from scratch faster, see models.heads).
     head_init: str = "original"
 
 

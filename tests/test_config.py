@@ -84,3 +84,12 @@ def test_loss_weight_overrides_reach_the_task_and_unknown_names_are_refused():
     assert pose.loss_weights["hp_loss"] == 2.0
     with pytest.raises(ConfigError, match="ctdet has no loss dep_loss; its losses: hm_loss, wh_loss, off_loss"):
         task_for(load_config(None, ["train.loss_weights={dep_loss: 1}"]), num_classes=3)
+
+
+def test_dense_wh_reaches_the_2d_task_only():
+    from centernet.engine.dataset import task_for
+
+    assert task_for(load_config(None, ["train.dense_wh=true"]), num_classes=3).dense_wh
+    assert not task_for(load_config(), num_classes=3).dense_wh
+    with pytest.raises(ConfigError, match="train.dense_wh: only the ctdet task"):
+        task_for(load_config(None, ["task=multi_pose", "train.dense_wh=true"]), num_classes=1)

@@ -196,3 +196,44 @@ def test_keep_res_augmentation_pads_to_multiples_of_32() -> None:
     image = np.zeros((70, 100, 3), np.uint8)
     network_input, meta = TrainAugmentation(spec=InputSpec(input_hw=None), color=False)(image, NumpyAugmentRandom(0))
     assert network_input.shape == (3, 96, 128) and meta.output_hw == (24, 32)
+
+
+def test_dense_wh_targets_cover_each_gaussian_with_its_box_size() -> None:
+    """--dense_wh: every pixel an object's Gaussian rules holds its (w, h); the mask is the heat map."""
+    task = CtdetTask(NUM_CLASSES, dense_wh=True)
+    meta = letterbox(128, 128)  # output 32x32, 1 output pixel = 4 input pixels
+    boxes = [[8, 8, 48, 40], [52, 8, 100, 64], [8, 80, 40, 120]]  # the first two sit side by side
+    targets = task.encode(annotations(boxes, [0, 1, 0]), meta)
+    dense, mask = targets["dense_wh"], targets["dense_wh_mask"]
+    assert dense.shape == mask.shape == (2, 32, 32)
+    np.testing.assert_array_equal(mask[0], targets["hm"].max(axis=0))
+    np.testing.assert_array_equal(mask[0], mask[1])
+    # The centre-only targets are unchanged by the option.
+    plain = CtdetTask(NUM_CLASSES).encode(annotations(boxes, [0, 1, 0]), meta)
+    for key in plain:
+        np.testing.assert_array_equal(targets[key], plain[key])
+
+    sizes = targets["wh"][targets["reg_mask"] == 1]
+    for (x, y), size in zip(np.stack([targets["ind"] % 32, targets["ind"] // 32], 1)[:3], sizes):
+        np.testing.assert_array_equal(dense[:, y, x], size)  # centres hold their own size
+    # Outside every Gaussian nothing is regressed, and the values are only the objects' sizes.
+    assert not dense[:, mask[0] == 0].any()
+    values = {tuple(v) for v in dense.reshape(2, -1).T[mask[0].reshape(-1) > 0]}
+    assert values <= {tuple(s) for s in sizes} and len(values) == 3
+
+
+def test_dense_wh_loss_is_the_heat_weighted_mean_error() -> None:
+    task = CtdetTask(NUM_CLASSES, dense_wh=True)
+    meta = letterbox(128, 128)
+    targets = task.encode(annotations([[8, 8, 48, 40], [60, 70, 120, 100]], [0, 2]), meta)
+    batch = collate([targets])
+    outputs = {name: torch.zeros(1, c, 32, 32) for name, c in task.heads.items()}
+    outputs["wh"] = batch["dense_wh"].clone()
+    assert task.loss(outputs, batch)[1]["wh_loss"] == 0  # exact sizes wherever the mask is set
+
+    outputs["wh"] = batch["dense_wh"] + 1.5  # every pixel 1.5 too wide and too high
+    wh_loss = task.loss(outputs, batch)[1]["wh_loss"]
+    torch.testing.assert_close(wh_loss, torch.tensor(1.5), atol=1e-3, rtol=0)
+    outputs["wh"] = batch["dense_wh"].clone()
+    outputs["wh"][batch["dense_wh_mask"] == 0] = 100.0  # errors where the mask is 0 cost nothing
+    assert task.loss(outputs, batch)[1]["wh_loss"] == 0

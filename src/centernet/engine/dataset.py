@@ -32,10 +32,14 @@ _OBJECT_CAP_OPTION = {"ctdet": "max_objects", "multi_pose": "max_people", "ddd":
 
 
 def task_for(cfg: Config, num_classes: int):
-    """The experiment's task object, with ``train.max_objects`` and ``train.loss_weights`` applied when set."""
+    """The experiment's task object, with ``train.max_objects``, ``dense_wh`` and ``loss_weights`` applied when set."""
     options = {}
     if cfg.train.max_objects is not None and cfg.task in _OBJECT_CAP_OPTION:
         options[_OBJECT_CAP_OPTION[cfg.task]] = cfg.train.max_objects
+    if cfg.train.dense_wh:
+        if cfg.task != "ctdet":
+            raise ConfigError(f"train.dense_wh: only the ctdet task has a dense size loss, not {cfg.task}")
+        options["dense_wh"] = True
     task = get_task(cfg.task, num_classes, **options)
     unknown = sorted(set(cfg.train.loss_weights) - set(task.loss_weights))
     if unknown:

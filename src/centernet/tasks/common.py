@@ -106,6 +106,50 @@ def draw_gaussian(heatmap: np.ndarray, center: ArrayLike, radius: int, k: float 
     return heatmap
 
 
+def draw_dense_reg(
+    regmap: np.ndarray, heatmap: np.ndarray, center: ArrayLike, value: ArrayLike, radius: int
+) -> np.ndarray:
+    """Write ``value`` into ``regmap`` around ``center`` wherever this object's Gaussian rules the heat map.
+
+    The original's ``draw_dense_reg`` (``--dense_wh``): the kernel of ``draw_gaussian`` with the
+    same ``radius`` is compared with ``heatmap`` (the maximum over classes, this object already
+    drawn); where the kernel is at least the heat map, the pixel takes ``value``. Later objects
+    overwrite earlier ones where their Gaussian is as high.
+
+    One deliberate difference: the kernel is rounded to the heat map's dtype before the test. The
+    original compares its float64 kernel with the float32 heat map it was drawn into, so wherever
+    float32 rounding went up (about half of each Gaussian) the test fails, the pixel keeps 0 and
+    the loss, weighted by the heat map there, pulls the size towards 0.
+
+    Args:
+        regmap: ``[D, H, W]`` map, modified in place.
+        heatmap: ``[H, W]`` class-maximum heat map.
+        center: ``(x, y)`` in map pixels (truncated with ``int()``).
+        value: ``D`` values (e.g. the box's width and height).
+        radius: integer radius in pixels.
+
+    Returns:
+        ``regmap`` (the same array).
+    """
+    diameter = 2 * radius + 1
+    gaussian = gaussian2d((diameter, diameter), sigma=diameter / 6)
+    value = np.asarray(value, dtype=np.float32).reshape(-1, 1, 1)
+    x, y = int(center[0]), int(center[1])
+    height, width = heatmap.shape[0:2]
+
+    left, right = min(x, radius), min(width - x, radius + 1)
+    top, bottom = min(y, radius), min(height - y, radius + 1)
+    if left + right <= 0 or top + bottom <= 0:
+        return regmap
+    region = heatmap[y - top : y + bottom, x - left : x + right]
+    kernel = gaussian[radius - top : radius + bottom, radius - left : radius + right]
+    if min(kernel.shape) > 0 and min(region.shape) > 0:
+        owned = kernel.astype(region.dtype) >= region
+        target = regmap[:, y - top : y + bottom, x - left : x + right]
+        target[:, owned] = value.reshape(-1, 1)
+    return regmap
+
+
 # ----------------------------------------------------------------------------------------------
 # Affine warps between image, network input and output map
 # ----------------------------------------------------------------------------------------------
@@ -270,6 +314,14 @@ def reg_l1_loss(output: torch.Tensor, mask: torch.Tensor, ind: torch.Tensor, tar
     mask = mask.unsqueeze(2).expand_as(pred).float()
     loss = F.l1_loss(pred * mask, target * mask, reduction="sum")
     return loss / (mask.sum() + 1e-4)
+
+
+def dense_l1_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L1 over whole maps weighted by ``mask`` (the original's ``--dense_wh`` size loss).
+
+    ``sum |output * mask - target * mask| / (mask.sum() + 1e-4)``, all ``[B, D, H, W]``.
+    """
+    return F.l1_loss(output * mask, target * mask, reduction="sum") / (mask.sum() + 1e-4)
 
 
 def reg_weighted_l1_loss(

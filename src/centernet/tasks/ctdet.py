@@ -16,6 +16,8 @@ from centernet.tasks.base import HeadOutputs, ImageMeta, Task, final_stack
 from centernet.tasks.common import (
     affine_transform,
     clamped_sigmoid,
+    dense_l1_loss,
+    draw_dense_reg,
     draw_gaussian,
     flip_lr,
     focal_loss,
@@ -99,6 +101,8 @@ class CtdetTask(Task):
         num_classes: object classes.
         max_objects: targets kept per image (the first ``max_objects`` annotations).
         loss_weights: overrides of ``LOSS_WEIGHTS`` (keys ``hm_loss``, ``wh_loss``, ``off_loss``).
+        dense_wh: the original's ``--dense_wh``: regress the size at every pixel of an object's
+            Gaussian, weighted by the heat map, instead of at its centre alone.
     """
 
     name = "ctdet"
@@ -108,9 +112,11 @@ class CtdetTask(Task):
         num_classes: int,
         max_objects: int = MAX_OBJECTS,
         loss_weights: Mapping[str, float] | None = None,
+        dense_wh: bool = False,
     ) -> None:
         super().__init__(num_classes)
         self.max_objects = max_objects
+        self.dense_wh = dense_wh
         self.loss_weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
 
     @classmethod
@@ -129,6 +135,8 @@ class CtdetTask(Task):
             output pixels; ``reg [M, 2]`` float32 centre minus integer centre; ``ind [M]`` int64
             ``y * Wo + x``; ``reg_mask [M]`` uint8 (1 for a real object). ``M = max_objects``;
             rows follow the annotation order, boxes degenerate after clipping keep a zero row.
+            With ``dense_wh`` also ``dense_wh [2, Ho, Wo]`` (each object's size over the part of
+            its Gaussian it rules) and ``dense_wh_mask [2, Ho, Wo]`` (the class-maximum heat map).
         """
         out_h, out_w = meta.output_hw
         m = self.max_objects
@@ -137,6 +145,7 @@ class CtdetTask(Task):
         reg = np.zeros((m, 2), dtype=np.float32)
         ind = np.zeros((m,), dtype=np.int64)
         reg_mask = np.zeros((m,), dtype=np.uint8)
+        dense_wh = np.zeros((2, out_h, out_w), dtype=np.float32) if self.dense_wh else None
 
         labels = np.asarray(annotations["labels"], dtype=np.int64).reshape(-1)[:m]
         boxes = boxes_to_output(np.asarray(annotations["boxes"]).reshape(-1, 4)[:m], meta)
@@ -145,17 +154,28 @@ class CtdetTask(Task):
         centers = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
         centers_int = centers.astype(np.int32)
         for k in np.flatnonzero((heights > 0) & (widths > 0)):
-            draw_gaussian(hm[labels[k]], centers_int[k], box_radius(heights[k], widths[k]))
+            radius = box_radius(heights[k], widths[k])
+            draw_gaussian(hm[labels[k]], centers_int[k], radius)
             wh[k] = widths[k], heights[k]
+            if dense_wh is not None:
+                draw_dense_reg(dense_wh, hm.max(axis=0), centers_int[k], wh[k], radius)
             ind[k] = centers_int[k, 1] * out_w + centers_int[k, 0]
             reg[k] = centers[k] - centers_int[k]
             reg_mask[k] = 1
-        return {"hm": hm, "wh": wh, "reg": reg, "ind": ind, "reg_mask": reg_mask}
+        targets = {"hm": hm, "wh": wh, "reg": reg, "ind": ind, "reg_mask": reg_mask}
+        if dense_wh is not None:
+            targets["dense_wh"] = dense_wh
+            targets["dense_wh_mask"] = np.repeat(hm.max(axis=0, keepdims=True), 2, axis=0)
+        return targets
 
     def stack_losses(self, output: HeadOutputs, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.dense_wh:
+            wh_loss = dense_l1_loss(output["wh"], batch["dense_wh"], batch["dense_wh_mask"])
+        else:
+            wh_loss = reg_l1_loss(output["wh"], batch["reg_mask"], batch["ind"], batch["wh"])
         return {
             "hm_loss": focal_loss(clamped_sigmoid(output["hm"]), batch["hm"]),
-            "wh_loss": reg_l1_loss(output["wh"], batch["reg_mask"], batch["ind"], batch["wh"]),
+            "wh_loss": wh_loss,
             "off_loss": reg_l1_loss(output["reg"], batch["reg_mask"], batch["ind"], batch["reg"]),
         }
 

@@ -125,3 +125,21 @@ def test_two_process_ddp_on_gloo(tmp_path):
     assert len(rows) == 2 and rows[-1]["AP"] != ""
     ckpt = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert not any(k.startswith("module.") for k in ckpt["state_dict"])
+
+
+def test_cpu_bf16_runs_the_training_forward_in_bfloat16(tmp_path):
+    from centernet.engine.trainer import Trainer, _autocast_dtype
+
+    assert _autocast_dtype(tiny_config(tmp_path, "a"), torch.device("cpu")) is None
+    assert _autocast_dtype(tiny_config(tmp_path, "a", "train.cpu_bf16=true"), torch.device("cpu")) is torch.bfloat16
+    assert _autocast_dtype(tiny_config(tmp_path, "a"), torch.device("cuda")) is torch.float16
+    assert _autocast_dtype(tiny_config(tmp_path, "a", "train.amp=false"), torch.device("cuda")) is None
+
+    trainer = Trainer(tiny_config(tmp_path, "bf16", "train.epochs=1", "train.cpu_bf16=true"))
+    seen = []
+    trainer.model.register_forward_hook(lambda module, args, out: seen.append(out["hm"].dtype) if module.training else None)
+    trainer.fit()
+    assert seen and set(seen) == {torch.bfloat16}
+    rows = list(csv.DictReader((tmp_path / "bf16" / "results.csv").open()))
+    assert all(torch.isfinite(torch.tensor(float(rows[0][k]))) for k in ("hm_loss", "wh_loss", "off_loss"))
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # master weights stay float32

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -69,6 +70,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, cfg.lr_milestones(), gamma=cfg.train.lr_drop)
         self.use_amp = cfg.train.amp and self.ctx.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.autocast_dtype = _autocast_dtype(cfg, self.ctx.device)
         self.state = TrainState()
         if resume:
             self._resume()
@@ -170,7 +172,7 @@ class Trainer:
         bar = tqdm(self.loader, desc=f"epoch {epoch}/{cfg.train.epochs}", disable=not self.ctx.is_main, dynamic_ncols=True)
         for batch in bar:
             batch = {k: v.to(self.ctx.device, non_blocking=True) for k, v in batch.items()}
-            with torch.autocast(self.ctx.device.type, dtype=torch.float16, enabled=self.use_amp):
+            with torch.autocast(self.ctx.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
                 outputs = self.network(batch["input"])
             total, named = self.task.loss(_to_float(outputs), batch)
             self.optimizer.zero_grad(set_to_none=True)
@@ -195,6 +197,17 @@ class Trainer:
 def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] = ()) -> dict:
     """Train ``cfg`` to the end (continuing ``runs/<name>/last.pt`` with ``resume``); returns the last metrics."""
     return Trainer(cfg, resume=resume, callbacks=callbacks).fit()
+
+
+def _autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
+    """The training forward's autocast type: float16 on CUDA (``amp``), bfloat16 on CPU (``cpu_bf16``), else none."""
+    if device.type == "cuda":
+        return torch.float16 if cfg.train.amp else None
+    if device.type == "cpu" and cfg.train.cpu_bf16:
+        if not torch.cpu._is_avx512_bf16_supported() and not torch.cpu._is_amx_tile_supported():
+            warnings.warn("train.cpu_bf16: this CPU has no native bfloat16 (AVX512-BF16 / AMX); steps will be slower", stacklevel=3)
+        return torch.bfloat16
+    return None
 
 
 def _to_float(outputs):

@@ -127,7 +127,7 @@ def test_two_process_ddp_on_gloo(tmp_path):
     assert not any(k.startswith("module.") for k in ckpt["state_dict"])
 
 
-def test_cpu_bf16_runs_the_training_forward_in_bfloat16(tmp_path):
+def test_cpu_bf16_and_channels_last_training(tmp_path):
     from centernet.engine.trainer import Trainer, _autocast_dtype
 
     assert _autocast_dtype(tiny_config(tmp_path, "a"), torch.device("cpu")) is None
@@ -135,7 +135,7 @@ def test_cpu_bf16_runs_the_training_forward_in_bfloat16(tmp_path):
     assert _autocast_dtype(tiny_config(tmp_path, "a"), torch.device("cuda")) is torch.float16
     assert _autocast_dtype(tiny_config(tmp_path, "a", "train.amp=false"), torch.device("cuda")) is None
 
-    trainer = Trainer(tiny_config(tmp_path, "bf16", "train.epochs=1", "train.cpu_bf16=true"))
+    trainer = Trainer(tiny_config(tmp_path, "bf16", "train.epochs=1", "train.cpu_bf16=true", "train.channels_last=true"))
     seen = []
     trainer.model.register_forward_hook(lambda module, args, out: seen.append(out["hm"].dtype) if module.training else None)
     trainer.fit()
@@ -143,3 +143,16 @@ def test_cpu_bf16_runs_the_training_forward_in_bfloat16(tmp_path):
     rows = list(csv.DictReader((tmp_path / "bf16" / "results.csv").open()))
     assert all(torch.isfinite(torch.tensor(float(rows[0][k]))) for k in ("hm_loss", "wh_loss", "off_loss"))
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # master weights stay float32
+    assert trainer.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+    # The checkpoint of an NHWC run predicts like the trained network (evaluated in float32).
+    from centernet.detector import CenterNet
+
+    detector = CenterNet.from_checkpoint(tmp_path / "bf16" / "last.pt").eval()
+    image = torch.rand(3, 64, 64)
+    inputs, _ = detector.preprocess([image])
+    trainer.model.eval()
+    with torch.no_grad():
+        expected, got = trainer.model(inputs), detector.network(inputs)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name])

@@ -89,6 +89,7 @@ class TrainConfig:
     # bfloat16 autocast on CPU: about 1.5x faster steps where the CPU has native bfloat16
     # (AVX512-BF16 or AMX), slower elsewhere. Off by default: the precision of training changes.
     cpu_bf16: bool = False
+    channels_last: bool = False  # NHWC memory format while training (with cpu_bf16: ~8% faster steps here)
     val_interval: int = 5
     seed: int = 317
     device: str = "auto"

@@ -62,6 +62,8 @@ class Trainer:
         if cfg.model.head_init == "pytorch":
             reinit_regression_heads(self.model, self.task.heads)
         self.model.to(self.ctx.device)
+        self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
         if cfg.model.pretrained:
             from centernet.models.pretrained import load_backbone_weights
 
@@ -172,6 +174,7 @@ class Trainer:
         bar = tqdm(self.loader, desc=f"epoch {epoch}/{cfg.train.epochs}", disable=not self.ctx.is_main, dynamic_ncols=True)
         for batch in bar:
             batch = {k: v.to(self.ctx.device, non_blocking=True) for k, v in batch.items()}
+            batch["input"] = batch["input"].contiguous(memory_format=self.memory_format)
             with torch.autocast(self.ctx.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
                 outputs = self.network(batch["input"])
             total, named = self.task.loss(_to_float(outputs), batch)

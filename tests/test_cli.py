@@ -117,3 +117,16 @@ def test_predict_with_flip_and_multi_scale_soft_nms(trained, image_folder, tmp_p
     assert code == 0
     rows = json.loads((out / "results.json").read_text())
     assert rows and all(0.0 <= r["score"] <= 1.0 for r in rows)
+
+
+def test_demo_runs_its_recipe_end_to_end(tmp_path, capsys):
+    """`centernet demo`, shrunk to seconds: the shipped recipe's settings, training, AP, drawn predictions."""
+    output = tmp_path / "demo"
+    shrink = ["data.synthetic_images={train: 16, val: 4}", "data.num_workers=0", "train.epochs=1", "train.save_images=0"]
+    assert main(["demo", "--output", str(output), *shrink]) == 0
+    assert "demo: COCO AP" in capsys.readouterr().out
+    config = (output / "config.yaml").read_text()
+    for setting in ("cpu_bf16: true", "channels_last: true", "dense_wh: true", "wh_loss: 0.2", "warmup_iters: 200", "flip: true"):
+        assert setting in config, setting
+    assert (output / "best.pt").is_file()
+    assert len(list((output / "predictions").glob("synthetic_*.jpg"))) == 4

@@ -93,7 +93,8 @@ KILLER = textwrap.dedent(
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_identical_weights(tmp_path):
-    common = [*TINY, "train.epochs=3", "train.checkpoint_interval=1", "train.val_interval=10", f"project={tmp_path}"]
+    # Killed inside the lr warm-up (iteration 6 of 8), so the resumed run must also re-derive the warm-up.
+    common = [*TINY, "train.epochs=3", "train.checkpoint_interval=1", "train.val_interval=10", "train.warmup_iters=8", f"project={tmp_path}"]
     reference = train(load_config(None, [*common, "name=straight"]))
     assert reference is not None
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
@@ -156,3 +157,15 @@ def test_cpu_bf16_and_channels_last_training(tmp_path):
         expected, got = trainer.model(inputs), detector.network(inputs)
     for name in expected:
         torch.testing.assert_close(got[name], expected[name])
+
+
+def test_warmup_ramps_the_lr_per_iteration_and_leaves_the_schedule_alone(tmp_path):
+    used = []
+    record = lambda trainer: used.append(trainer.optimizer.param_groups[0]["lr"])  # noqa: E731
+    cfg = tiny_config(tmp_path, "warm", "train.epochs=2", "train.lr_steps=[1]", "train.warmup_iters=6")
+    train(cfg, callbacks=(record,))
+    # 4 iterations per epoch; the drop after epoch 1 applies to the epoch's lr, the ramp on top of it.
+    expected = [1e-3 * k / 6 for k in (1, 2, 3, 4)] + [1e-4 * 5 / 6, 1e-4, 1e-4, 1e-4]
+    assert used == pytest.approx(expected)
+    rows = list(csv.DictReader((tmp_path / "warm" / "results.csv").open()))
+    assert [float(r["lr"]) for r in rows] == pytest.approx([1e-3, 1e-4])

@@ -85,6 +85,9 @@ class TrainConfig:
     lr_drop: float = 0.1
     checkpoint_interval: int = 0  # iterations between mid-epoch ``last.pt`` saves; 0: epoch ends only
     grad_clip: float | None = None
+    # Linear lr warm-up over the first N iterations (0: none, as the original). Steadies the first
+    # steps of Adam on a network trained from scratch.
+    warmup_iters: int = 0
     amp: bool = True  # float16 autocast with loss scaling, CUDA only
     # bfloat16 autocast on CPU: about 1.5x faster steps where the CPU has native bfloat16
     # (AVX512-BF16 or AMX), slower elsewhere. Off by default: the precision of training changes.

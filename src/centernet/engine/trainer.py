@@ -172,7 +172,9 @@ class Trainer:
         totals: dict[str, float] = {}
         count = 0
         bar = tqdm(self.loader, desc=f"epoch {epoch}/{cfg.train.epochs}", disable=not self.ctx.is_main, dynamic_ncols=True)
+        steps_per_epoch = self.sampler.size // (self.sampler.batch_size * self.sampler.world_size)
         for batch in bar:
+            self._warm_up((epoch - 1) * steps_per_epoch + self.state.iteration)
             batch = {k: v.to(self.ctx.device, non_blocking=True) for k, v in batch.items()}
             batch["input"] = batch["input"].contiguous(memory_format=self.memory_format)
             with torch.autocast(self.ctx.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
@@ -194,7 +196,17 @@ class Trainer:
                 self._save(self.run.last if self.run else None)
             for callback in self.callbacks:
                 callback(self)
+        self._warm_up(None)
         return {k: round(v / max(count, 1), 5) for k, v in totals.items()}
+
+    def _warm_up(self, step: int | None) -> None:
+        """Scale the epoch's lr by ``(step + 1) / warmup_iters`` during the warm-up; ``None`` restores it."""
+        warmup = self.cfg.train.warmup_iters
+        if warmup <= 0:
+            return
+        factor = 1.0 if step is None else min(1.0, (step + 1) / warmup)
+        for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+            group["lr"] = lr * factor
 
 
 def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] = ()) -> dict:

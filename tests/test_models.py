@@ -254,10 +254,11 @@ def test_pytorch_head_init_replaces_only_the_regression_heads(arch: str) -> None
         assert float(model.state_dict()["wh.2.weight"].std()) > 0.1
 
 
-def test_unknown_head_init_is_refused() -> None:
+def test_unknown_head_init_is_refused_before_anything_is_written(tmp_path) -> None:
     from centernet.config import ConfigError, load_config
     from centernet.engine.trainer import Trainer
 
-    cfg = load_config("ctdet_res18_synthetic", ["model.head_init=xavier", "data.num_workers=0"])
+    cfg = load_config("ctdet_res18_synthetic", ["model.head_init=xavier", f"project={tmp_path}"])
     with pytest.raises(ConfigError, match="model.head_init: 'xavier' is not one of original, pytorch"):
         Trainer(cfg)
+    assert not any(tmp_path.iterdir())  # no run folder for a config that cannot train

@@ -45,6 +45,8 @@ class Trainer:
     """Trains one config; ``callbacks`` are called after every optimisation step with the trainer."""
 
     def __init__(self, cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] = ()) -> None:
+        if cfg.model.head_init not in HEAD_INITS:
+            raise ConfigError(f"model.head_init: {cfg.model.head_init!r} is not one of {', '.join(HEAD_INITS)}")
         self.cfg = cfg
         self.callbacks = callbacks
         self.ctx = DistributedContext.from_env(cfg.train.device)
@@ -57,8 +59,6 @@ class Trainer:
         self.class_names = self.train_set.class_names
         self.task = self.train_set.task
         self.model = build_model(cfg.model.arch, self.task.heads, cfg.model.head_conv)
-        if cfg.model.head_init not in HEAD_INITS:
-            raise ConfigError(f"model.head_init: {cfg.model.head_init!r} is not one of {', '.join(HEAD_INITS)}")
         if cfg.model.head_init == "pytorch":
             reinit_regression_heads(self.model, self.task.heads)
         self.model.to(self.ctx.device)

@@ -74,6 +74,30 @@ def gaussian2d(shape: tuple[int, int], sigma: float = 1.0) -> np.ndarray:
     return kernel
 
 
+def _clipped_gaussian(
+    map_hw: tuple[int, int], center: ArrayLike, radius: int
+) -> tuple[tuple[slice, slice], np.ndarray] | None:
+    """The original's Gaussian of ``radius`` at ``center``, clipped to a map of ``map_hw``.
+
+    Diameter ``2r + 1``, sigma ``diameter / 6``, the centre truncated with ``int()``.
+
+    Returns:
+        ``(window, kernel)``: the map's ``(rows, cols)`` slices and the float64 kernel covering
+        them; ``None`` when nothing of the kernel falls on the map.
+    """
+    diameter = 2 * radius + 1
+    x, y = int(center[0]), int(center[1])
+    height, width = map_hw
+    left, right = min(x, radius), min(width - x, radius + 1)
+    top, bottom = min(y, radius), min(height - y, radius + 1)
+    if left + right <= 0 or top + bottom <= 0:
+        # Entirely outside the map; slicing would wrap around with negative indices.
+        return None
+    gaussian = gaussian2d((diameter, diameter), sigma=diameter / 6)
+    kernel = gaussian[radius - top : radius + bottom, radius - left : radius + right]
+    return (slice(y - top, y + bottom), slice(x - left, x + right)), kernel
+
+
 def draw_gaussian(heatmap: np.ndarray, center: ArrayLike, radius: int, k: float = 1.0) -> np.ndarray:
     """Splat a Gaussian of ``radius`` at ``center`` onto ``heatmap``, in place, keeping the maximum.
 
@@ -89,41 +113,32 @@ def draw_gaussian(heatmap: np.ndarray, center: ArrayLike, radius: int, k: float 
     Returns:
         ``heatmap`` (the same array).
     """
-    diameter = 2 * radius + 1
-    gaussian = gaussian2d((diameter, diameter), sigma=diameter / 6)
-    x, y = int(center[0]), int(center[1])
-    height, width = heatmap.shape[0:2]
-
-    left, right = min(x, radius), min(width - x, radius + 1)
-    top, bottom = min(y, radius), min(height - y, radius + 1)
-    if left + right <= 0 or top + bottom <= 0:
-        # Kernel entirely outside the map; slicing would wrap around with negative indices.
-        return heatmap
-    region = heatmap[y - top : y + bottom, x - left : x + right]
-    kernel = gaussian[radius - top : radius + bottom, radius - left : radius + right]
-    if min(kernel.shape) > 0 and min(region.shape) > 0:
+    clipped = _clipped_gaussian(heatmap.shape[0:2], center, radius)
+    if clipped is not None:
+        window, kernel = clipped
+        region = heatmap[window]
         np.maximum(region, kernel * k, out=region)
     return heatmap
 
 
 def draw_dense_reg(
-    regmap: np.ndarray, heatmap: np.ndarray, center: ArrayLike, value: ArrayLike, radius: int
+    regmap: np.ndarray, heatmaps: np.ndarray, center: ArrayLike, value: ArrayLike, radius: int
 ) -> np.ndarray:
-    """Write ``value`` into ``regmap`` around ``center`` wherever this object's Gaussian rules the heat map.
+    """Write ``value`` into ``regmap`` around ``center`` wherever this object's Gaussian rules the heat maps.
 
     The original's ``draw_dense_reg`` (``--dense_wh``): the kernel of ``draw_gaussian`` with the
-    same ``radius`` is compared with ``heatmap`` (the maximum over classes, this object already
-    drawn); where the kernel is at least the heat map, the pixel takes ``value``. Later objects
-    overwrite earlier ones where their Gaussian is as high.
+    same ``radius`` is compared with the maximum over classes of ``heatmaps`` (this object already
+    drawn); where the kernel is at least that, the pixel takes ``value``. Later objects overwrite
+    earlier ones where their Gaussian is as high. Only the kernel's window is reduced over classes.
 
-    One deliberate difference: the kernel is rounded to the heat map's dtype before the test. The
+    One deliberate difference: the kernel is rounded to the heat maps' dtype before the test. The
     original compares its float64 kernel with the float32 heat map it was drawn into, so wherever
     float32 rounding went up (about half of each Gaussian) the test fails, the pixel keeps 0 and
     the loss, weighted by the heat map there, pulls the size towards 0.
 
     Args:
         regmap: ``[D, H, W]`` map, modified in place.
-        heatmap: ``[H, W]`` class-maximum heat map.
+        heatmaps: ``[C, H, W]`` per-class heat maps.
         center: ``(x, y)`` in map pixels (truncated with ``int()``).
         value: ``D`` values (e.g. the box's width and height).
         radius: integer radius in pixels.
@@ -131,22 +146,12 @@ def draw_dense_reg(
     Returns:
         ``regmap`` (the same array).
     """
-    diameter = 2 * radius + 1
-    gaussian = gaussian2d((diameter, diameter), sigma=diameter / 6)
-    value = np.asarray(value, dtype=np.float32).reshape(-1, 1, 1)
-    x, y = int(center[0]), int(center[1])
-    height, width = heatmap.shape[0:2]
-
-    left, right = min(x, radius), min(width - x, radius + 1)
-    top, bottom = min(y, radius), min(height - y, radius + 1)
-    if left + right <= 0 or top + bottom <= 0:
-        return regmap
-    region = heatmap[y - top : y + bottom, x - left : x + right]
-    kernel = gaussian[radius - top : radius + bottom, radius - left : radius + right]
-    if min(kernel.shape) > 0 and min(region.shape) > 0:
-        owned = kernel.astype(region.dtype) >= region
-        target = regmap[:, y - top : y + bottom, x - left : x + right]
-        target[:, owned] = value.reshape(-1, 1)
+    clipped = _clipped_gaussian(heatmaps.shape[1:3], center, radius)
+    if clipped is not None:
+        window, kernel = clipped
+        ruling = heatmaps[(slice(None), *window)].max(axis=0)
+        owned = kernel.astype(heatmaps.dtype) >= ruling
+        regmap[(slice(None), *window)][:, owned] = np.asarray(value, dtype=np.float32).reshape(-1, 1)
     return regmap
 
 

@@ -158,7 +158,7 @@ class CtdetTask(Task):
             draw_gaussian(hm[labels[k]], centers_int[k], radius)
             wh[k] = widths[k], heights[k]
             if dense_wh is not None:
-                draw_dense_reg(dense_wh, hm.max(axis=0), centers_int[k], wh[k], radius)
+                draw_dense_reg(dense_wh, hm, centers_int[k], wh[k], radius)
             ind[k] = centers_int[k, 1] * out_w + centers_int[k, 0]
             reg[k] = centers[k] - centers_int[k]
             reg_mask[k] = 1

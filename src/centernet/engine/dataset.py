@@ -67,13 +67,18 @@ class EpochSampler(Sampler[list[tuple[int, int]]]):
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         self.epoch, self.skip = epoch, skip_batches
 
+    @property
+    def steps_per_epoch(self) -> int:
+        """Batches in a whole epoch (per rank), before any ``skip_batches``."""
+        return self.size // (self.batch_size * self.world_size)
+
     def __len__(self) -> int:
-        return self.size // (self.batch_size * self.world_size) - self.skip
+        return self.steps_per_epoch - self.skip
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
         per_step = self.batch_size * self.world_size
-        for step in range(self.skip, self.size // per_step):
+        for step in range(self.skip, self.steps_per_epoch):
             start = step * per_step + self.rank * self.batch_size
             yield [(self.epoch, i) for i in order[start : start + self.batch_size]]
 

@@ -61,9 +61,8 @@ class Trainer:
         self.model = build_model(cfg.model.arch, self.task.heads, cfg.model.head_conv)
         if cfg.model.head_init == "pytorch":
             reinit_regression_heads(self.model, self.task.heads)
-        self.model.to(self.ctx.device)
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-        self.model.to(memory_format=self.memory_format)
+        self.model.to(self.ctx.device, memory_format=self.memory_format)
         if cfg.model.pretrained:
             from centernet.models.pretrained import load_backbone_weights
 
@@ -172,9 +171,8 @@ class Trainer:
         totals: dict[str, float] = {}
         count = 0
         bar = tqdm(self.loader, desc=f"epoch {epoch}/{cfg.train.epochs}", disable=not self.ctx.is_main, dynamic_ncols=True)
-        steps_per_epoch = self.sampler.size // (self.sampler.batch_size * self.sampler.world_size)
         for batch in bar:
-            self._warm_up((epoch - 1) * steps_per_epoch + self.state.iteration)
+            self._warm_up((epoch - 1) * self.sampler.steps_per_epoch + self.state.iteration)
             batch = {k: v.to(self.ctx.device, non_blocking=True) for k, v in batch.items()}
             batch["input"] = batch["input"].contiguous(memory_format=self.memory_format)
             with torch.autocast(self.ctx.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):

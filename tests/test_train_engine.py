@@ -70,6 +70,12 @@ def test_run_folder_holds_everything(tmp_path):
     ckpt = load_checkpoint(run / "last.pt")
     assert ckpt["arch"] == "res_18" and ckpt["class_names"] and ckpt["epoch"] == 3
     assert ckpt["mean"] and ckpt["std"] and ckpt["channel_order"] == "bgr"
+    assert {"optimizer", "scheduler", "scaler", "rng"} <= set(ckpt)
+    # best.pt, as the original's model_best.pth: weights and description, no training state.
+    best = load_checkpoint(run / "best.pt")
+    assert not {"optimizer", "scheduler", "scaler", "rng"} & set(best)
+    assert best["class_names"] == ckpt["class_names"] and best["state_dict"].keys() == ckpt["state_dict"].keys()
+    assert (run / "best.pt").stat().st_size < 0.5 * (run / "last.pt").stat().st_size
     with pytest.raises(FileExistsError, match="--resume"):
         train(tiny_config(tmp_path, "run", "train.epochs=2"))
 

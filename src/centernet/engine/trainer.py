@@ -92,9 +92,10 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ checkpoints
-    def _payload(self) -> dict:
+    def _payload(self, training_state: bool) -> dict:
+        """The self-describing checkpoint; with ``training_state`` also what ``--resume`` needs."""
         cfg = self.cfg
-        return {
+        payload = {
             "format": "centernet",
             "arch": cfg.model.arch,
             "task": cfg.task,
@@ -109,18 +110,27 @@ class Trainer:
             "channel_order": cfg.data.channel_order,
             "config": cfg.to_dict(),
             "state_dict": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
             "epoch": self.state.epoch,
             "iteration": self.state.iteration,
             "best_metric": self.state.best_metric,
-            "rng": _rng_state(),
         }
+        if training_state:
+            payload.update(
+                optimizer=self.optimizer.state_dict(),
+                scheduler=self.scheduler.state_dict(),
+                scaler=self.scaler.state_dict(),
+                rng=_rng_state(),
+            )
+        return payload
 
-    def _save(self, path) -> None:
-        if self.ctx.is_main:
-            save_checkpoint(path, self._payload())
+    def _save_last(self) -> None:
+        if self.ctx.is_main and self.run:
+            save_checkpoint(self.run.last, self._payload(training_state=True))
+
+    def _save_best(self) -> None:
+        """``best.pt`` is for prediction and fine-tuning: weights and description, no optimiser (a third the size)."""
+        if self.ctx.is_main and self.run:
+            save_checkpoint(self.run.best, self._payload(training_state=False))
 
     def _resume(self) -> None:
         path = RunFolder.path_of(self.cfg) / "last.pt"
@@ -152,10 +162,10 @@ class Trainer:
                 row.update(metrics.stats_for_csv())
                 if metrics.primary > self.state.best_metric:
                     self.state.best_metric = metrics.primary
-                    self._save(self.run.best if self.run else None)
+                    self._save_best()
                 summary = {"epoch": epoch, **metrics.stats_for_csv()}
             row["time"] = round(time.time() - started, 2)
-            self._save(self.run.last if self.run else None)
+            self._save_last()
             if self.run:
                 self.run.append(row)
         self.ctx.barrier()
@@ -191,7 +201,7 @@ class Trainer:
                 totals[key] = totals.get(key, 0.0) + float(self.ctx.all_reduce_mean(value.detach()))
             bar.set_postfix({k: f"{v / count:.3f}" for k, v in totals.items()})
             if cfg.train.checkpoint_interval and self.state.iteration % cfg.train.checkpoint_interval == 0:
-                self._save(self.run.last if self.run else None)
+                self._save_last()
             for callback in self.callbacks:
                 callback(self)
         self._warm_up(None)

@@ -22,8 +22,8 @@ FEW_STEPS = [
 ]
 
 
-def _train(tmp_path: Path, name: str, *overrides: str, metric: str = "AP") -> list[dict]:
-    train(load_config(None, [f"project={tmp_path}", f"name={name}", *FEW_STEPS, *overrides]))
+def _train(tmp_path: Path, name: str, *overrides: str, metric: str = "AP", recipe: str | None = None) -> list[dict]:
+    train(load_config(recipe, [f"project={tmp_path}", f"name={name}", *FEW_STEPS, *overrides]))
     rows = list(csv.DictReader((tmp_path / name / "results.csv").open()))
     assert len(rows) == 1 and float(rows[0]["loss"]) > 0 and rows[0][metric] != ""
     return rows
@@ -51,6 +51,17 @@ def _yolo_tree(raccoon: Path, root: Path) -> Path:
 def test_coco_json(tmp_path, data_dir):
     annotations = data_dir / "raccoon" / "train.json"
     _train(tmp_path, "coco", f"data.source={annotations}", f"data.val_source={data_dir / 'raccoon' / 'val.json'}")
+
+
+def test_raccoon_benchmark_recipe_points_at_the_shared_data_and_trains(tmp_path, data_dir, monkeypatch):
+    """benchmarks/train_raccoon.py's recipe: its paths (from the project root) and its settings run."""
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    recipe = load_config("ctdet_res18_raccoon_384")
+    assert (root / recipe.data.source).resolve() == (root.parent / "shared" / "data" / "raccoon" / "train.json").resolve()
+    assert (recipe.train.cpu_bf16, recipe.train.channels_last, recipe.model.head_init) == (True, True, "pytorch")
+    raccoon = data_dir / "raccoon"
+    _train(tmp_path, "raccoon_384", f"data.source={raccoon / 'train.json'}", f"data.val_source={raccoon / 'val.json'}", recipe="ctdet_res18_raccoon_384")
 
 
 def test_coco_root_with_sparse_category_ids(tmp_path, data_dir):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -197,6 +199,18 @@ def test_save_checkpoint_rejects_unloadable_payload_and_keeps_the_old_file(tmp_p
         save_checkpoint(path, {"epoch": 2, "extra": {"bad": object()}})
     assert load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["model.pth"]
+
+
+def test_saved_checkpoint_has_a_plain_files_permissions(tmp_path: Path) -> None:
+    """The atomic write's temporary file is private; the checkpoint follows the umask as open() would."""
+    old = os.umask(0o027)
+    try:
+        save_checkpoint(tmp_path / "model.pth", {"epoch": 1})
+        (tmp_path / "plain").write_bytes(b"")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "model.pth").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain").stat().st_mode) == 0o640
 
 
 def test_load_checkpoint_refuses_a_newer_format(tmp_path: Path) -> None:

@@ -293,6 +293,8 @@ def save_checkpoint(path: str | PathLike[str], payload: dict[str, Any]) -> None:
     fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as stream:
+            # mkstemp makes the file private (0600); a checkpoint gets a plain file's permissions.
+            os.fchmod(stream.fileno(), 0o666 & ~_umask())
             torch.save(payload, stream)
             stream.flush()
             os.fsync(stream.fileno())
@@ -305,6 +307,12 @@ def save_checkpoint(path: str | PathLike[str], payload: dict[str, Any]) -> None:
         os.fsync(directory)  # make the rename itself durable
     finally:
         os.close(directory)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def load_checkpoint(path: str | PathLike[str]) -> dict[str, Any]:

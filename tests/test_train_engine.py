@@ -7,15 +7,19 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 
 from centernet.config import load_config
 from centernet.engine.dataset import EpochSampler
-from centernet.engine.trainer import train
-from centernet.models.checkpoint import load_checkpoint
+from centernet.engine.trainer import Trainer, train
+from centernet.models import build_model
+from centernet.models.checkpoint import CheckpointError, load_checkpoint
+from centernet.models.pretrained import load_pretrained_backbone
 
 # A tiny synthetic experiment: 16 images of 64x64, batches of 4, no workers.
 TINY = [
@@ -175,3 +179,46 @@ def test_warmup_ramps_the_lr_per_iteration_and_leaves_the_schedule_alone(tmp_pat
     assert used == pytest.approx(expected)
     rows = list(csv.DictReader((tmp_path / "warm" / "results.csv").open()))
     assert [float(r["lr"]) for r in rows] == pytest.approx([1e-3, 1e-4])
+
+
+def test_pretrained_imagenet_backbone_reaches_the_network(tmp_path):
+    imagenet = torchvision.models.resnet18(weights=None).state_dict()
+    torch.save(imagenet, tmp_path / "resnet18.pth")
+    trainer = Trainer(tiny_config(tmp_path, "pre", f"model.pretrained={tmp_path / 'resnet18.pth'}"))
+    own = trainer.model.state_dict()
+    assert all(torch.equal(own[k], imagenet[k]) for k in imagenet if not k.startswith("fc."))
+    with pytest.raises(ValueError, match="hourglass has no ImageNet backbone.*model.weights"):
+        load_pretrained_backbone(torch.nn.Identity(), "hourglass", tmp_path / "resnet18.pth")
+
+
+@pytest.mark.parametrize("arch", ["res_18", "dla_34"])
+def test_fine_tuning_from_an_original_coco_checkpoint_keeps_the_heads_of_another_class_count(tmp_path, arch):
+    """As the original's --load_model: same-shaped tensors load, the 80-class heat-map head does not."""
+    coco = build_model(arch, {"hm": 80, "wh": 2, "reg": 2}, head_conv=16)
+    weights = {f"module.{k}": v for k, v in coco.state_dict().items()}  # saved from DataParallel
+    if arch == "dla_34":  # released DLA files keep the ImageNet classifier
+        weights |= {"module.base.fc.weight": torch.zeros(1000, 512, 1, 1), "module.base.fc.bias": torch.zeros(1000)}
+    torch.save({"epoch": 140, "state_dict": weights}, tmp_path / "ctdet_coco.pth")
+    final = "hm.2"  # the heat-map head's last conv
+    expected = rf"kept the initialisation of 2 \({final}.weight: file \[80, 16, 1, 1\], network \[3, 16, 1, 1\]"
+    with pytest.warns(UserWarning, match=expected) as caught:
+        trainer = Trainer(tiny_config(tmp_path, "ft", f"model.arch={arch}", f"model.weights={tmp_path / 'ctdet_coco.pth'}"))
+    assert ("base.fc.weight" in str(caught[0].message)) == (arch == "dla_34")
+    own, file = trainer.model.state_dict(), coco.state_dict()
+    assert own[f"{final}.weight"].shape == (3, 16, 1, 1)
+    assert all(torch.equal(own[k], file[k]) for k in own if not k.startswith(f"{final}."))
+
+
+def test_fine_tuning_from_our_best_pt_loads_everything_and_refuses_another_architecture(tmp_path):
+    train(tiny_config(tmp_path, "first", "train.epochs=2"))
+    best = tmp_path / "first" / "best.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trainer = Trainer(tiny_config(tmp_path, "second", f"model.weights={best}"))
+    saved = load_checkpoint(best)["state_dict"]
+    assert all(torch.equal(value, saved[key]) for key, value in trainer.model.state_dict().items())
+
+    other = tmp_path / "res34.pth"
+    torch.save(build_model("res_34", {"hm": 3, "wh": 2, "reg": 2}, head_conv=16).state_dict(), other)
+    with pytest.raises(CheckpointError, match=r"res34.pth: not weights for this network's backbone .*layer1.2"):
+        Trainer(tiny_config(tmp_path, "third", f"model.weights={other}"))

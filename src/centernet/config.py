@@ -23,11 +23,14 @@ KITTI_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class ModelConfig:
-    """Network: architecture name, head width and optional local ImageNet backbone weights."""
+    """Network: architecture name, head width, initialisation and optional local starting weights."""
 
     arch: str = "res_18"
     head_conv: int | None = None
     pretrained: str | None = None  # local path to ImageNet backbone weights; never downloaded
+    # A trained network to start from (fine-tuning, the original's --load_model): a best.pt / last.pt
+    # of ours or an original .pth. Same-shaped tensors load; heads of another shape keep their init.
+    weights: str | None = None
     # "original": regression heads initialised as the original (final conv from N(0, 0.001));
     # "pytorch": PyTorch's default initialisation for them (trains from scratch faster, see models.heads).
     head_init: str = "original"

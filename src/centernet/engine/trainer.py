@@ -27,6 +27,7 @@ from centernet.engine.run_folder import RunFolder
 from centernet.models import build_model
 from centernet.models.checkpoint import load_checkpoint, save_checkpoint
 from centernet.models.heads import HEAD_INITS, reinit_regression_heads
+from centernet.models.pretrained import load_matching_weights, load_pretrained_backbone
 
 
 @dataclass
@@ -61,12 +62,14 @@ class Trainer:
         self.model = build_model(cfg.model.arch, self.task.heads, cfg.model.head_conv)
         if cfg.model.head_init == "pytorch":
             reinit_regression_heads(self.model, self.task.heads)
+        if cfg.model.pretrained:
+            load_pretrained_backbone(self.model, cfg.model.arch, cfg.model.pretrained)
+        if cfg.model.weights:
+            report = load_matching_weights(self.model, cfg.model.weights, self.task.heads)
+            if self.ctx.is_main and (report.kept or report.dropped):
+                warnings.warn(f"model.weights {cfg.model.weights}: {report.summary()}", stacklevel=2)
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.model.to(self.ctx.device, memory_format=self.memory_format)
-        if cfg.model.pretrained:
-            from centernet.models.pretrained import load_backbone_weights
-
-            load_backbone_weights(self.model, cfg.model.arch, cfg.model.pretrained)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.base_lr())
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, cfg.lr_milestones(), gamma=cfg.train.lr_drop)
         self.use_amp = cfg.train.amp and self.ctx.device.type == "cuda"

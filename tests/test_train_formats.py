@@ -5,9 +5,14 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import centernet
+from centernet.cli import main
 from centernet.config import load_config
+from centernet.data.kitti import read_calib
+from centernet.data.records import DataFormatError
 from centernet.engine.trainer import train
 
 FEW_STEPS = [
@@ -107,3 +112,18 @@ def test_3d_from_kitti_folders(tmp_path, data_dir):
         metric="car/3d/moderate/ap11",
     )
     assert "dep_loss" in rows[0]
+
+    # Prediction needs each frame's camera: a calib file, a folder of <frame>.txt, or an error.
+    best, training = tmp_path / "ddd" / "best.pt", data_dir / "kitti_mini" / "training"
+    frame = training / "image_2" / "000001.png"
+    p2 = read_calib(training / "calib" / "000001.txt")
+    for calib in (training / "calib", training / "calib" / "000001.txt", p2):
+        (result,) = centernet.predict(best, frame, calib=calib)
+        assert result.boxes_3d is not None and np.array_equal(result.boxes_3d.calib, p2)
+    with pytest.raises(ValueError, match="needs each image's camera calibration"):
+        centernet.predict(best, frame)
+    with pytest.raises(DataFormatError, match="000001.txt: calibration file not found"):
+        centernet.predict(best, frame, calib=tmp_path)
+    out = tmp_path / "predicted"
+    assert main(["predict", "--weights", str(best), "--source", str(frame), "--calib", str(training / "calib"), "--output", str(out), "--conf", "0"]) == 0
+    assert len((out / "kitti" / "000001.txt").read_text().splitlines()[0].split()) == 16

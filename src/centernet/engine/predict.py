@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from centernet.data.kitti import read_calib
 from centernet.engine.evaluate import detect_batch
 from centernet.engine.results import Results, results_from_task_output
 from centernet.engine.sources import Frame, iter_frames, video_properties
@@ -25,16 +26,12 @@ def read_calibration(calib: str | Path | np.ndarray | None, image_path: Path | N
     """A ``[3, 4]`` camera matrix from an array, a KITTI calib file, or a folder of ``<frame>.txt`` files."""
     if calib is None or isinstance(calib, np.ndarray):
         return None if calib is None else np.asarray(calib, np.float32).reshape(3, 4)
-    from centernet.tasks.ddd import read_kitti_calib
-
     path = Path(calib)
     if path.is_dir():
         if image_path is None:
             raise ValueError(f"calibration folder {path} needs an image name to pick a file")
         path = path / f"{image_path.stem}.txt"
-    if not path.is_file():
-        raise FileNotFoundError(f"calibration file not found: {path}")
-    return read_kitti_calib(path)
+    return read_calib(path)
 
 
 def predict_images(

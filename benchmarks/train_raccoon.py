@@ -60,9 +60,9 @@ def main() -> None:
         f"name={args.name}",
     ]
     if args.epochs is not None:
-        recipe = load_config(RECIPE)
-        # The recipe's drop stays at the same fraction of the run (train.schedule_epochs).
-        overrides += [f"train.epochs={args.epochs}", f"train.val_interval={min(recipe.train.val_interval, args.epochs)}"]
+        # The recipe's drop stays at the same fraction of the run (train.schedule_epochs); the last
+        # epoch is always validated.
+        overrides.append(f"train.epochs={args.epochs}")
     cfg = load_config(RECIPE, overrides + list(args.overrides))
     run = Path(cfg.project) / cfg.name
     if run.exists():

@@ -127,12 +127,12 @@ class Trainer:
         return payload
 
     def _save_last(self) -> None:
-        if self.ctx.is_main and self.run:
+        if self.run:  # the main process's alone
             save_checkpoint(self.run.last, self._payload(training_state=True))
 
     def _save_best(self) -> None:
         """``best.pt`` is for prediction and fine-tuning: weights and description, no optimiser (a third the size)."""
-        if self.ctx.is_main and self.run:
+        if self.run:
             save_checkpoint(self.run.best, self._payload(training_state=False))
 
     def _resume(self) -> None:

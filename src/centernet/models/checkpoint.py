@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from centernet.models.registry import build_model, list_models
+from centernet.models.registry import architecture_family, build_model, list_models
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
@@ -43,6 +43,8 @@ __all__ = [
 
 CHECKPOINT_FORMAT_VERSION = 1
 _MISMATCH_SHOWN = 5  # keys listed per kind in an error message
+# Released DLA checkpoints carry the backbone's ImageNet classifier, which the detector never builds.
+IMAGENET_CLASSIFIER = "base.fc."
 
 
 class CheckpointError(RuntimeError):
@@ -126,10 +128,10 @@ def _backbone_keys(arch: str) -> dict[str, tuple[int, ...]]:
 
 def _fits_backbone(arch: str, state_dict: Mapping[str, torch.Tensor]) -> bool:
     """Whether the checkpoint holds exactly ``arch``'s backbone keys and shapes (``base.fc.*`` aside)."""
-    backbone = {k: shape for k, shape in _backbone_keys(arch).items() if not k.startswith("base.fc.")}
+    backbone = {k: shape for k, shape in _backbone_keys(arch).items() if not k.startswith(IMAGENET_CLASSIFIER)}
     modules = {_top_level(k) for k in backbone}
     present = {
-        k: tuple(v.shape) for k, v in state_dict.items() if _top_level(k) in modules and not k.startswith("base.fc.")
+        k: tuple(v.shape) for k, v in state_dict.items() if _top_level(k) in modules and not k.startswith(IMAGENET_CLASSIFIER)
     }
     return present == backbone
 
@@ -158,7 +160,7 @@ def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> str:
         kind = "dla" if deformable else "dlav0"
     else:
         raise CheckpointError("cannot infer the architecture from the checkpoint keys")
-    registered = [name for name in list_models() if kind in (name, name.rsplit("_", 1)[0])]
+    registered = [name for name in list_models() if kind in (name, architecture_family(name))]
     if len(registered) > 1:
         registered = [name for name in registered if _fits_backbone(name, state_dict)]
     if len(registered) != 1:
@@ -230,9 +232,8 @@ def load_original_checkpoint(
         arch = arch or infer_arch(state_dict)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
-    # Released DLA checkpoints carry the ImageNet classifier that the detector never builds.
     backbone_keys = _backbone_keys(arch)
-    dropped = tuple(k for k in state_dict if k.startswith("base.fc.") and k not in backbone_keys)
+    dropped = tuple(k for k in state_dict if k.startswith(IMAGENET_CLASSIFIER) and k not in backbone_keys)
     state_dict = {k: v for k, v in state_dict.items() if k not in dropped}
     inferred_heads, head_conv = _heads_outside(state_dict, {_top_level(k) for k in backbone_keys})
     heads = dict(heads) if heads is not None else inferred_heads

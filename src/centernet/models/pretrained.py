@@ -8,7 +8,8 @@ Two kinds, as the original's ``--arch`` ImageNet initialisation and its ``--load
 * :func:`load_matching_weights`: a whole trained network (a ``best.pt`` / ``last.pt`` of ours or an
   original ``.pth``) to fine-tune from. Tensors of the same name and shape are loaded; heads that
   differ (another class count, a head this task lacks) keep their initialisation, as the original's
-  ``load_model`` skips them; the file's unused ImageNet classifier (``base.fc``) is dropped. Backbone and neck must match: a file of another architecture is refused.
+  ``load_model`` skips them; the file's unused ImageNet classifier (``base.fc``) is dropped.
+  Backbone and neck must match: a file of another architecture is refused.
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from centernet.models.checkpoint import CheckpointError, read_state_dict
+from centernet.models.checkpoint import IMAGENET_CLASSIFIER, CheckpointError, _top_level, read_state_dict
 from centernet.models.dla import load_dla_backbone_weights
+from centernet.models.registry import architecture_family
 from centernet.models.resnet import load_backbone_weights
 
 __all__ = ["LoadReport", "load_matching_weights", "load_pretrained_backbone"]
@@ -32,7 +34,7 @@ def load_pretrained_backbone(model: nn.Module, arch: str, path: str | os.PathLik
             ``arch`` has no ImageNet backbone (Hourglass-104: the original starts from ExtremeNet's
             whole network, which ``model.weights`` loads).
     """
-    family = arch.split("_", 1)[0]
+    family = architecture_family(arch)
     if family in ("res", "resdcn"):
         load_backbone_weights(model, path)
     elif family in ("dla", "dlav0"):
@@ -77,10 +79,10 @@ def load_matching_weights(model: nn.Module, path: str | os.PathLike[str], heads:
     """
     weights = read_state_dict(path)
     own = model.state_dict()
-    own_modules = {key.split(".", 1)[0] for key in own}
+    own_modules = {_top_level(key) for key in own}
 
     def is_head(key: str) -> bool:
-        top = key.split(".", 1)[0]
+        top = _top_level(key)
         return top in heads or top not in own_modules
 
     report = LoadReport()
@@ -98,8 +100,7 @@ def load_matching_weights(model: nn.Module, path: str | os.PathLike[str], heads:
             report.loaded.append(key)
     for key in weights:
         if key not in own:
-            # Released DLA checkpoints also carry the ImageNet classifier the detector never builds.
-            unused = is_head(key) or key.startswith("base.fc.")
+            unused = is_head(key) or key.startswith(IMAGENET_CLASSIFIER)
             (report.dropped if unused else mismatched).append(key)
     if mismatched:
         shown = "; ".join(mismatched[:5])

@@ -28,9 +28,13 @@ def list_models() -> list[str]:
     return sorted(_BUILDERS)
 
 
+def architecture_family(arch: str) -> str:
+    """``res``, ``resdcn``, ``dla``, ``dlav0`` or ``hourglass``: the name without its depth."""
+    return arch.rsplit("_", 1)[0] if arch != "hourglass" else "hourglass"
+
+
 def default_head_conv(arch: str) -> int:
-    family = arch.rsplit("_", 1)[0] if arch != "hourglass" else "hourglass"
-    return DEFAULT_HEAD_CONV[family]
+    return DEFAULT_HEAD_CONV[architecture_family(arch)]
 
 
 def build_model(arch: str, heads: dict[str, int], head_conv: int | None = None) -> nn.Module:

@@ -1,4 +1,9 @@
-"""Shared test fixtures: where the reference fixtures and the shared data sets live."""
+"""Shared test fixtures: where the reference fixtures and the shared data sets live.
+
+``CENTERNET_REQUIRE_FIXTURES=1`` (set by ``.ci/run``) turns a missing fixture folder from a skip
+into a failure: the session stops at once with a message saying what is missing, so CI cannot pass
+with every parity, learning and real-data test skipped.
+"""
 from __future__ import annotations
 
 import os
@@ -10,15 +15,48 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = Path(os.environ.get("CENTERNET_REFERENCE_DIR", ROOT.parent / "shared" / "reference"))
 DATA_DIR = Path(os.environ.get("CENTERNET_DATA_DIR", ROOT.parent / "shared" / "data"))
+REQUIRE_FIXTURES = os.environ.get("CENTERNET_REQUIRE_FIXTURES", "") not in ("", "0")
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def _missing_fixture_folders() -> list[str]:
+    return [
+        f"{name} ({path}; set {variable})"
+        for name, path, variable in (
+            ("reference fixtures", REFERENCE_DIR, "CENTERNET_REFERENCE_DIR"),
+            ("shared data sets", DATA_DIR, "CENTERNET_DATA_DIR"),
+        )
+        if not path.is_dir()
+    ]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if REQUIRE_FIXTURES and _missing_fixture_folders():
+        raise pytest.UsageError(
+            "CENTERNET_REQUIRE_FIXTURES=1 but the test fixtures are missing: "
+            + "; ".join(_missing_fixture_folders())
+            + ". Lay ../shared beside the checkout (or point the variables at it)."
+        )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _image_check_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The decode pass's cache goes to a temporary folder, never to the user's ~/.cache."""
+    os.environ.setdefault("CENTERNET_CACHE_DIR", str(tmp_path_factory.mktemp("centernet-cache")))
+
+
+def _absent(message: str) -> None:
+    if REQUIRE_FIXTURES:
+        pytest.fail(f"{message} (CENTERNET_REQUIRE_FIXTURES=1: fixtures are required)", pytrace=False)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    """Folder of the original implementation's fixtures; skips (loudly) only when absent."""
+    """Folder of the original implementation's fixtures; skips (loudly) only when absent and not required."""
     if not REFERENCE_DIR.is_dir():
-        pytest.skip(
+        _absent(
             f"reference fixtures not found at {REFERENCE_DIR}; "
             "set CENTERNET_REFERENCE_DIR to the folder holding README.md, models/, targets/, ..."
         )
@@ -29,5 +67,5 @@ def reference_dir() -> Path:
 def data_dir() -> Path:
     """Folder of the shared mini data sets (raccoon, coco_mini, kitti_mini)."""
     if not DATA_DIR.is_dir():
-        pytest.skip(f"shared data sets not found at {DATA_DIR}; set CENTERNET_DATA_DIR")
+        _absent(f"shared data sets not found at {DATA_DIR}; set CENTERNET_DATA_DIR")
     return DATA_DIR

@@ -285,7 +285,7 @@ def test_check_dataset_summary(data_dir: Path) -> None:
     assert any(line.split() == ["person", str(person)] for line in summary.splitlines())
     crowd = [a for a in raw["annotations"] if a["iscrowd"]]
     assert f"crowd: {len(crowd)}" in summary and f"annotation {crowd[0]['id']}" in summary
-    assert "unreadable_image" not in summary
+    assert "bad_image" not in summary
     assert "Problems: none" in check_dataset("synthetic", "val", num_images=4)
 
 

@@ -263,7 +263,7 @@ def test_kitti_calib_without_p2_names_the_file(data_dir: Path, tmp_path: Path) -
 def test_unreadable_annotation_files_name_the_file(tmp_path: Path) -> None:
     bad_json = tmp_path / "broken.json"
     bad_json.write_text("{ not json")
-    with pytest.raises(DataFormatError, match="broken.json: not a COCO annotation file"):
+    with pytest.raises(DataFormatError, match="broken.json: not valid json"):
         read_coco(bad_json)
     bad_yaml = tmp_path / "broken.yaml"
     bad_yaml.write_text("train: images\n")
@@ -277,5 +277,5 @@ def test_check_dataset_lists_undecodable_images(tmp_path: Path) -> None:
     json_path = _coco_json(tmp_path, [{"id": 51, "bbox": [1, 1, 5, 5]}])
     (tmp_path / "images" / "pic.jpg").write_bytes(b"\xff\xd8 garbage")
     summary = check_dataset(json_path, verify_images=True)
-    assert "unreadable_image: 1" in summary
+    assert "bad_image: 1" in summary and "Bad images: 1" in summary
     assert str(tmp_path / "images" / "pic.jpg") in summary

@@ -68,10 +68,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
-    from centernet.data.check import check_dataset
+    """Prints the summary; exit code 1 when images are bad (training would refuse them), else 0."""
+    from centernet.data.check import inspect_dataset
 
-    print(check_dataset(args.path, split=args.split))
-    return 0
+    summary, bad_images = inspect_dataset(args.path, split=args.split, verify_images=not args.no_decode, workers=args.workers)
+    print(summary)
+    return 1 if bad_images else 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -125,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = data_verbs.add_parser("check", help="summarise and validate a data set before training")
     q.add_argument("path", help="COCO json, VOC folder, YOLO data yaml, KITTI folder or 'synthetic'")
     q.add_argument("--split", default=None)
+    q.add_argument("--workers", type=int, default=None, help="decoding threads (default: one per CPU)")
+    q.add_argument("--no-decode", action="store_true", help="annotations only: skip decoding every image")
     q.set_defaults(func=_cmd_data_check)
 
     p = verbs.add_parser("demo", help="train res_18 on the built-in synthetic shapes, evaluate, predict")
@@ -135,10 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one verb; a bad input (config, data, image, checkpoint, run folder) ends in one ``error:`` line, exit 2."""
+    from centernet.models.checkpoint import CheckpointError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError, OSError) as err:
+    except (ConfigError, CheckpointError, FileNotFoundError, ValueError, OSError) as err:
+        # DataFormatError is a ValueError, ImageReadError and the run folder's errors are OSErrors;
+        # each message already names the file and the problem.
         print(f"error: {err}", file=sys.stderr)
         return 2
 

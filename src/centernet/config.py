@@ -60,6 +60,10 @@ class DataConfig:
     synthetic_images: dict[str, int] = field(default_factory=lambda: {"train": 512, "val": 64})
     synthetic_image_size: int = 320
     max_images: int | None = None  # use only the first N images of each split (quick experiments)
+    # Images that fail the pre-training decode pass (missing, undecodable, truncated, corrupt, or
+    # of another size than the annotations say): "error" refuses the data set naming every such
+    # file; "skip" leaves them out and counts them in the printed data summary.
+    on_bad_image: str = "error"
 
 
 @dataclass
@@ -126,6 +130,9 @@ class Config:
     task: str = "ctdet"
     name: str = "exp"
     project: str = "runs"
+    # When runs/<name>/ already holds a run (and --resume is not given): "error" refuses and says
+    # the choices, "increment" writes to the first free <name>-2, <name>-3..., "overwrite" empties it.
+    on_existing_run: str = "error"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

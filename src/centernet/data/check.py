@@ -9,19 +9,32 @@
 * a folder with ``image_2/`` + ``label_2/`` (or ``training/`` holding them): KITTI;
 * a folder with ``Annotations/`` or ``annotations/`` xml files and ``JPEGImages/`` or ``images/``: VOC;
 * a COCO root folder with ``annotations/instances_<split>*.json``.
+
+``check_images`` is the decode pass that ``centernet data check`` and ``train`` (before its first
+step) run over every image file: each is fully decoded (``image_io.verify_image``, in parallel
+threads) and its real, EXIF-applied size compared with the size the annotations give. Results are
+cached per file by size and modification time (``$CENTERNET_CACHE_DIR``, default
+``~/.cache/centernet``), so a second run over unchanged files decodes nothing. What is done with a
+bad image is one policy, ``data.on_bad_image``: ``"error"`` refuses the data set naming every bad
+file, ``"skip"`` leaves those images out and counts them (issue kind ``bad_image``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from centernet.data.coco import read_coco
-from centernet.data.image_io import ImageReadError
+from centernet.data.image_io import ImageReadError, verify_image
 from centernet.data.kitti import find_kitti_root, read_kitti
-from centernet.data.records import ISSUE_KINDS, DataFormatError, DetectionDataset
+from centernet.data.records import ISSUE_KINDS, DataFormatError, DetectionDataset, _load_from_path
 from centernet.data.synthetic import synthetic_dataset
 from centernet.data.voc import find_voc_folders, read_voc
 from centernet.data.yolo import read_yolo
@@ -30,6 +43,8 @@ SYNTHETIC = "synthetic"
 #: Seed and size of the synthetic splits when the caller gives none (disjoint seeds: no leakage).
 _SYNTHETIC_SPLITS = {"train": {"seed": 0, "num_images": 512}, "val": {"seed": 1_000_003, "num_images": 64}}
 _ISSUES_SHOWN_PER_KIND = 10
+ON_BAD_IMAGE = ("error", "skip")
+_CACHE_VERSION = 1
 
 
 def _coco_root_json(root: Path, split: str | None) -> Path | None:
@@ -78,14 +93,149 @@ def load_dataset(spec: str | Path, split: str | None = "val", **options: Any) ->
     )
 
 
-def _decode_failures(dataset: DetectionDataset) -> list[str]:
-    failures = []
-    for index in range(len(dataset)):
-        try:
-            dataset.load_image(index)
-        except ImageReadError as error:
-            failures.append(str(error))
-    return failures
+def _cache_root() -> Path:
+    return Path(os.environ.get("CENTERNET_CACHE_DIR") or Path.home() / ".cache" / "centernet")
+
+
+def _cache_file(paths: list[Path]) -> Path:
+    """One cache file per set of images (the same data set, whatever its reader)."""
+    digest = hashlib.sha1("\n".join(sorted(str(p) for p in paths)).encode()).hexdigest()[:16]
+    return _cache_root() / "image_checks" / f"{digest}.json"
+
+
+def _read_cache(path: Path) -> dict[str, list]:
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return cache.get("images", {}) if isinstance(cache, dict) and cache.get("version") == _CACHE_VERSION else {}
+
+
+def _write_cache(path: Path, images: dict[str, list]) -> None:
+    """Atomic replace; a cache that cannot be written (read-only home...) only costs the next run time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_suffix(f".{os.getpid()}.tmp")
+        temp.write_text(json.dumps({"version": _CACHE_VERSION, "images": images}))
+        temp.replace(path)
+    except OSError:
+        pass
+
+
+def _file_key(path: Path) -> list[int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _verify(path: Path) -> list:
+    """``[width, height, None]`` of a good image, ``[0, 0, message]`` of a bad one."""
+    try:
+        return [*verify_image(path), None]
+    except ImageReadError as error:
+        return [0, 0, str(error)]
+
+
+@dataclass(frozen=True)
+class ImageCheck:
+    """What the decode pass found.
+
+    Attributes:
+        bad: ``(record index, message)`` of every bad image, in record order; each message names
+            the file and the problem.
+        decoded: Images decoded in this pass (the others came from the cache).
+    """
+
+    bad: list[tuple[int, str]]
+    decoded: int
+
+
+def check_images(dataset: DetectionDataset, workers: int | None = None, cache: bool = True) -> ImageCheck:
+    """Decodes every image file of ``dataset`` and compares its real size with the record's.
+
+    Args:
+        dataset: Any data set read from files (a generated one, such as ``synthetic``, has none:
+            nothing is checked).
+        workers: Decoding threads; ``None``: one per CPU.
+        cache: Reuse (and store) results of files whose size and mtime are unchanged.
+    """
+    if dataset.image_source is not _load_from_path or not dataset.records:
+        return ImageCheck([], 0)
+    paths = sorted({record.path.absolute() for record in dataset.records})
+    cache_path = _cache_file(paths)
+    stored = _read_cache(cache_path) if cache else {}
+    keys = {path: _file_key(path) for path in paths}
+    results = {path: stored[str(path)][2:] for path in paths if keys[path] and stored.get(str(path), [])[:2] == keys[path]}
+    todo = [path for path in paths if path not in results]
+    with ThreadPoolExecutor(max_workers=max(1, workers or os.cpu_count() or 1)) as pool:
+        results.update(zip(todo, pool.map(_verify, todo)))
+    if cache and todo:
+        _write_cache(cache_path, {str(p): [*keys[p], *results[p]] for p in paths if keys[p] is not None})
+    bad = []
+    for index, record in enumerate(dataset.records):
+        width, height, problem = results[record.path.absolute()]
+        if problem is None and (width, height) != (record.width, record.height):
+            problem = (
+                f"{record.path}: the annotations give size {record.width}x{record.height}, "
+                f"the image is {width}x{height} (EXIF orientation applied)"
+            )
+        if problem is not None:
+            bad.append((index, problem))
+    return ImageCheck(bad, len(todo))
+
+
+def apply_image_policy(dataset: DetectionDataset, check: ImageCheck, on_bad_image: str = "error") -> int:
+    """Refuses the data set (``"error"``) or leaves out and reports (``"skip"``) its bad images.
+
+    Returns:
+        The number of boxes left out with the skipped images.
+
+    Raises:
+        DataFormatError: ``on_bad_image == "error"`` and there are bad images; the message names
+            every one (the first ten, then a count) and how to skip them instead.
+        ValueError: ``on_bad_image`` is not one of ``ON_BAD_IMAGE``.
+    """
+    if on_bad_image not in ON_BAD_IMAGE:
+        raise ValueError(f"data.on_bad_image: {on_bad_image!r} is not one of {', '.join(ON_BAD_IMAGE)}")
+    if not check.bad:
+        return 0
+    messages = [message for _, message in check.bad]
+    if on_bad_image == "error":
+        others = "".join(f"\n{line}" for line in _listing("bad images", messages[1:])[1:]) if messages[1:] else ""
+        raise DataFormatError(
+            f"{messages[0]} ({len(messages)} of the {len(dataset.records)} images of {dataset.source} cannot be "
+            f"used; set data.on_bad_image=skip to leave them out){others}"
+        )
+    bad = {index for index, _ in check.bad}
+    for index, message in check.bad:
+        record = dataset.records[index]
+        file, _, problem = message.partition(": ")
+        dataset.report.add("bad_image", file, f"{problem}; image and its {len(record)} boxes skipped")
+    skipped_boxes = sum(len(dataset.records[index]) for index in bad)
+    dataset.records = [record for index, record in enumerate(dataset.records) if index not in bad]
+    return skipped_boxes
+
+
+def data_summary(dataset: DetectionDataset, skipped_boxes: int = 0) -> str:
+    """One line for the training log: images, boxes, and boxes clipped, dropped and skipped.
+
+    ``skipped_boxes``: boxes of images the decode pass left out (``apply_image_policy``).
+    """
+    counts = dataset.report.counts()
+    boxes = sum(len(record) for record in dataset.records)
+    skipped = counts["unknown_category"] + skipped_boxes
+    return (
+        f"{len(dataset.records)} images, {boxes} boxes; boxes clipped {counts['clipped_box']}, "
+        f"dropped {counts['degenerate_box']} (degenerate), skipped {skipped} "
+        f"(unknown class or bad image); bad images skipped {counts['bad_image']}"
+    )
+
+
+def prepare_training_data(dataset: DetectionDataset, on_bad_image: str = "error", workers: int | None = None) -> str:
+    """The pass ``train`` runs on each split before its first step: decode check, policy, summary line."""
+    return data_summary(dataset, apply_image_policy(dataset, check_images(dataset, workers), on_bad_image))
 
 
 def _listing(kind: str, messages: list[str]) -> list[str]:
@@ -95,18 +245,31 @@ def _listing(kind: str, messages: list[str]) -> list[str]:
     return [f"  {kind}: {len(messages)}", *shown, *([f"    ... and {hidden} more"] if hidden else [])]
 
 
-def check_dataset(spec: str | Path, split: str | None = None, verify_images: bool = False, **options: Any) -> str:
+def check_dataset(
+    spec: str | Path, split: str | None = None, verify_images: bool = True, workers: int | None = None, **options: Any
+) -> str:
+    """Reads a data set and summarises it for a person: sizes, objects per class, every problem.
+
+    ``inspect_dataset`` with the summary alone (see there).
+    """
+    return inspect_dataset(spec, split, verify_images, workers, **options)[0]
+
+
+def inspect_dataset(
+    spec: str | Path, split: str | None = None, verify_images: bool = True, workers: int | None = None, **options: Any
+) -> tuple[str, int]:
     """Reads a data set and summarises it for a person: sizes, objects per class, every problem.
 
     Args:
         spec: As for ``load_dataset``.
         split: As for ``load_dataset``.
-        verify_images: Also decode every image and list those that fail (slow on big sets).
+        verify_images: Also decode every image (``check_images``, cached) and list the bad ones.
+        workers: Decoding threads (``None``: one per CPU).
         **options: Passed to the reader.
 
     Returns:
-        A multi-line summary; problems list the file (and annotation / line) concerned, the
-        first ten of each kind shown and the rest counted.
+        A multi-line summary (problems list the file and annotation / line concerned, the first
+        ten of each kind shown and the rest counted) and the number of bad images.
 
     Raises:
         DataFormatError: A fatal problem (unreadable annotation file, wrong column count...).
@@ -129,9 +292,12 @@ def check_dataset(spec: str | Path, split: str | None = None, verify_images: boo
     if dataset.keypoint_names:
         lines.append(f"Keypoints: {len(dataset.keypoint_names)} per object")
 
+    image_check = check_images(dataset, workers) if verify_images else ImageCheck([], 0)
+    bad_images = len(image_check.bad)
+    apply_image_policy(dataset, image_check, "skip")
     problems = [(kind, [str(issue) for issue in dataset.report.of_kind(kind)]) for kind in ISSUE_KINDS]
-    if verify_images:
-        problems.append(("unreadable_image", _decode_failures(dataset)))
     problem_lines = [line for kind, messages in problems if messages for line in _listing(kind, messages)]
     lines += ["Problems:" if problem_lines else "Problems: none", *problem_lines]
-    return "\n".join(lines)
+    if bad_images:
+        lines.append(f"Bad images: {bad_images}; training refuses them unless data.on_bad_image=skip")
+    return "\n".join(lines), bad_images

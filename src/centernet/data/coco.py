@@ -46,8 +46,35 @@ def _annotation_box(json_path: Path, ann: dict) -> list[float]:
     bbox = ann.get("bbox")
     if not isinstance(bbox, list) or len(bbox) != 4:
         raise DataFormatError(f"{json_path} [annotation {ann.get('id')}]: 'bbox' must be [x, y, w, h], got {bbox!r}")
-    x, y, w, h = (float(v) for v in bbox)
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        raise DataFormatError(
+            f"{json_path} [annotation {ann.get('id')}]: 'bbox' must hold 4 numbers [x, y, w, h], got {bbox!r}"
+        ) from None
     return [x, y, x + w, y + h]
+
+
+def _check_images(json_path: Path, images: list) -> None:
+    """Every image entry has an id, a file name and, where given, a positive integer size; ids are unique."""
+    if not images:
+        raise DataFormatError(f"{json_path}: 'images' is empty; a data set needs at least one image")
+    seen: dict[object, str] = {}
+    for position, image in enumerate(images):
+        if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
+            raise DataFormatError(f"{json_path} [images[{position}]]: an image needs 'id' and 'file_name', got {image!r}")
+        for side in ("width", "height"):
+            value = image.get(side)
+            if side in image and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise DataFormatError(
+                    f"{json_path} [image {image['id']}]: {side} must be a positive integer, got {value!r}"
+                )
+        if image["id"] in seen:
+            raise DataFormatError(
+                f"{json_path} [image {image['id']}]: duplicate image id ({seen[image['id']]} and "
+                f"{image['file_name']}); their boxes would be merged"
+            )
+        seen[image["id"]] = image["file_name"]
 
 
 def _keypoints(json_path: Path, anns: list[dict], num_joints: int) -> np.ndarray:
@@ -103,9 +130,24 @@ def read_coco(
     json_path = Path(json_path)
     try:
         data = json.loads(json_path.read_text())
-        images, annotations, categories = data["images"], data.get("annotations", []), data["categories"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
-        raise DataFormatError(f"{json_path}: not a COCO annotation file ({error!r})") from error
+        if not isinstance(data, dict):
+            raise TypeError(f"the file holds a {type(data).__name__}, not an object")
+        images, annotations, categories = data["images"], data["annotations"], data["categories"]
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataFormatError(f"{json_path}: cannot read the annotation file ({error})") from error
+    except json.JSONDecodeError as error:
+        raise DataFormatError(f"{json_path}: not valid json ({error})") from error
+    except (KeyError, TypeError) as error:
+        raise DataFormatError(
+            f"{json_path}: not a COCO annotation file (needs 'images', 'annotations' and 'categories' lists; "
+            f"{'missing ' if isinstance(error, KeyError) else ''}{error})"
+        ) from error
+    for key, value in (("images", images), ("annotations", annotations), ("categories", categories)):
+        if not isinstance(value, list):
+            raise DataFormatError(f"{json_path}: '{key}' must be a list, got {type(value).__name__}")
+    if any(not isinstance(c, dict) or "id" not in c or "name" not in c for c in categories):
+        raise DataFormatError(f"{json_path}: every category needs an 'id' and a 'name'")
+    _check_images(json_path, images)
     categories = sorted(categories, key=lambda c: c["id"])
     is_kitti = any("calib" in image for image in images)
     keypoint_names = next((tuple(c["keypoints"]) for c in categories if c.get("keypoints")), None)
@@ -121,7 +163,9 @@ def read_coco(
     label_of_category = {cid: i for i, cid in enumerate(category_ids)}
 
     anns_of_image: dict[int, list[dict]] = {image["id"]: [] for image in images}
-    for ann in annotations:
+    for position, ann in enumerate(annotations):
+        if not isinstance(ann, dict):
+            raise DataFormatError(f"{json_path} [annotations[{position}]]: expected an object, got {ann!r}")
         if ann.get("image_id") not in anns_of_image:
             raise DataFormatError(
                 f"{json_path} [annotation {ann.get('id')}]: image_id {ann.get('image_id')!r} is not in 'images'"

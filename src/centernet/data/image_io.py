@@ -9,6 +9,12 @@ Truncated JPEG (no end-of-image marker): libjpeg decodes such a file and fills t
 with grey, printing only "Premature end of JPEG file". The labels then describe pixels that are not
 there, so by default this is an error naming the file; ``allow_truncated=True`` loads it with a
 warning instead (for data sets where a few damaged files are known and accepted).
+
+Corrupt data inside a JPEG (flipped bytes mid-stream) is worse: libjpeg decodes garbage for the
+rest of the image and only prints "Corrupt JPEG data: ..." on stderr. ``verify_image`` (the
+decode pass of ``centernet data check`` and of ``train`` before its first step) decodes JPEGs
+with libjpeg-turbo in strict mode (``simplejpeg``), which turns those warnings into errors, and
+other formats fully with Pillow (``Image.load`` refuses truncated PNG / TIFF streams).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 _JPEG_START = b"\xff\xd8"
@@ -28,6 +35,8 @@ _JPEG_TAIL_BYTES = 1024
 # EXIF orientations 5..8 rotate by 90 degrees: width and height swap.
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)
+# libjpeg-turbo cannot convert CMYK to BGR; the check decodes each stream in its own colour space.
+_JPEG_DECODE_AS = {"Gray": "GRAY", "CMYK": "CMYK", "YCCK": "CMYK"}
 
 
 class ImageReadError(OSError):
@@ -94,3 +103,59 @@ def image_size(path: str | Path) -> tuple[int, int]:
     if orientation in _TRANSPOSED_ORIENTATIONS:
         width, height = height, width
     return width, height
+
+
+def _exif_orientation(path: Path) -> int:
+    try:
+        with Image.open(path) as image:
+            return int(image.getexif().get(_EXIF_ORIENTATION, 1))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return 1
+
+
+def verify_image(path: str | Path) -> tuple[int, int]:
+    """Decodes every pixel of an image file and returns its size as ``load_image`` gives it.
+
+    Stricter than ``load_image``: a JPEG whose entropy-coded data is corrupt (which libjpeg only
+    warns about), a truncated PNG or TIFF, an empty file or one that is no image are refused.
+
+    Returns:
+        ``(width, height)`` after EXIF orientation.
+
+    Raises:
+        ImageReadError: The file is missing, unreadable, empty, not an image, truncated or
+            corrupt; the message starts with the file name and says which.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: image file not found")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ImageReadError(f"{path}: cannot read image file ({error.strerror or error})") from error
+    if not data:
+        raise ImageReadError(f"{path}: empty file (0 bytes)")
+    if data[: len(_JPEG_START)] == _JPEG_START:
+        if _JPEG_END not in data[-_JPEG_TAIL_BYTES:]:
+            raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker); re-download or remove it")
+        try:
+            height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+            simplejpeg.decode_jpeg(data, colorspace=_JPEG_DECODE_AS.get(colorspace, "BGR"), strict=True)
+        except ValueError as error:
+            raise ImageReadError(f"{path}: corrupt JPEG ({error}); its pixels would be garbage") from error
+        orientation = _exif_orientation(path)
+    else:
+        try:
+            with Image.open(path) as image:
+                image.load()
+                width, height = image.size
+                orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1))
+        except (UnidentifiedImageError, Image.DecompressionBombError):
+            # Formats Pillow does not read (or refuses as too large) but OpenCV may: its decode decides.
+            width, height = load_image(path).shape[1::-1]
+            orientation = 1  # load_image's size is already oriented
+        except (OSError, ValueError, SyntaxError) as error:
+            raise ImageReadError(f"{path}: damaged image ({error})") from error
+    if orientation in _TRANSPOSED_ORIENTATIONS:
+        width, height = height, width
+    return int(width), int(height)

@@ -71,6 +71,7 @@ ISSUE_KINDS: tuple[str, ...] = (
     "size_mismatch",  # the annotation's image size differs from the image file's
     "missing_split",  # no split file: every frame used
     "truncated_image",  # image decoded despite a missing end marker
+    "bad_image",  # missing, undecodable, corrupt, or of another size than annotated: skipped (on_bad_image)
 )
 
 

@@ -1,7 +1,24 @@
-"""The run folder ``runs/<name>/``: resolved config, ``results.csv``, PNG plots, checkpoints, images."""
+"""The run folder ``runs/<name>/``: resolved config, ``results.csv``, PNG plots, checkpoints, images.
+
+Runs never mix. A run holds an exclusive lock on its folder (``.lock``: an ``flock`` on a file that
+names the holder's pid and host) for its whole life, so a second run of the same name is refused
+while the first lives; the kernel drops the lock when the holder dies, however it dies, so a stale
+lock file is recognised and taken over. A folder holding anything from an earlier run (checkpoints,
+``config.yaml``, ``results.csv``...) is an existing run: ``--resume`` continues it, otherwise
+``on_existing_run`` decides: ``"error"`` (the default: refuse, saying the choices; the same command
+never writes somewhere else or over something silently), ``"increment"`` (the first free
+``<name>-2``, ``<name>-3``..., as Ultralytics) or ``"overwrite"`` (empty the folder first).
+"""
 from __future__ import annotations
 
 import csv
+import errno
+import fcntl
+import json
+import os
+import shutil
+import socket
+import time
 from pathlib import Path
 
 import matplotlib
@@ -9,20 +26,147 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
 
-from centernet.config import Config  # noqa: E402
+from centernet.config import Config, ConfigError  # noqa: E402
+
+ON_EXISTING_RUN = ("error", "increment", "overwrite")
+LOCK_NAME = ".lock"
+
+
+class RunLockedError(FileExistsError):
+    """Another live process holds the run folder."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+class RunLock:
+    """An exclusive lock on a run folder for the life of a run (released by ``release`` or by death)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK_NAME
+        # A file object, not a bare descriptor: if the run object is dropped without ``release``
+        # (an exception in a caller), closing on garbage collection still drops the flock.
+        self._file = None
+
+    def holder(self) -> dict:
+        """What the lock file says about its holder (empty when unreadable)."""
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self) -> None:
+        """Takes the lock, or raises ``RunLockedError`` naming the live holder."""
+        while True:
+            stream = open(self.path, "a+b")  # noqa: SIM115  (held open for the life of the run)
+            try:
+                fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                stream.close()
+                raise RunLockedError(self._held_message()) from None
+            except OSError as error:  # a file system without flock: fall back to the pid check
+                if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    stream.close()
+                    raise
+                holder = self.holder()
+                if holder.get("host") == socket.gethostname() and _pid_alive(int(holder.get("pid", -1))):
+                    stream.close()
+                    raise RunLockedError(self._held_message()) from None
+            try:
+                same_file = os.stat(self.path).st_ino == os.fstat(stream.fileno()).st_ino
+            except FileNotFoundError:  # the holder released (unlinked) it between our open and flock
+                same_file = False
+            if same_file:
+                break
+            stream.close()
+        holder = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+        stream.truncate(0)
+        stream.write(holder.encode())
+        stream.flush()
+        os.fsync(stream.fileno())
+        self._file = stream
+
+    def _held_message(self) -> str:
+        holder = self.holder()
+        who = f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}"
+        return (
+            f"run folder {self.path.parent} is in use by a live run ({who}, lock {self.path}); "
+            "wait for it to end, stop it, or choose another name="
+        )
+
+    def release(self) -> None:
+        if self._file is None:
+            return
+        self.path.unlink(missing_ok=True)
+        self._file.close()  # closing drops the flock
+        self._file = None
+
+    @property
+    def held(self) -> bool:
+        return self._file is not None
+
+
+def _holds_a_run(folder: Path) -> bool:
+    """Whether ``folder`` holds anything but a lock file (checkpoints, config.yaml, results.csv...)."""
+    return folder.is_dir() and any(entry.name != LOCK_NAME for entry in folder.iterdir())
 
 
 class RunFolder:
-    """Everything one training run writes; only the main process writes."""
+    """Everything one training run writes; only the main process writes.
+
+    Creating it takes the folder's lock (see the module docstring); ``close`` releases it. With
+    ``on_existing_run="increment"`` the chosen name is written back to ``cfg.name``, so the saved
+    ``config.yaml`` and the checkpoints name the folder the run is really in.
+
+    Raises:
+        RunLockedError: Another live run holds the folder.
+        FileExistsError: The folder holds an earlier run and ``on_existing_run`` is ``"error"``.
+        ConfigError: ``on_existing_run`` is not one of ``ON_EXISTING_RUN``.
+    """
 
     def __init__(self, cfg: Config, resume: bool = False) -> None:
+        if cfg.on_existing_run not in ON_EXISTING_RUN:
+            raise ConfigError(f"on_existing_run: {cfg.on_existing_run!r} is not one of {', '.join(ON_EXISTING_RUN)}")
+        base = self.path_of(cfg)
+        if not resume and cfg.on_existing_run == "increment":
+            number = 2
+            while _holds_a_run(self.path_of(cfg)) or (self.path_of(cfg) / LOCK_NAME).exists():
+                cfg.name = f"{base.name}-{number}"
+                number += 1
         self.root = self.path_of(cfg)
-        if self.root.exists() and not resume and any(self.root.glob("*.pt")):
-            raise FileExistsError(
-                f"run folder {self.root} already holds checkpoints; pass --resume to continue it or choose another name="
-            )
-        (self.root / "images").mkdir(parents=True, exist_ok=True)
-        cfg.save(self.root / "config.yaml")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.lock = RunLock(self.root)
+        self.lock.acquire()
+        try:
+            if not resume and _holds_a_run(self.root):
+                if cfg.on_existing_run != "overwrite":
+                    raise FileExistsError(
+                        f"run folder {self.root} already holds a run ({', '.join(sorted(self._contents()))}); "
+                        "pass --resume to continue it, on_existing_run=overwrite to replace it, "
+                        "on_existing_run=increment for a new name, or choose another name="
+                    )
+                for entry in self.root.iterdir():
+                    if entry.name != LOCK_NAME:
+                        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            (self.root / "images").mkdir(parents=True, exist_ok=True)
+            cfg.save(self.root / "config.yaml")
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _contents(self) -> list[str]:
+        return [entry.name for entry in self.root.iterdir() if entry.name != LOCK_NAME][:6]
+
+    def close(self) -> None:
+        """Releases the folder's lock (the run is over)."""
+        self.lock.release()
 
     @staticmethod
     def path_of(cfg: Config) -> Path:

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from centernet.config import Config, ConfigError
+from centernet.data.check import prepare_training_data
 from centernet.engine.dataset import EpochSampler, TrainingDataset, collate
 from centernet.engine.distributed import DistributedContext
 from centernet.engine.evaluate import evaluate_network
@@ -57,6 +58,10 @@ class Trainer:
 
         self.train_set = TrainingDataset.from_config(cfg, "train")
         self.val_set = TrainingDataset.from_config(cfg, "val")
+        for which, split in (("train", self.train_set), ("val", self.val_set)):  # before any step: nothing fails mid-epoch
+            summary = prepare_training_data(split.data, cfg.data.on_bad_image)
+            if self.ctx.is_main:
+                print(f"{which} data: {summary}", flush=True)
         self.class_names = self.train_set.class_names
         self.task = self.train_set.task
         self.model = build_model(cfg.model.arch, self.task.heads, cfg.model.head_conv)
@@ -174,6 +179,7 @@ class Trainer:
         self.ctx.barrier()
         if self.run:
             summary["run_folder"] = str(self.run.root)
+            self.run.close()  # the folder's lock: the run is over
         self.ctx.close()
         return summary
 

@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT_VERSION = 1
+#: Versions :func:`load_checkpoint` reads; any other value (a newer file, a hand-edited one) is refused.
+SUPPORTED_FORMAT_VERSIONS: tuple[int, ...] = (1,)
 _MISMATCH_SHOWN = 5  # keys listed per kind in an error message
 # Released DLA checkpoints carry the backbone's ImageNet classifier, which the detector never builds.
 IMAGENET_CLASSIFIER = "base.fc."
@@ -79,8 +81,35 @@ def _torch_load(path: str | PathLike[str]) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
+    except IsADirectoryError as exc:
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file") from exc
+    except PermissionError as exc:
+        raise CheckpointError(f"{path}: cannot read the checkpoint (permission denied)") from exc
     except Exception as exc:  # torch raises pickle, zip, EOF and runtime errors for damaged files
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+        text = str(exc)
+        if "weights_only" in text.lower() or "weights only" in text.lower():
+            # torch's own text goes on to suggest weights_only=False, which would run the file's code.
+            raise CheckpointError(
+                f"{path}: refused: it holds pickled Python objects other than tensors and plain data, "
+                "and loading those could run code; only data-only checkpoints are read"
+            ) from exc
+        detail = text.strip().splitlines()[0][:200] if text.strip() else "no detail"
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (damaged, truncated or another kind of file: "
+            f"{type(exc).__name__}: {detail})"
+        ) from exc
+
+
+def _check_format_version(payload: Mapping[str, Any], path: str | PathLike[str]) -> None:
+    """Refuses a project checkpoint of a format version this code does not know."""
+    version = payload.get("format_version")
+    if isinstance(version, bool) or version not in SUPPORTED_FORMAT_VERSIONS:
+        raise CheckpointError(
+            f"{path}: checkpoint format_version {version!r} is not supported "
+            f"(this code reads version{'s' if len(SUPPORTED_FORMAT_VERSIONS) > 1 else ''} "
+            f"{', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))}); its metadata (classes, input size...) "
+            "cannot be trusted"
+        )
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -97,6 +126,9 @@ def _strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, to
 
 
 def _unwrap_state_dict(payload: Any, path: str | PathLike[str]) -> dict[str, torch.Tensor]:
+    if isinstance(payload, Mapping) and ("format_version" in payload or payload.get("format") == "centernet"):
+        # One of ours: its version decides, whichever reader is asked (the original checkpoints have none).
+        _check_format_version(payload, path)
     state_dict = payload.get("state_dict") if isinstance(payload, Mapping) and "state_dict" in payload else payload
     if not _is_state_dict(state_dict):
         raise CheckpointError(
@@ -320,15 +352,11 @@ def load_checkpoint(path: str | PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``, onto the CPU).
 
     Raises:
-        CheckpointError: the file is unreadable, not a dict, or from a newer format version.
+        CheckpointError: the file is unreadable, not a dict, or of a format version not in
+            :data:`SUPPORTED_FORMAT_VERSIONS`.
     """
     payload = _torch_load(path)
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dict, found {type(payload).__name__}")
-    version = payload.get("format_version")
-    if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format_version {version!r} is not supported "
-            f"(this code reads versions up to {CHECKPOINT_FORMAT_VERSION})"
-        )
+    _check_format_version(payload, path)
     return payload

@@ -43,6 +43,14 @@ class ImageReadError(OSError):
     """An image file that is missing, unreadable, not an image, or damaged; the message names it."""
 
 
+def _not_a_file(path: Path) -> str:
+    if path.is_dir():
+        return f"{path}: is a folder, not an image file"
+    if path.is_symlink():
+        return f"{path}: image file not found (a broken or looping symbolic link)"
+    return f"{path}: image file not found"
+
+
 def _is_truncated_jpeg(path: Path) -> bool:
     """Whether ``path`` is a JPEG stream without its end-of-image marker (reads head and tail only)."""
     try:
@@ -73,7 +81,7 @@ def load_image(path: str | Path, allow_truncated: bool = False) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise ImageReadError(f"{path}: image file not found")
+        raise ImageReadError(_not_a_file(path))
     if _is_truncated_jpeg(path):
         if not allow_truncated:
             raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker); re-download or remove it")
@@ -93,7 +101,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """
     path = Path(path)
     if not path.is_file():
-        raise ImageReadError(f"{path}: image file not found")
+        raise ImageReadError(_not_a_file(path))
     try:
         with Image.open(path) as image:
             width, height = image.size
@@ -128,7 +136,7 @@ def verify_image(path: str | Path) -> tuple[int, int]:
     """
     path = Path(path)
     if not path.is_file():
-        raise ImageReadError(f"{path}: image file not found")
+        raise ImageReadError(_not_a_file(path))
     try:
         data = path.read_bytes()
     except OSError as error:

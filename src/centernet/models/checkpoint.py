@@ -86,18 +86,25 @@ def _torch_load(path: str | PathLike[str]) -> Any:
     except PermissionError as exc:
         raise CheckpointError(f"{path}: cannot read the checkpoint (permission denied)") from exc
     except Exception as exc:  # torch raises pickle, zip, EOF and runtime errors for damaged files
-        text = str(exc)
-        if "weights_only" in text.lower() or "weights only" in text.lower():
-            # torch's own text goes on to suggest weights_only=False, which would run the file's code.
-            raise CheckpointError(
-                f"{path}: refused: it holds pickled Python objects other than tensors and plain data, "
-                "and loading those could run code; only data-only checkpoints are read"
-            ) from exc
-        detail = text.strip().splitlines()[0][:200] if text.strip() else "no detail"
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint (damaged, truncated or another kind of file: "
-            f"{type(exc).__name__}: {detail})"
-        ) from exc
+        raise CheckpointError(f"{path}: {_load_failure(str(exc), type(exc).__name__)}") from exc
+
+
+def _load_failure(text: str, kind: str) -> str:
+    """Why ``torch.load`` refused a file, without torch's advice to retry with ``weights_only=False``
+    (which would run whatever code the file holds)."""
+    if "weights only load failed" in text.lower():
+        blocked = re.search(r"GLOBAL ([\w.]+)", text)
+        if blocked:
+            return (
+                f"refused: it holds pickled Python objects ({blocked.group(1)}) other than tensors and plain "
+                "data, and loading those could run code; only data-only checkpoints are read"
+            )
+        reason = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        detail = reason.group(1).strip() if reason else "not a pickle of tensors and plain data"
+        return f"not a readable PyTorch checkpoint (damaged, truncated or another kind of file: {detail})"
+    lines = text.strip().splitlines()
+    detail = lines[0][:200] if lines else "no detail"
+    return f"not a readable PyTorch checkpoint (damaged, truncated or another kind of file: {kind}: {detail})"
 
 
 def _check_format_version(payload: Mapping[str, Any], path: str | PathLike[str]) -> None:

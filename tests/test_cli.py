@@ -39,7 +39,18 @@ def image_folder(tmp_path_factory):
 
 
 def test_train_writes_a_self_describing_checkpoint(trained):
-    assert (trained / "best.pt").is_file() and (trained / "results.csv").is_file()
+    from centernet.data.synthetic import SHAPE_CLASSES
+    from centernet.models.checkpoint import CHECKPOINT_FORMAT_VERSION, load_checkpoint
+
+    ckpt = load_checkpoint(trained / "best.pt")
+    assert ckpt["format"] == "centernet" and ckpt["format_version"] == CHECKPOINT_FORMAT_VERSION
+    assert ckpt["arch"] == "res_18" and ckpt["task"] == "ctdet" and ckpt["head_conv"] == 16
+    assert ckpt["heads"] == {"hm": len(SHAPE_CLASSES), "wh": 2, "reg": 2}
+    assert ckpt["class_names"] == list(SHAPE_CLASSES) and ckpt["input_size"] == [64, 64]
+    assert ckpt["state_dict"]["hm.2.weight"].shape[0] == len(SHAPE_CLASSES)
+    assert ckpt["config"]["name"] == "tiny" and ckpt["config"]["train"]["epochs"] == 1
+    rows = (trained / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,") and rows[1].startswith("1,")
 
 
 def test_val_prints_the_twelve_coco_numbers(trained, capsys):

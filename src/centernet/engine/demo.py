@@ -21,9 +21,8 @@ def run_demo(output: str | Path = "runs/demo", overrides: Sequence[str] = ()) ->
     from centernet.engine.trainer import train
 
     output = Path(output)
-    for stale in ("last.pt", "best.pt"):
-        (output / stale).unlink(missing_ok=True)
-    cfg = load_config(DEMO_RECIPE, [f"project={output.parent}", f"name={output.name}", *overrides])
+    # An earlier demo there is replaced whole (never mixed with this one); a live one refuses.
+    cfg = load_config(DEMO_RECIPE, [f"project={output.parent}", f"name={output.name}", "on_existing_run=overwrite", *overrides])
     started = time.time()
     summary = train(cfg)
     detector = CenterNet.from_checkpoint(output / "best.pt")

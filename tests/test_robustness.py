@@ -447,3 +447,20 @@ def test_required_fixtures_that_are_missing_fail_the_session(tmp_path: Path) -> 
     assert required.returncode != 0
     assert "the test fixtures are missing: shared data sets" in required.stdout + required.stderr
     assert str(tmp_path / "absent") in required.stdout + required.stderr
+
+
+# ---------------------------------------------------------------- a model or data of another task
+
+
+def test_data_and_checkpoints_of_another_task_are_refused_before_any_step(tmp_path: Path, capsys) -> None:
+    json_path = _coco(tmp_path)
+    for task, words in (("multi_pose", "has no keypoint annotations"), ("ddd", "")):
+        code = main(["train", f"task={task}", f"project={tmp_path}", f"name={task}", f"data.source={json_path}", "data.num_workers=0"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err.startswith("error: ") and words in err and "\n" not in err, (task, err)
+    pose = tmp_path / "pose.pt"
+    CenterNet(arch="res_18", task="multi_pose", num_classes=1, head_conv=8, input_size=(SIZE, SIZE)).save(pose)
+    for extra, words in (([], "a multi_pose model, but the experiment is ctdet"), (["task=multi_pose"], "has no keypoint annotations")):
+        assert main(["val", "--weights", str(pose), f"data.source={json_path}", "data.num_workers=0", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and "\n" not in err, err

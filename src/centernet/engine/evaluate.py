@@ -262,6 +262,7 @@ def evaluate_checkpoint(
     Without ``cfg`` the experiment stored in our checkpoint is used (an original ``.pth`` carries
     none: give a recipe). ``split`` overrides the recipe's validation split.
     """
+    from centernet.data.check import require_task_annotations
     from centernet.detector import CenterNet
     from centernet.engine.dataset import load_split
     from centernet.models.checkpoint import load_checkpoint
@@ -275,6 +276,9 @@ def evaluate_checkpoint(
     if split is not None:
         cfg.data.val_split = split
     data = load_split(cfg, "val")
+    if detector.task.name != cfg.task:
+        raise ValueError(f"{weights}: a {detector.task.name} model, but the experiment is {cfg.task} (task=...); evaluate it on {detector.task.name} data")
+    require_task_annotations(data, detector.task.name)
     if len(data.class_names) != detector.num_classes:
         raise ValueError(f"{weights}: trained for {detector.num_classes} classes, data set {cfg.data.source} has {len(data.class_names)}")
     predictions = predict_records(

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from centernet.config import Config, ConfigError
-from centernet.data.check import prepare_training_data
+from centernet.data.check import prepare_training_data, require_task_annotations
 from centernet.engine.dataset import EpochSampler, TrainingDataset, collate
 from centernet.engine.distributed import DistributedContext
 from centernet.engine.evaluate import evaluate_network
@@ -59,6 +59,7 @@ class Trainer:
         self.train_set = TrainingDataset.from_config(cfg, "train")
         self.val_set = TrainingDataset.from_config(cfg, "val")
         for which, split in (("train", self.train_set), ("val", self.val_set)):  # before any step: nothing fails mid-epoch
+            require_task_annotations(split.data, cfg.task)
             summary = prepare_training_data(split.data, cfg.data.on_bad_image)
             if self.ctx.is_main:
                 print(f"{which} data: {summary}", flush=True)

@@ -79,7 +79,7 @@ def test_voc_xml_folder(tmp_path, data_dir):
 
 
 def test_yolo_txt(tmp_path, data_dir):
-    data = _yolo_tree(data_dir / "raccoon", tmp_path / "yolo")
+    data = _yolo_tree(data_dir / "raccoon", tmp_path / "yolo_data")  # not inside the run folder runs/yolo
     _train(tmp_path, "yolo", f"data.source={data}")
 
 

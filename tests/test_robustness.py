@@ -90,6 +90,12 @@ def _tiny(project: Path, source: Path, *extra: str):
 # ---------------------------------------------------------------- 1: run folders never mix
 
 
+def _begun(cfg, resume: bool = False) -> RunFolder:
+    run = RunFolder(cfg, resume=resume)
+    run.begin(cfg)
+    return run
+
+
 def test_a_folder_holding_only_config_and_results_is_an_existing_run(tmp_path: Path) -> None:
     cfg = _tiny(tmp_path, tmp_path / "none.json")
     (tmp_path / "run").mkdir()
@@ -101,15 +107,32 @@ def test_a_folder_holding_only_config_and_results_is_an_existing_run(tmp_path: P
 
 
 def test_a_second_run_of_the_same_name_is_refused_while_the_first_lives(tmp_path: Path) -> None:
-    first = RunFolder(_tiny(tmp_path, tmp_path / "x.json"))
+    first = _begun(_tiny(tmp_path, tmp_path / "x.json"))
     for mode in ("error", "overwrite"):
         with pytest.raises(RunLockedError, match=f"in use by a live run \\(pid {os.getpid()} on host"):
             RunFolder(_tiny(tmp_path, tmp_path / "x.json", f"on_existing_run={mode}"))
     with pytest.raises(RunLockedError):
         RunFolder(_tiny(tmp_path, tmp_path / "x.json"), resume=True)
+    # Two set up before either started: the second to begin is refused under the lock.
+    late = RunFolder(_tiny(tmp_path, tmp_path / "y.json", "name=other"))
+    early = _begun(_tiny(tmp_path, tmp_path / "y.json", "name=other"))
+    with pytest.raises(RunLockedError):
+        late.begin(_tiny(tmp_path, tmp_path / "y.json", "name=other"))
     assert sorted(p.name for p in first.root.iterdir()) == [LOCK_NAME, "config.yaml", "images"]
-    first.close()
+    first.close(), early.close()
     assert not (first.root / LOCK_NAME).exists()
+
+
+def test_a_run_refused_while_it_is_set_up_leaves_nothing_behind(tmp_path: Path) -> None:
+    json_path = _coco(tmp_path / "data")
+    _break("empty", tmp_path / "data" / "images" / "im0.jpg")
+    cfg = _tiny(tmp_path, json_path)
+    with pytest.raises(DataFormatError, match="im0.jpg: empty file"):
+        Trainer(cfg)
+    assert not (tmp_path / "run").exists()  # a retry after the fix is not taken for an earlier run
+    with pytest.raises(FileNotFoundError, match="last.pt"):
+        Trainer(_tiny(tmp_path, _coco(tmp_path / "fixed")), resume=True)
+    assert not (tmp_path / "run").exists()
 
 
 HOLDER = textwrap.dedent(
@@ -117,7 +140,9 @@ HOLDER = textwrap.dedent(
     import sys, time
     from centernet.config import load_config
     from centernet.engine.run_folder import RunFolder
-    run = RunFolder(load_config(None, [f"project={sys.argv[1]}", "name=run"]))
+    cfg = load_config(None, [f"project={sys.argv[1]}", "name=run"])
+    run = RunFolder(cfg)  # held: a dropped RunFolder releases its lock
+    run.begin(cfg)
     print("locked", flush=True)
     time.sleep(60)
     """
@@ -136,22 +161,22 @@ def test_a_run_in_another_process_holds_the_folder_until_it_dies(tmp_path: Path)
         holder.kill()  # like kill -9: no clean-up runs, the lock file stays behind
         holder.wait()
     assert json.loads((tmp_path / "run" / LOCK_NAME).read_text())["pid"] == holder.pid
-    run = RunFolder(cfg)  # the dead holder's lock is stale: taken over (and overwrite empties the folder)
+    run = _begun(cfg)  # the dead holder's lock is stale: taken over (and overwrite empties the folder)
     assert json.loads((tmp_path / "run" / LOCK_NAME).read_text())["pid"] == os.getpid()
     run.close()
 
 
 def test_increment_picks_a_new_name_and_overwrite_empties_the_folder(tmp_path: Path) -> None:
-    RunFolder(_tiny(tmp_path, tmp_path / "x.json")).close()
+    _begun(_tiny(tmp_path, tmp_path / "x.json")).close()
     (tmp_path / "run" / "last.pt").write_bytes(b"old")
     cfg = _tiny(tmp_path, tmp_path / "x.json", "on_existing_run=increment")
-    second = RunFolder(cfg)
+    second = _begun(cfg)
     assert second.root == tmp_path / "run-2" and cfg.name == "run-2"
     assert load_config(second.root / "config.yaml").name == "run-2"
-    third = RunFolder(_tiny(tmp_path, tmp_path / "x.json", "on_existing_run=increment"))
-    assert third.root == tmp_path / "run-3"  # run-2 is alive (locked): never shared
+    third = _begun(_tiny(tmp_path, tmp_path / "x.json", "on_existing_run=increment"))
+    assert third.root == tmp_path / "run-3"  # run-2 is taken: never shared
     second.close(), third.close()
-    replaced = RunFolder(_tiny(tmp_path, tmp_path / "x.json", "on_existing_run=overwrite"))
+    replaced = _begun(_tiny(tmp_path, tmp_path / "x.json", "on_existing_run=overwrite"))
     assert sorted(p.name for p in replaced.root.iterdir()) == [LOCK_NAME, "config.yaml", "images"]
     replaced.close()
     with pytest.raises(ConfigError, match="on_existing_run: 'sometimes' is not one of error, increment, overwrite"):
@@ -260,7 +285,7 @@ def test_training_refuses_bad_images_before_its_first_step(tmp_path: Path) -> No
     _break("truncated", tmp_path / "images" / "im3.jpg")
     with pytest.raises(DataFormatError, match="im3.jpg: truncated JPEG .*1 of the 4 images .*data.on_bad_image=skip"):
         Trainer(_tiny(tmp_path, json_path))
-    assert not (tmp_path / "run" / "last.pt").exists()
+    assert not (tmp_path / "run").exists()
     # the CLI: one line naming the file, exit code 2
     assert main(["train", f"project={tmp_path}", "name=cli", f"data.source={json_path}"]) == 2
 

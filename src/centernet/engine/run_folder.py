@@ -62,23 +62,41 @@ class RunLock:
         except (OSError, ValueError):
             return {}
 
+    def _flock(self, stream) -> bool:
+        """Tries the exclusive lock on an open lock file: whether it was free (stale or unused)."""
+        try:
+            fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        except OSError as error:  # a file system without flock: fall back to the pid check
+            if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            holder = self.holder()
+            return not (holder.get("host") == socket.gethostname() and _pid_alive(int(holder.get("pid", -1))))
+        return True
+
+    def ensure_free(self) -> None:
+        """Raises ``RunLockedError`` when a live run holds the folder (takes nothing)."""
+        try:
+            stream = open(self.path, "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            return
+        with stream:
+            if not self._flock(stream):
+                raise RunLockedError(self._held_message())
+
     def acquire(self) -> None:
         """Takes the lock, or raises ``RunLockedError`` naming the live holder."""
         while True:
             stream = open(self.path, "a+b")  # noqa: SIM115  (held open for the life of the run)
             try:
-                fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                free = self._flock(stream)
+            except OSError:
                 stream.close()
-                raise RunLockedError(self._held_message()) from None
-            except OSError as error:  # a file system without flock: fall back to the pid check
-                if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-                    stream.close()
-                    raise
-                holder = self.holder()
-                if holder.get("host") == socket.gethostname() and _pid_alive(int(holder.get("pid", -1))):
-                    stream.close()
-                    raise RunLockedError(self._held_message()) from None
+                raise
+            if not free:
+                stream.close()
+                raise RunLockedError(self._held_message())
             try:
                 same_file = os.stat(self.path).st_ino == os.fstat(stream.fileno()).st_ino
             except FileNotFoundError:  # the holder released (unlinked) it between our open and flock
@@ -112,6 +130,12 @@ class RunLock:
     def held(self) -> bool:
         return self._file is not None
 
+    def __del__(self) -> None:
+        try:
+            self.release()
+        except Exception:  # noqa: BLE001  (interpreter shutdown: the kernel drops the flock anyway)
+            pass
+
 
 def _holds_a_run(folder: Path) -> bool:
     """Whether ``folder`` holds anything but a lock file (checkpoints, config.yaml, results.csv...)."""
@@ -121,7 +145,11 @@ def _holds_a_run(folder: Path) -> bool:
 class RunFolder:
     """Everything one training run writes; only the main process writes.
 
-    Creating it takes the folder's lock (see the module docstring); ``close`` releases it. With
+    Creating it checks the folder (refusing a live run's, or an earlier run's unless resumed or
+    ``on_existing_run`` says otherwise) and writes nothing; ``begin``, when training starts, takes
+    the folder's lock (see the module docstring), empties it for ``"overwrite"`` and writes the
+    resolved ``config.yaml``; ``close`` releases the lock. A run refused while it is set up (bad
+    data, a missing checkpoint) so leaves nothing behind that a retry would take for a run. With
     ``on_existing_run="increment"`` the chosen name is written back to ``cfg.name``, so the saved
     ``config.yaml`` and the checkpoints name the folder the run is really in.
 
@@ -137,36 +165,59 @@ class RunFolder:
         base = self.path_of(cfg)
         if not resume and cfg.on_existing_run == "increment":
             number = 2
-            while _holds_a_run(self.path_of(cfg)) or (self.path_of(cfg) / LOCK_NAME).exists():
+            while not self._is_free(self.path_of(cfg)):
                 cfg.name = f"{base.name}-{number}"
                 number += 1
         self.root = self.path_of(cfg)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.resume = resume
+        self.on_existing_run = cfg.on_existing_run
         self.lock = RunLock(self.root)
+        self._check()
+
+    @staticmethod
+    def _is_free(folder: Path) -> bool:
+        try:
+            RunLock(folder).ensure_free()
+        except RunLockedError:
+            return False
+        return not _holds_a_run(folder)
+
+    def _check(self) -> None:
+        if not self.lock.held:
+            self.lock.ensure_free()
+        if not self.resume and _holds_a_run(self.root) and self.on_existing_run != "overwrite":
+            raise FileExistsError(
+                f"run folder {self.root} already holds a run ({', '.join(sorted(self._contents()))}); "
+                "pass --resume to continue it, on_existing_run=overwrite to replace it, "
+                "on_existing_run=increment for a new name, or choose another name="
+            )
+
+    def begin(self, cfg: Config) -> None:
+        """Takes the lock for the life of the run, checks the folder again, writes ``config.yaml``."""
+        self.root.mkdir(parents=True, exist_ok=True)
         self.lock.acquire()
         try:
-            if not resume and _holds_a_run(self.root):
-                if cfg.on_existing_run != "overwrite":
-                    raise FileExistsError(
-                        f"run folder {self.root} already holds a run ({', '.join(sorted(self._contents()))}); "
-                        "pass --resume to continue it, on_existing_run=overwrite to replace it, "
-                        "on_existing_run=increment for a new name, or choose another name="
-                    )
+            self._check()  # again, under the lock: another run may have started since
+            if not self.resume and self.on_existing_run == "overwrite":
                 for entry in self.root.iterdir():
                     if entry.name != LOCK_NAME:
                         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
             (self.root / "images").mkdir(parents=True, exist_ok=True)
             cfg.save(self.root / "config.yaml")
         except BaseException:
-            self.lock.release()
+            self.close()
             raise
 
     def _contents(self) -> list[str]:
         return [entry.name for entry in self.root.iterdir() if entry.name != LOCK_NAME][:6]
 
     def close(self) -> None:
-        """Releases the folder's lock (the run is over)."""
+        """Releases the folder's lock (the run is over); a folder left empty is removed."""
         self.lock.release()
+        try:
+            self.root.rmdir()  # only succeeds when empty
+        except OSError:
+            pass
 
     @staticmethod
     def path_of(cfg: Config) -> Path:

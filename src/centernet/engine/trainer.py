@@ -159,6 +159,8 @@ class Trainer:
     def fit(self) -> dict:
         cfg = self.cfg
         summary: dict = {}
+        if self.run:
+            self.run.begin(cfg)
         while self.state.epoch <= cfg.train.epochs:
             epoch = self.state.epoch
             started = time.time()
@@ -229,7 +231,12 @@ class Trainer:
 
 def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] = ()) -> dict:
     """Train ``cfg`` to the end (continuing ``runs/<name>/last.pt`` with ``resume``); returns the last metrics."""
-    return Trainer(cfg, resume=resume, callbacks=callbacks).fit()
+    trainer = Trainer(cfg, resume=resume, callbacks=callbacks)
+    try:
+        return trainer.fit()
+    finally:
+        if trainer.run:  # the folder's lock, however the run ended
+            trainer.run.close()
 
 
 def _autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:

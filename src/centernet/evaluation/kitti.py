@@ -16,6 +16,9 @@ positives, from which at most 41 score thresholds are chosen; pass 2 takes, at e
 the best-overlapping detection and counts TP / FP. Both passes are vectorised across frames (the
 i-th ground truth of every frame is matched in the same step) and, in pass 2, across thresholds.
 
+Frames are ``data.kitti.Objects3D`` (with types and 2D boxes), files are read with
+``data.kitti.read_kitti_file`` and the bird's-eye rectangles are ``Objects3D.footprints``.
+
 Units: 2D boxes in pixels of the image, 3D dimensions and locations in metres in the camera frame
 (x right, y down, z forward); ``location`` is the bottom centre of the box.
 """
@@ -32,7 +35,7 @@ import numpy as np
 
 from centernet.data.kitti import Objects3D, read_kitti_file
 
-KITTI_CLASSES = ("car", "pedestrian", "cyclist")
+EVALUATED_CLASSES = ("car", "pedestrian", "cyclist")  # lower case, in the order the binary reports them
 METRICS = ("bbox", "aos", "bev", "3d")
 DIFFICULTIES = ("easy", "moderate", "hard")
 NUM_SAMPLE_POINTS = 41
@@ -151,7 +154,7 @@ def evaluate_kitti(
     det_dir: str | os.PathLike,
     *,
     iou_thresholds: Literal["original", "official"] | IouThresholds = "original",
-    classes: Sequence[str] = KITTI_CLASSES,
+    classes: Sequence[str] = EVALUATED_CLASSES,
 ) -> KittiResult:
     """Evaluates a KITTI result folder against a label folder, as the original's binary does.
 
@@ -226,7 +229,7 @@ def evaluate_kitti_objects(
     detections: Sequence[Objects3D],
     *,
     iou_thresholds: Literal["original", "official"] | IouThresholds = "original",
-    classes: Sequence[str] = KITTI_CLASSES,
+    classes: Sequence[str] = EVALUATED_CLASSES,
 ) -> KittiResult:
     """Evaluates in-memory frames exactly as :func:`evaluate_kitti` evaluates files.
 
@@ -595,8 +598,8 @@ def _evaluate_level(
 
 __all__ = [
     "DIFFICULTIES",
+    "EVALUATED_CLASSES",
     "IOU_THRESHOLDS",
-    "KITTI_CLASSES",
     "METRICS",
     "NEIGHBOUR_CLASSES",
     "KittiResult",

@@ -48,6 +48,11 @@ KITTI_TYPE_RULES: dict[str, tuple[str | None, bool]] = {
     "Misc": (None, False),
     "DontCare": (None, True),
 }
+_LABEL_COLUMNS = 15  # type, truncated, occluded, alpha, box x1 y1 x2 y2, h w l, x y z, rotation_y
+_RESULT_COLUMNS = 16  # the same plus a score (result files)
+_COLUMN_NAMES = "type truncated occluded alpha x1 y1 x2 y2 h w l x y z rotation_y"
+
+
 def kitti_label(type_name: str, class_names: Sequence[str]) -> tuple[int, bool] | None:
     """Class index and ignore flag of a KITTI type, or ``None`` for a type KITTI does not define.
 
@@ -86,11 +91,6 @@ def read_calib(path: str | Path) -> np.ndarray:
             except ValueError as error:
                 raise DataFormatError(f"{path} [line {number}]: P2 is not numeric ({error})") from error
     raise DataFormatError(f"{path}: no 'P2:' line")
-
-
-_LABEL_COLUMNS = 15  # type, truncated, occluded, alpha, box x1 y1 x2 y2, h w l, x y z, rotation_y
-_RESULT_COLUMNS = 16  # the same plus a score (result files)
-_COLUMN_NAMES = "type truncated occluded alpha x1 y1 x2 y2 h w l x y z rotation_y"
 
 
 @dataclass(frozen=True, eq=False)

@@ -86,6 +86,18 @@ def test_a_file_that_vanishes_after_listing_is_skipped(tmp_path: Path) -> None:
     assert skipped == [(str(second), "image file not found")]
 
 
+def test_a_decoder_error_is_skipped_too(tmp_path: Path, monkeypatch) -> None:
+    image = _write_image(tmp_path / "huge.png", 1)
+
+    def refuse(path):
+        raise cv2.error("OpenCV(5.0.0) imread_: image is too big")
+
+    monkeypatch.setattr(sources, "load_image", refuse)
+    skipped: list[tuple[str, str]] = []
+    assert list(iter_frames(image, skipped)) == []
+    assert skipped == [(str(image), "OpenCV(5.0.0) imread_: image is too big")]
+
+
 def test_frames_are_read_lazily(tmp_path: Path, monkeypatch) -> None:
     folder = tmp_path / "images"
     folder.mkdir()

@@ -170,7 +170,7 @@ def iter_frames(source: str | int | Path, skipped: Skipped | None = None) -> Ite
             continue
         try:
             image = load_image(path)
-        except OSError as error:  # ImageReadError, and any other failure to read the file
+        except (OSError, cv2.error) as error:  # ImageReadError, or the decoder giving up
             reason = str(error)
             prefix = f"{path}: "
             _skip(skipped, str(path), reason[len(prefix):] if reason.startswith(prefix) else reason)

@@ -6,6 +6,7 @@ the detections are gathered and rank 0 computes the metric.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,8 +164,6 @@ def _score_voc(data: DetectionDataset, predictions: dict[int, Results]):
 
 
 def _score_kitti(data: DetectionDataset, predictions: dict[int, Results]) -> EvaluationReport:
-    import dataclasses
-
     from centernet.data.kitti import Objects3D
     from centernet.evaluation.kitti import evaluate_kitti_objects
 
@@ -191,8 +190,6 @@ def _score_kitti(data: DetectionDataset, predictions: dict[int, Results]) -> Eva
 
 
 def _kitti_ground_truth(record: ImageRecord):
-    import dataclasses
-
     if record.objects_3d is None:
         raise ValueError(f"{record.path}: 3D evaluation needs KITTI labels with 3D fields")
     return dataclasses.replace(record.objects_3d, boxes=record.boxes)

@@ -18,13 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from centernet.evaluation.kitti import (
-    KittiObjects,
-    evaluate_kitti,
-    evaluate_kitti_objects,
-    format_kitti_lines,
-    write_kitti_results,
-)
+from centernet.data.kitti import Objects3D, format_kitti_lines, write_kitti_results
+from centernet.evaluation.kitti import evaluate_kitti, evaluate_kitti_objects
 
 FOCAL_PX, CENTRE_X, CENTRE_Y, IMAGE_W, IMAGE_H = 721.5, 609.6, 172.9, 1242.0, 375.0
 # type, probability, (height, width, length) in metres
@@ -45,7 +40,7 @@ def _objects(
     dims: np.ndarray,
     ry: np.ndarray,
     scores: np.ndarray | None = None,
-) -> KittiObjects:
+) -> Objects3D:
     """Objects with 2D boxes projected from the 3D boxes' centre and size (a crude pinhole)."""
     depth = np.maximum(locations[:, 2], 1.0)
     u = FOCAL_PX * locations[:, 0] / depth + CENTRE_X
@@ -55,11 +50,11 @@ def _objects(
     boxes = np.stack([u - half_w, v_bottom - height, u + half_w, v_bottom], axis=1)
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, IMAGE_W - 1)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, IMAGE_H - 1)
-    return KittiObjects(
+    return Objects3D(
         types=types,
         boxes=boxes,
         alpha=ry - np.arctan2(locations[:, 0], depth),
-        dimensions=dims,
+        dims=dims,
         locations=locations,
         rotation_y=ry,
         truncation=rng.choice([0.0, 0.2, 0.4], n),

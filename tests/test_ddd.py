@@ -1,4 +1,4 @@
-"""Behaviour of the monocular 3D task: KITTI readers, targets, calibration, geometry, decoding, result lines."""
+"""Behaviour of the monocular 3D task: KITTI readers, targets, calibration, geometry, decoding."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from centernet.data import kitti
 from centernet.tasks import ddd
 from centernet.tasks.base import ImageMeta
 from centernet.tasks.ddd import CLASS_NAMES, HEADS, IGNORE_VALUE, DddTask
@@ -124,7 +125,7 @@ def test_back_projection_inverts_projection_and_yaw_follows_the_ray():
     dims = rng.uniform(1, 4, (8, 3)).astype(np.float32)
     rotation_y = rng.uniform(-3, 3, 8).astype(np.float32)
     centre_3d = location - np.stack([np.zeros(8), dims[:, 0] / 2, np.zeros(8)], 1).astype(np.float32)
-    centre_2d = ddd.project_to_image(centre_3d, CALIB)
+    centre_2d = kitti.project_to_image(centre_3d, CALIB)
     # Projection's homogeneous depth, which is what the unprojection expects.
     depth = (centre_3d[:, 2] + CALIB[2, 3]).astype(np.float32)
     alpha = rotation_y - np.arctan2(centre_2d[:, 0] - CALIB[0, 2], CALIB[0, 0])
@@ -134,10 +135,10 @@ def test_back_projection_inverts_projection_and_yaw_follows_the_ray():
     np.testing.assert_allclose(found_location, location, atol=1e-3)
     np.testing.assert_allclose(np.cos(found_yaw - rotation_y), 1.0, atol=1e-6)
 
-    corners = ddd.compute_box_3d(dims[0], location[0], rotation_y[0])
-    assert corners.shape == (8, 3)
-    np.testing.assert_allclose(corners.mean(0), centre_3d[0], atol=1e-4)
-    np.testing.assert_allclose(corners[:4, 1], location[0, 1], atol=1e-5)  # bottom face at the location
+    corners = kitti.box_corners(dims, location, rotation_y)
+    assert corners.shape == (8, 8, 3)
+    np.testing.assert_allclose(corners.mean(1), centre_3d, atol=1e-4)
+    np.testing.assert_allclose(corners[:, :4, 1], np.repeat(location[:, 1:2], 4, 1), atol=1e-5)  # bottom face at y
 
 
 def test_decode_recovers_encoded_objects():
@@ -168,23 +169,6 @@ def test_decode_recovers_encoded_objects():
         np.testing.assert_allclose(row[5:8], objects["dims"][k], atol=1e-5)
         np.testing.assert_allclose(row[10], objects["location"][k, 2] - CALIB[2, 3], atol=1e-2)  # depth -> z
         assert row[-1] > 0.99
-
-
-def test_result_lines_round_trip():
-    results = {
-        1: np.array([[0.1234, 10.0, 20.0, 50.0, 80.0, 1.7, 0.6, 0.8, -3.21, 1.5, 12.345, -1.0, 0.91]], np.float32),
-        2: np.array([[-2.5, 100.0, 120.0, 300.0, 200.0, 1.5, 1.6, 4.0, 2.0, 1.7, 30.0, 3.1, 0.456]], np.float32),
-        3: np.zeros((0, 13), np.float32),
-    }
-    lines = ddd.kitti_result_lines(results)
-    assert lines[0] == "Pedestrian 0.0 0 0.12 10.00 20.00 50.00 80.00 1.70 0.60 0.80 -3.21 1.50 12.35 -1.00 0.91"
-    assert len(lines) == 2 and all(len(line.split()) == 16 for line in lines)
-    for line, (cls, rows) in zip(lines, [(1, results[1]), (2, results[2])]):
-        parsed_cls, row = ddd.parse_kitti_result_line(line)
-        assert parsed_cls == cls
-        np.testing.assert_allclose(row, rows[0], atol=0.005 + 1e-6)
-    with pytest.raises(ValueError):
-        ddd.parse_kitti_result_line("Car 0.0 0 1.0")
 
 
 def test_without_box_size_head_decoding_gives_centre_points_and_no_flip_test():

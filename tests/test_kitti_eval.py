@@ -8,35 +8,28 @@ import numpy as np
 import pytest
 import shapely
 
-from centernet.evaluation.kitti import (
-    KittiObjects,
-    evaluate_kitti,
-    evaluate_kitti_objects,
-    format_kitti_lines,
-    read_kitti_file,
-    rotated_rectangle_intersection,
-    write_kitti_results,
-)
+from centernet.data.kitti import Objects3D, format_kitti_lines, read_kitti_file, write_kitti_results
+from centernet.evaluation.kitti import evaluate_kitti, evaluate_kitti_objects, rotated_rectangle_intersection
 
 GT_LINE = "Car 0.00 0 -1.58 587.01 173.33 614.12 200.12 1.65 1.67 3.64 -0.65 1.71 46.70 -1.59"
 DET_LINE = "Car 0.0 0 -1.58 587.01 173.33 614.12 200.12 1.65 1.67 3.64 -0.65 1.71 46.70 -1.59 0.93"
 
 
-def _cars(boxes, locations, scores=None, types=None, alpha=None) -> KittiObjects:
+def _cars(boxes, locations, scores=None, types=None, alpha=None) -> Objects3D:
     """Cars of fixed size (h, w, l) = (1.5, 1.6, 3.9) m, facing along x (ry = 0)."""
     n = len(boxes)
-    return KittiObjects(
+    return Objects3D(
         types=types or ["Car"] * n,
         boxes=boxes,
         alpha=np.zeros(n) if alpha is None else alpha,
-        dimensions=np.tile([1.5, 1.6, 3.9], (n, 1)),
+        dims=np.tile([1.5, 1.6, 3.9], (n, 1)),
         locations=locations,
         rotation_y=np.zeros(n),
         scores=scores,
     )
 
 
-def _random_frames(rng: np.random.Generator, num_frames: int) -> tuple[list[KittiObjects], list[KittiObjects]]:
+def _random_frames(rng: np.random.Generator, num_frames: int) -> tuple[list[Objects3D], list[Objects3D]]:
     """Ground truth and noisy detections, every number already at 2 decimals (as written)."""
     names = ["Car", "Pedestrian", "Cyclist", "Van", "DontCare"]
     ground_truth, detections = [], []
@@ -46,11 +39,11 @@ def _random_frames(rng: np.random.Generator, num_frames: int) -> tuple[list[Kitt
         boxes = np.stack([x1, y1, x1 + rng.uniform(20, 140, n), y1 + rng.uniform(15, 120, n)], axis=1)
         loc = np.stack([rng.uniform(-10, 10, n), rng.uniform(1.5, 1.8, n), rng.uniform(5, 50, n)], axis=1)
         dims = np.stack([rng.uniform(1.4, 1.8, n), rng.uniform(0.5, 1.8, n), rng.uniform(0.8, 4.5, n)], axis=1)
-        gt = KittiObjects(
+        gt = Objects3D(
             types=list(rng.choice(names, n)),
             boxes=boxes.round(2),
             alpha=rng.uniform(-3, 3, n).round(2),
-            dimensions=dims.round(2),
+            dims=dims.round(2),
             locations=loc.round(2),
             rotation_y=rng.uniform(-3, 3, n).round(2),
             truncation=rng.choice([0.0, 0.2, 0.4, 0.6], n),
@@ -59,11 +52,11 @@ def _random_frames(rng: np.random.Generator, num_frames: int) -> tuple[list[Kitt
         keep = np.flatnonzero(rng.random(n) < 0.85)
         keep = np.concatenate([keep, rng.choice(n, 2)])  # duplicates
         m = len(keep)
-        det = KittiObjects(
+        det = Objects3D(
             types=[gt.types[i] if gt.types[i] != "DontCare" else "Car" for i in keep],
             boxes=(gt.boxes[keep] + rng.normal(0, 4, (m, 4))).round(2),
             alpha=(gt.alpha[keep] + rng.normal(0, 0.3, m)).round(2),
-            dimensions=(gt.dimensions[keep] * rng.uniform(0.9, 1.1, (m, 3))).round(2),
+            dims=(gt.dims[keep] * rng.uniform(0.9, 1.1, (m, 3))).round(2),
             locations=(gt.locations[keep] + rng.normal(0, 0.3, (m, 3))).round(2),
             rotation_y=(gt.rotation_y[keep] + rng.normal(0, 0.2, m)).round(2),
             scores=rng.uniform(0, 1, m).round(2),
@@ -73,7 +66,7 @@ def _random_frames(rng: np.random.Generator, num_frames: int) -> tuple[list[Kitt
     return ground_truth, detections
 
 
-def _write_labels(folder: Path, frames: dict[int, KittiObjects]) -> Path:
+def _write_labels(folder: Path, frames: dict[int, Objects3D]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for frame_id, objects in frames.items():
         lines = format_kitti_lines(objects, detections=False)
@@ -85,14 +78,14 @@ def _write_labels(folder: Path, frames: dict[int, KittiObjects]) -> Path:
 def test_wrong_column_count_names_file_and_line(tmp_path: Path, detections: bool, line: str) -> None:
     path = tmp_path / "000007.txt"
     path.write_text(f"{line}\n\n{line} 1.0\n")
-    with pytest.raises(ValueError, match=r"000007\.txt:3: .* (15|16) columns, found (16|17)"):
+    with pytest.raises(ValueError, match=r"000007\.txt \[line 3\]: (16|17) columns, expected (15|16)"):
         read_kitti_file(path, detections=detections)
 
 
 def test_non_numeric_field_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "000001.txt"
     path.write_text(GT_LINE.replace("46.70", "far") + "\n")
-    with pytest.raises(ValueError, match=r"000001\.txt:1: "):
+    with pytest.raises(ValueError, match=r"000001\.txt \[line 1\]: .*'far'"):
         read_kitti_file(path, detections=False)
 
 
@@ -102,7 +95,7 @@ def test_read_parses_columns(tmp_path: Path) -> None:
     objects = read_kitti_file(path, detections=True)
     assert objects.types == ("Car",)
     np.testing.assert_array_equal(objects.boxes, [[587.01, 173.33, 614.12, 200.12]])
-    np.testing.assert_array_equal(objects.dimensions, [[1.65, 1.67, 3.64]])
+    np.testing.assert_array_equal(objects.dims, [[1.65, 1.67, 3.64]])
     np.testing.assert_array_equal(objects.locations, [[-0.65, 1.71, 46.70]])
     assert objects.rotation_y[0] == -1.59 and objects.alpha[0] == -1.58 and objects.scores[0] == 0.93
     (tmp_path / "empty.txt").write_text("")
@@ -111,7 +104,7 @@ def test_read_parses_columns(tmp_path: Path) -> None:
 
 def test_result_without_label_file_is_an_error(tmp_path: Path) -> None:
     _write_labels(tmp_path / "gt", {0: _cars([[0, 0, 50, 50]], [[0, 1.7, 10]])})
-    write_kitti_results(tmp_path / "det", {0: KittiObjects.empty(), 1: KittiObjects.empty()})
+    write_kitti_results(tmp_path / "det", {0: Objects3D.empty(), 1: Objects3D.empty()})
     with pytest.raises(FileNotFoundError, match="000001.txt"):
         evaluate_kitti(tmp_path / "gt", tmp_path / "det")
 
@@ -141,7 +134,7 @@ def test_in_memory_api_equals_file_api(tmp_path: Path) -> None:
 def test_only_frames_with_result_files_count(tmp_path: Path) -> None:
     car = _cars([[100, 100, 200, 180]], [[0, 1.7, 10]])
     _write_labels(tmp_path / "gt", {0: car, 1: car, 2: car})
-    write_kitti_results(tmp_path / "det", {0: _cars(car.boxes, car.locations, scores=[0.9]), 1: KittiObjects.empty()})
+    write_kitti_results(tmp_path / "det", {0: _cars(car.boxes, car.locations, scores=[0.9]), 1: Objects3D.empty()})
     result = evaluate_kitti(tmp_path / "gt", tmp_path / "det")
     assert result.num_frames == 2  # frame 2 has no result file: not evaluated
     assert result.num_ground_truth["car"] == (2, 2, 2)  # frame 1's empty file: evaluated, a miss

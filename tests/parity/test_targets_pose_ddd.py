@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
+from centernet.data.kitti import read_calib, read_kitti_file
 from centernet.tasks import ddd
 from centernet.tasks.base import ImageMeta
 from centernet.tasks.ddd import DddTask
@@ -135,23 +136,15 @@ def test_kitti_type_roles_match_the_original(ddd_fixture):
 
 
 def _read_kitti_label(path) -> dict[str, np.ndarray]:
-    """A KITTI ``label_2`` file as ``DddTask.encode`` annotations (15 columns: type, truncation,
-    occlusion, alpha, box x1 y1 x2 y2, dims h w l, location x y z, rotation_y)."""
-    rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
-    values = np.array([[float(v) for v in row[1:15]] for row in rows], dtype=np.float64).reshape(-1, 14)
+    """A KITTI ``label_2`` file as ``DddTask.encode`` annotations (float64, as parsed)."""
+    objects = read_kitti_file(path, detections=False)
     return {
-        "types": np.array([row[0] for row in rows]),
-        "boxes": values[:, 3:7],
-        "alpha": values[:, 2],
-        "dims": values[:, 7:10],
-        "location": values[:, 10:13],
+        "types": np.array(objects.types),
+        "boxes": objects.boxes,
+        "alpha": objects.alpha,
+        "dims": objects.dims,
+        "location": objects.locations,
     }
-
-
-def _read_kitti_p2(path) -> np.ndarray:
-    """The ``P2`` line of a KITTI calib file, ``[3, 4]`` float32 (the original's converter's dtype)."""
-    line = next(line for line in path.read_text().splitlines() if line.startswith("P2:"))
-    return np.array(line.split()[1:13], dtype=np.float32).reshape(3, 4)
 
 
 def _from_converted_json(annotations: list[dict]) -> dict[str, np.ndarray]:
@@ -183,7 +176,7 @@ def _ddd_sources(image: dict, converted: dict, kitti_dir):
     yield (
         "KITTI txt",
         _read_kitti_label(kitti_dir / "label_2" / f"{stem}.txt"),
-        _read_kitti_p2(kitti_dir / "calib" / f"{stem}.txt"),
+        read_calib(kitti_dir / "calib" / f"{stem}.txt"),
     )
 
 

@@ -20,11 +20,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from centernet.data.image_io import load_image
+
+if TYPE_CHECKING:  # the KITTI module builds on this one
+    from centernet.data.kitti import Objects3D
 
 #: What to do with COCO ``iscrowd`` boxes and VOC ``difficult`` boxes: ``"train"`` keeps them as
 #: ordinary objects (the original's behaviour), ``"ignore"`` keeps them flagged ``ignore``,
@@ -97,49 +100,6 @@ class DataReport:
 
 
 @dataclass(frozen=True)
-class Objects3D:
-    """KITTI 3D annotations of the objects of one image (camera coordinates, metres, radians).
-
-    Values are float64 as parsed (the original reads them from json as Python floats and rounds
-    only when it writes a target array).
-
-    Attributes:
-        dims: ``float64 [N, 3]`` object size ``(h, w, l)`` in metres.
-        locations: ``float64 [N, 3]`` bottom-centre ``(x, y, z)`` in camera coordinates, metres.
-        rotation_y: ``float64 [N]`` yaw around the camera Y axis.
-        alpha: ``float64 [N]`` observation angle.
-        truncation: ``float64 [N]`` 0 (inside the image) .. 1 (leaving it).
-        occlusion: ``int64 [N]`` 0 visible, 1 partly, 2 largely occluded, 3 unknown.
-        types: KITTI class name of each object (``Car``, ``Van``, ``DontCare``...).
-    """
-
-    dims: np.ndarray
-    locations: np.ndarray
-    rotation_y: np.ndarray
-    alpha: np.ndarray
-    truncation: np.ndarray
-    occlusion: np.ndarray
-    types: tuple[str, ...]
-
-    @property
-    def depth(self) -> np.ndarray:
-        """``float64 [N]`` distance along the optical axis (``locations[:, 2]``), metres."""
-        return self.locations[:, 2]
-
-    def subset(self, keep: np.ndarray) -> Objects3D:
-        """The objects where the boolean mask ``keep [N]`` is true."""
-        return Objects3D(
-            dims=self.dims[keep],
-            locations=self.locations[keep],
-            rotation_y=self.rotation_y[keep],
-            alpha=self.alpha[keep],
-            truncation=self.truncation[keep],
-            occlusion=self.occlusion[keep],
-            types=tuple(t for t, k in zip(self.types, keep) if k),
-        )
-
-
-@dataclass(frozen=True)
 class ImageRecord:
     """One image and its objects.
 
@@ -156,7 +116,8 @@ class ImageRecord:
         ignore: ``bool [N]`` region to neither reward nor penalise (see module docstring).
         keypoints: ``float32 [N, K, 3]`` ``(x, y, visibility)`` in image pixels, or ``None``.
         calib: ``float32 [3, 4]`` camera projection matrix (KITTI ``P2``), or ``None``.
-        objects_3d: KITTI 3D annotations, or ``None``.
+        objects_3d: KITTI 3D annotations (``kitti.Objects3D`` without boxes and calib, which the
+            record holds), or ``None``.
     """
 
     path: Path

@@ -164,24 +164,21 @@ def _score_voc(data: DetectionDataset, predictions: dict[int, Results]):
 
 
 def _score_kitti(data: DetectionDataset, predictions: dict[int, Results]) -> EvaluationReport:
-    from centernet.evaluation.kitti import KittiObjects, evaluate_kitti_objects
+    from centernet.data.kitti import Objects3D
+    from centernet.evaluation.kitti import evaluate_kitti_objects
 
     ground_truth, detections = [], []
     for index, record in enumerate(data.records):
         ground_truth.append(_kitti_ground_truth(record))
         result = predictions.get(index)
         if result is None or result.boxes_3d is None or len(result) == 0:
-            detections.append(KittiObjects.empty())
+            detections.append(Objects3D.empty())
             continue
-        b3 = result.boxes_3d
         detections.append(
-            KittiObjects(
-                [data.class_names[int(label)] for label in result.labels],
-                result.boxes,
-                b3.alpha,
-                b3.dims,
-                b3.locations,
-                b3.rotation_y,
+            dataclasses.replace(
+                result.boxes_3d,
+                types=[data.class_names[int(label)] for label in result.labels],
+                boxes=result.boxes,
                 scores=np.round(result.scores, 2),  # the original writes 2 decimals
             )
         )
@@ -193,12 +190,9 @@ def _score_kitti(data: DetectionDataset, predictions: dict[int, Results]) -> Eva
 
 
 def _kitti_ground_truth(record: ImageRecord):
-    from centernet.evaluation.kitti import KittiObjects
-
-    o = record.objects_3d
-    if o is None:
+    if record.objects_3d is None:
         raise ValueError(f"{record.path}: 3D evaluation needs KITTI labels with 3D fields")
-    return KittiObjects(o.types, record.boxes, o.alpha, o.dims, o.locations, o.rotation_y, o.truncation, o.occlusion)
+    return dataclasses.replace(record.objects_3d, boxes=record.boxes)
 
 
 def evaluate_network(

@@ -1,6 +1,7 @@
 """Per-image prediction results with drawing and export to COCO json, YOLO txt and KITTI txt."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -8,37 +9,14 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from centernet.data.kitti import Objects3D, format_kitti_lines
 from centernet.engine import visualize
 from centernet.evaluation.coco import detections_to_coco_results
 
 
-@dataclass
-class Boxes3D:
-    """Monocular 3D boxes in KITTI camera coordinates (metres, radians).
-
-    ``dims`` ``[N, 3]`` as (height, width, length); ``locations`` ``[N, 3]`` bottom centre (x, y, z);
-    ``rotation_y`` ``[N]`` yaw; ``alpha`` ``[N]`` observation angle; ``calib`` ``[3, 4]`` the camera
-    matrix the boxes were lifted with.
-    """
-
-    dims: np.ndarray
-    locations: np.ndarray
-    rotation_y: np.ndarray
-    alpha: np.ndarray
-    calib: np.ndarray
-
-    def corners(self) -> np.ndarray:
-        """The 8 corners of every box, ``[N, 8, 3]``."""
-        from centernet.tasks.ddd import compute_box_3d
-
-        return np.stack([compute_box_3d(d, loc, ry) for d, loc, ry in zip(self.dims, self.locations, self.rotation_y)]) if len(self.dims) else np.zeros((0, 8, 3))
-
-    def projected_corners(self) -> np.ndarray:
-        """The 8 corners projected into the image, ``[N, 8, 2]`` pixels."""
-        from centernet.tasks.ddd import project_to_image
-
-        corners = self.corners()
-        return np.stack([project_to_image(c, self.calib) for c in corners]) if len(corners) else np.zeros((0, 8, 2))
+Boxes3D = Objects3D
+"""The 3D part of ``Results``: the one KITTI object type, built from ``(dims, locations,
+rotation_y, alpha, calib)``; the 2D boxes, labels and scores are ``Results``' own."""
 
 
 @dataclass
@@ -125,15 +103,21 @@ class Results:
         return "\n".join(lines) + ("\n" if lines else "")
 
     def to_kitti(self) -> str:
-        """KITTI result lines (16 columns, 2 decimals), as the original writes them."""
+        """This image's KITTI result file, as the original's ``save_results`` writes it.
+
+        16 columns, 2 decimals (``data.kitti.format_kitti_lines``); grouped by class in class
+        order (Pedestrian, Car, Cyclist), each class's rows in their order here. Empty without
+        detections.
+        """
         if self.boxes_3d is None:
             raise ValueError("KITTI results need 3D boxes")
-        b3 = self.boxes_3d
-        lines = []
-        for i in range(len(self)):
-            values = [b3.alpha[i], *self.boxes[i], *b3.dims[i], *b3.locations[i], b3.rotation_y[i], self.scores[i]]
-            lines.append(f"{self.names[int(self.labels[i])]} 0.0 0 " + " ".join(f"{float(v):.2f}" for v in values))
-        return "\n".join(lines) + ("\n" if lines else "")
+        objects = dataclasses.replace(
+            self.boxes_3d,
+            types=[self.names[int(label)] for label in self.labels],
+            boxes=self.boxes,
+            scores=self.scores,
+        ).subset(np.argsort(np.asarray(self.labels), kind="stable"))
+        return "".join(line + "\n" for line in format_kitti_lines(objects))
 
 
 def results_from_task_output(

@@ -11,7 +11,7 @@ COCO_SKELETON = (
     (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8),
     (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
 )
-# Edges of the 8 corners returned by ``tasks.ddd.compute_box_3d`` (bottom face 0-3, top face 4-7).
+# Edges of the 8 corners returned by ``data.kitti.box_corners`` (bottom face 0-3, top face 4-7).
 BOX3D_EDGES = ((0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7))
 
 

@@ -16,6 +16,9 @@ positives, from which at most 41 score thresholds are chosen; pass 2 takes, at e
 the best-overlapping detection and counts TP / FP. Both passes are vectorised across frames (the
 i-th ground truth of every frame is matched in the same step) and, in pass 2, across thresholds.
 
+Frames are ``data.kitti.Objects3D`` (with types and 2D boxes), files are read with
+``data.kitti.read_kitti_file`` and the bird's-eye rectangles are ``Objects3D.footprints``.
+
 Units: 2D boxes in pixels of the image, 3D dimensions and locations in metres in the camera frame
 (x right, y down, z forward); ``location`` is the bottom centre of the box.
 """
@@ -24,13 +27,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-KITTI_CLASSES = ("car", "pedestrian", "cyclist")
+from centernet.data.kitti import Objects3D, read_kitti_file
+
+EVALUATED_CLASSES = ("car", "pedestrian", "cyclist")  # lower case, in the order the binary reports them
 METRICS = ("bbox", "aos", "bev", "3d")
 DIFFICULTIES = ("easy", "moderate", "hard")
 NUM_SAMPLE_POINTS = 41
@@ -67,142 +72,9 @@ IOU_THRESHOLDS: dict[str, IouThresholds] = {
 _NO_ALPHA = -10.0
 _NO_LOCATION = -1000.0
 
-_GT_COLUMNS = 15
-_DET_COLUMNS = 16
-
 # Roles of ground truth and detections for one class and difficulty; the ignored detections are
 # the "small" ones (shorter than the level's minimum height, whatever their class).
 _VALID, _IGNORED, _OTHER = 0, 1, -1
-
-
-@dataclass
-class KittiObjects:
-    """The objects of one frame, as in a KITTI label or result file.
-
-    Attributes:
-        types: [N] class names as written (``Car``, ``Pedestrian``, ``DontCare``...); compared
-            case-insensitively.
-        boxes: [N, 4] float64 2D boxes (x1, y1, x2, y2) in image pixels.
-        alpha: [N] observation angle in radians (``-10`` = not provided).
-        dimensions: [N, 3] (height, width, length) in metres.
-        locations: [N, 3] bottom centre (x, y, z) in camera coordinates, metres.
-        rotation_y: [N] yaw around the camera y axis in radians.
-        truncation: [N] ground truth truncation in 0..1 (0 for detections).
-        occlusion: [N] int ground truth occlusion 0..3 (0 for detections).
-        scores: [N] detection confidence (1 for ground truth).
-    """
-
-    types: Sequence[str]
-    boxes: np.ndarray
-    alpha: np.ndarray
-    dimensions: np.ndarray
-    locations: np.ndarray
-    rotation_y: np.ndarray
-    truncation: np.ndarray | None = None
-    occlusion: np.ndarray | None = None
-    scores: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        n = len(self.types)
-        self.types = tuple(self.types)
-        self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(n, 4)
-        self.alpha = np.asarray(self.alpha, dtype=np.float64).reshape(n)
-        self.dimensions = np.asarray(self.dimensions, dtype=np.float64).reshape(n, 3)
-        self.locations = np.asarray(self.locations, dtype=np.float64).reshape(n, 3)
-        self.rotation_y = np.asarray(self.rotation_y, dtype=np.float64).reshape(n)
-        self.truncation = np.zeros(n) if self.truncation is None else np.asarray(self.truncation, np.float64).reshape(n)
-        self.occlusion = (
-            np.zeros(n, np.int64) if self.occlusion is None else np.asarray(self.occlusion, np.int64).reshape(n)
-        )
-        self.scores = np.ones(n) if self.scores is None else np.asarray(self.scores, np.float64).reshape(n)
-
-    def __len__(self) -> int:
-        return len(self.types)
-
-    @classmethod
-    def empty(cls) -> KittiObjects:
-        """A frame without objects (an empty result file: evaluated, nothing detected)."""
-        return cls((), np.zeros((0, 4)), np.zeros(0), np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0))
-
-
-def read_kitti_file(path: str | os.PathLike, *, detections: bool) -> KittiObjects:
-    """Reads one KITTI label file (15 columns) or result file (16 columns, the last is the score).
-
-    Blank lines are skipped. Raises ``ValueError`` naming the file and line on a wrong column
-    count or a field that is not a number.
-    """
-    path = Path(path)
-    expected = _DET_COLUMNS if detections else _GT_COLUMNS
-    types, numbers = [], []
-    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != expected:
-            kind = "result" if detections else "label"
-            raise ValueError(
-                f"{path}:{line_no}: a KITTI {kind} line has {expected} columns, found {len(fields)}: {line!r}"
-            )
-        try:
-            values = [float(f) for f in fields[1:]]
-        except ValueError as error:
-            raise ValueError(f"{path}:{line_no}: {error}: {line!r}") from None
-        if not detections and values[1] != int(values[1]):
-            raise ValueError(f"{path}:{line_no}: occlusion must be an integer, found {fields[2]!r}")
-        types.append(fields[0])
-        numbers.append(values)
-    if not types:
-        return KittiObjects.empty()
-    table = np.asarray(numbers, dtype=np.float64)
-    # Columns after the type: truncation, occlusion, alpha, x1 y1 x2 y2, h w l, x y z, ry[, score].
-    return KittiObjects(
-        types=types,
-        truncation=table[:, 0] if not detections else None,
-        occlusion=table[:, 1].astype(np.int64) if not detections else None,
-        alpha=table[:, 2],
-        boxes=table[:, 3:7],
-        dimensions=table[:, 7:10],
-        locations=table[:, 10:13],
-        rotation_y=table[:, 13],
-        scores=table[:, 14] if detections else None,
-    )
-
-
-def format_kitti_lines(objects: KittiObjects, *, detections: bool = True, decimals: int = 2) -> list[str]:
-    """KITTI text lines for ``objects``: 16 columns with the score for detections, else 15.
-
-    Detections are written as the original CenterNet does: ``<Type> 0.0 0`` then 13 numbers with
-    ``decimals`` decimals (score included, so scores of 2 decimals tie often, as in the original).
-    """
-    lines = []
-    for i, name in enumerate(objects.types):
-        numbers = [
-            objects.alpha[i],
-            *objects.boxes[i],
-            *objects.dimensions[i],
-            *objects.locations[i],
-            objects.rotation_y[i],
-        ]
-        if detections:
-            numbers.append(objects.scores[i])
-            head = f"{name} 0.0 0"
-        else:
-            head = f"{name} {objects.truncation[i]:.2f} {int(objects.occlusion[i])}"
-        lines.append(head + "".join(f" {v:.{decimals}f}" for v in numbers))
-    return lines
-
-
-def write_kitti_results(folder: str | os.PathLike, frames: Mapping[int, KittiObjects], *, decimals: int = 2) -> Path:
-    """Writes a KITTI result folder: one ``NNNNNN.txt`` per frame id, empty when nothing was detected.
-
-    Every frame of ``frames`` gets a file, so every one of them is evaluated. Returns the folder.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for frame_id, objects in frames.items():
-        lines = format_kitti_lines(objects, detections=True, decimals=decimals)
-        (folder / f"{int(frame_id):06d}.txt").write_text("".join(line + "\n" for line in lines))
-    return folder
 
 
 def list_result_frames(det_dir: str | os.PathLike) -> list[int]:
@@ -282,7 +154,7 @@ def evaluate_kitti(
     det_dir: str | os.PathLike,
     *,
     iou_thresholds: Literal["original", "official"] | IouThresholds = "original",
-    classes: Sequence[str] = KITTI_CLASSES,
+    classes: Sequence[str] = EVALUATED_CLASSES,
 ) -> KittiResult:
     """Evaluates a KITTI result folder against a label folder, as the original's binary does.
 
@@ -319,32 +191,45 @@ class _Flat:
     frame: np.ndarray  # [N] int
     type_codes: np.ndarray  # [N] int index into ``type_names``
     type_names: dict[str, int]  # lower-case name -> code
-    objects: KittiObjects
+    objects: Objects3D
 
     def is_type(self, name: str) -> np.ndarray:
         """[N] bool: objects of type ``name`` (lower case)."""
         return self.type_codes == self.type_names.get(name, -1)
 
     @classmethod
-    def concatenate(cls, frames: Sequence[KittiObjects]) -> _Flat:
+    def concatenate(cls, frames: Sequence[Objects3D], role: str) -> _Flat:
+        for index, objects in enumerate(frames):
+            if objects.types is None or objects.boxes is None:
+                raise ValueError(f"{role} frame {index}: KITTI evaluation needs each object's type and 2D box")
         frame = np.repeat(np.arange(len(frames)), [len(f) for f in frames]).astype(np.int64)
         names = [t for f in frames for t in f.types]
-        arrays = {
-            f.name: np.concatenate([getattr(KittiObjects.empty(), f.name)] + [getattr(o, f.name) for o in frames])
-            for f in fields(KittiObjects)
-            if f.name != "types"
-        }
+
+        def stacked(name: str, shape: tuple[int, ...], dtype=np.float64) -> np.ndarray:
+            return np.concatenate([np.zeros(shape, dtype)] + [getattr(f, name) for f in frames]).astype(dtype)
+
         type_names: dict[str, int] = {}
         codes = np.array([type_names.setdefault(t.lower(), len(type_names)) for t in names], dtype=np.int64)
-        return cls(frame, codes, type_names, KittiObjects(types=names, **arrays))
+        objects = Objects3D(
+            dims=stacked("dims", (0, 3)),
+            locations=stacked("locations", (0, 3)),
+            rotation_y=stacked("rotation_y", (0,)),
+            alpha=stacked("alpha", (0,)),
+            types=names,
+            boxes=stacked("boxes", (0, 4)),
+            truncation=stacked("truncation", (0,)),
+            occlusion=stacked("occlusion", (0,), np.int64),
+            scores=stacked("scores", (0,)),
+        )
+        return cls(frame, codes, type_names, objects)
 
 
 def evaluate_kitti_objects(
-    ground_truth: Sequence[KittiObjects],
-    detections: Sequence[KittiObjects],
+    ground_truth: Sequence[Objects3D],
+    detections: Sequence[Objects3D],
     *,
     iou_thresholds: Literal["original", "official"] | IouThresholds = "original",
-    classes: Sequence[str] = KITTI_CLASSES,
+    classes: Sequence[str] = EVALUATED_CLASSES,
 ) -> KittiResult:
     """Evaluates in-memory frames exactly as :func:`evaluate_kitti` evaluates files.
 
@@ -369,8 +254,8 @@ def evaluate_kitti_objects(
     if missing:
         raise ValueError(f"no IoU thresholds for classes {missing}")
 
-    gt = _Flat.concatenate(ground_truth)
-    det = _Flat.concatenate(detections)
+    gt = _Flat.concatenate(ground_truth, "ground-truth")
+    det = _Flat.concatenate(detections, "detection")
     overlaps = _frame_overlaps(gt, det)
     # AOS needs every detection line (any class) to carry an orientation.
     compute_aos = not np.any(det.objects.alpha == _NO_ALPHA)
@@ -481,44 +366,33 @@ def _frame_overlaps(gt: _Flat, det: _Flat) -> dict[str, _PairOverlaps]:
         image = _PairOverlaps(pair_gt[hit], pair_det[hit], inter / (det_area + gt_area - inter), inter / det_area)
 
     # Bird's-eye view: only pairs whose circumscribed circles meet can intersect.
-    g_radius = 0.5 * np.hypot(g.dimensions[:, 1], g.dimensions[:, 2])
-    d_radius = 0.5 * np.hypot(d.dimensions[:, 1], d.dimensions[:, 2])
+    g_radius = 0.5 * np.hypot(g.dims[:, 1], g.dims[:, 2])
+    d_radius = 0.5 * np.hypot(d.dims[:, 1], d.dims[:, 2])
     gap = np.hypot(
         g.locations[pair_gt, 0] - d.locations[pair_det, 0], g.locations[pair_gt, 2] - d.locations[pair_det, 2]
     )
     near = gap < g_radius[pair_gt] + d_radius[pair_det]
     pair_gt, pair_det = pair_gt[near], pair_det[near]
-    inter_area = rotated_rectangle_intersection(_ground_rectangles(g)[pair_gt], _ground_rectangles(d)[pair_det])
+    inter_area = rotated_rectangle_intersection(g.footprints()[pair_gt], d.footprints()[pair_det])
     hit = inter_area > 0
     pair_gt, pair_det, inter_area = pair_gt[hit], pair_det[hit], inter_area[hit]
     # Signed w*l equals the polygon area the binary computes (the corner order flips with sign).
-    g_area = g.dimensions[pair_gt, 1] * g.dimensions[pair_gt, 2]
-    d_area = d.dimensions[pair_det, 1] * d.dimensions[pair_det, 2]
+    g_area = g.dims[pair_gt, 1] * g.dims[pair_gt, 2]
+    d_area = d.dims[pair_det, 1] * d.dims[pair_det, 2]
     with np.errstate(divide="ignore", invalid="ignore"):
         ground = _PairOverlaps(pair_gt, pair_det, inter_area / (d_area + g_area - inter_area), inter_area / d_area)
 
         # 3D: a box spans [y - h, y] vertically (y is the bottom; camera y points down).
         g_bottom, d_bottom = g.locations[pair_gt, 1], d.locations[pair_det, 1]
-        g_top, d_top = g_bottom - g.dimensions[pair_gt, 0], d_bottom - d.dimensions[pair_det, 0]
+        g_top, d_top = g_bottom - g.dims[pair_gt, 0], d_bottom - d.dims[pair_det, 0]
         vertical = np.maximum(0.0, np.minimum(g_bottom, d_bottom) - np.maximum(g_top, d_top))
         inter_volume = inter_area * vertical
-        g_volume = g_area * g.dimensions[pair_gt, 0]
-        d_volume = d_area * d.dimensions[pair_det, 0]
+        g_volume = g_area * g.dims[pair_gt, 0]
+        d_volume = d_area * d.dims[pair_det, 0]
         box3d = _PairOverlaps(
             pair_gt, pair_det, inter_volume / (d_volume + g_volume - inter_volume), inter_volume / d_volume
         )
     return {"bbox": image, "bev": ground, "3d": box3d}
-
-
-def _ground_rectangles(objects: KittiObjects) -> np.ndarray:
-    """[N, 4, 2] corners in the (x, z) ground plane; the length axis points along (cos ry, -sin ry)."""
-    c, s = np.cos(objects.rotation_y), np.sin(objects.rotation_y)
-    half_l, half_w = objects.dimensions[:, 2:3] / 2, objects.dimensions[:, 1:2] / 2
-    a = half_l * np.array([1.0, 1.0, -1.0, -1.0])  # [N, 4] offsets along the length
-    b = half_w * np.array([1.0, -1.0, -1.0, 1.0])  # [N, 4] offsets along the width
-    x = objects.locations[:, 0:1] + c[:, None] * a + s[:, None] * b
-    z = objects.locations[:, 2:3] - s[:, None] * a + c[:, None] * b
-    return np.stack([x, z], axis=-1)
 
 
 def _polygon_area(points: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -724,17 +598,13 @@ def _evaluate_level(
 
 __all__ = [
     "DIFFICULTIES",
+    "EVALUATED_CLASSES",
     "IOU_THRESHOLDS",
-    "KITTI_CLASSES",
     "METRICS",
     "NEIGHBOUR_CLASSES",
-    "KittiObjects",
     "KittiResult",
     "evaluate_kitti",
     "evaluate_kitti_objects",
-    "format_kitti_lines",
     "list_result_frames",
-    "read_kitti_file",
     "rotated_rectangle_intersection",
-    "write_kitti_results",
 ]

@@ -13,7 +13,7 @@ original image pixels and camera coordinates in metres; angles in radians.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -385,36 +385,6 @@ def locate_3d(
     return location, alpha_to_rotation_y(alpha, centers[:, 0], calib[0, 2], calib[0, 0])
 
 
-def compute_box_3d(dim: np.ndarray, location: np.ndarray, rotation_y: float) -> np.ndarray:
-    """The 8 corners of a KITTI 3D box (the original's ``compute_box_3d``).
-
-    Args:
-        dim: ``(h, w, l)`` metres; location: bottom centre ``(x, y, z)``; rotation_y: yaw, radians.
-
-    Returns:
-        ``[8, 3]`` float32 corners: bottom face 0-3, top face 4-7 (y is down, so top is ``-h``).
-    """
-    c, s = np.cos(rotation_y), np.sin(rotation_y)
-    rotation = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=np.float32)
-    h, w, l = dim[0], dim[1], dim[2]
-    corners = np.array(
-        [
-            [l / 2, l / 2, -l / 2, -l / 2, l / 2, l / 2, -l / 2, -l / 2],
-            [0, 0, 0, 0, -h, -h, -h, -h],
-            [w / 2, -w / 2, -w / 2, w / 2, w / 2, -w / 2, -w / 2, w / 2],
-        ],
-        dtype=np.float32,
-    )
-    return (rotation @ corners + np.asarray(location, dtype=np.float32).reshape(3, 1)).T
-
-
-def project_to_image(points_3d: np.ndarray, calib: np.ndarray) -> np.ndarray:
-    """Project ``[N, 3]`` camera points with the ``[3, 4]`` matrix; returns ``[N, 2]`` image pixels."""
-    homogeneous = np.concatenate([points_3d, np.ones((points_3d.shape[0], 1), dtype=np.float32)], axis=1)
-    projected = (calib @ homogeneous.T).T
-    return projected[:, :2] / projected[:, 2:]
-
-
 def ddd_post_process(
     dets: np.ndarray,
     center: np.ndarray,
@@ -470,36 +440,6 @@ def ddd_post_process(
 def keep_confident(results: Mapping[int, np.ndarray], thresh: float = PEAK_THRESH) -> dict[int, np.ndarray]:
     """Drop results whose score (last column) is not above ``thresh`` (the original's ``merge_outputs``)."""
     return {cls: rows[rows[:, -1] > thresh] for cls, rows in results.items()}
-
-
-# ----------------------------------------------------------------------------------------------
-# KITTI result files
-# ----------------------------------------------------------------------------------------------
-
-
-def kitti_result_lines(results: Mapping[int, np.ndarray], class_names: Sequence[str] = CLASS_NAMES) -> list[str]:
-    """KITTI object-detection result lines, as the original writes them (2 decimals).
-
-    Each line has 16 columns: ``type truncated occluded alpha x1 y1 x2 y2 h w l x y z ry score``,
-    with ``truncated = 0.0`` and ``occluded = 0`` (not predicted).
-
-    Args:
-        results: ``{cls1: [n, 13]}`` from ``ddd_post_process``.
-        class_names: names of the 1-based class ids.
-    """
-    lines = []
-    for cls, rows in results.items():
-        for row in rows:
-            lines.append(f"{class_names[cls - 1]} 0.0 0 " + " ".join(f"{v:.2f}" for v in row))
-    return lines
-
-
-def parse_kitti_result_line(line: str, class_names: Sequence[str] = CLASS_NAMES) -> tuple[int, np.ndarray]:
-    """Inverse of ``kitti_result_lines`` for one line: ``(cls1, [13] float32 row)``."""
-    fields = line.split()
-    if len(fields) != 16:
-        raise ValueError(f"a KITTI result line has 16 columns, got {len(fields)}: {line!r}")
-    return class_names.index(fields[0]) + 1, np.array(fields[3:], dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------------------------

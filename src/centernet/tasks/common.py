@@ -122,7 +122,12 @@ def draw_gaussian(heatmap: np.ndarray, center: ArrayLike, radius: int, k: float 
 
 
 def draw_dense_reg(
-    regmap: np.ndarray, heatmaps: np.ndarray, center: ArrayLike, value: ArrayLike, radius: int
+    regmap: np.ndarray,
+    heatmaps: np.ndarray,
+    center: ArrayLike,
+    value: ArrayLike,
+    radius: int,
+    is_offset: bool = False,
 ) -> np.ndarray:
     """Write ``value`` into ``regmap`` around ``center`` wherever this object's Gaussian rules the heat maps.
 
@@ -142,6 +147,8 @@ def draw_dense_reg(
         center: ``(x, y)`` in map pixels (truncated with ``int()``).
         value: ``D`` values (e.g. the box's width and height).
         radius: integer radius in pixels.
+        is_offset: ``value`` is an offset ``(dx, dy)`` from the integer centre (``--dense_hp``):
+            each pixel ``(x, y)`` gets the offset from itself, ``value - (x - cx, y - cy)``.
 
     Returns:
         ``regmap`` (the same array).
@@ -151,7 +158,13 @@ def draw_dense_reg(
         window, kernel = clipped
         ruling = heatmaps[(slice(None), *window)].max(axis=0)
         owned = kernel.astype(heatmaps.dtype) >= ruling
-        regmap[(slice(None), *window)][:, owned] = np.asarray(value, dtype=np.float32).reshape(-1, 1)
+        value = np.asarray(value, dtype=np.float32).reshape(-1, 1, 1)
+        patch = np.broadcast_to(value, (len(value), *kernel.shape)).copy()
+        if is_offset:
+            rows, cols = window
+            patch[0] -= np.arange(cols.start, cols.stop) - int(center[0])
+            patch[1] -= (np.arange(rows.start, rows.stop) - int(center[1]))[:, None]
+        regmap[(slice(None), *window)][:, owned] = patch[:, owned]
     return regmap
 
 

@@ -33,6 +33,7 @@ _OBJECT_CAP_OPTION = {"ctdet": "max_objects", "multi_pose": "max_people", "ddd":
 # ``train.*`` switches that belong to one task: field -> (task, task constructor option, default).
 _TASK_SWITCHES = {
     "dense_wh": ("ctdet", "dense_wh", False),
+    "dense_wh_original": ("ctdet", "dense_wh_original", False),
     "cat_spec_wh": ("ctdet", "cat_spec_wh", False),
     "dense_hp": ("multi_pose", "dense_hp", False),
     "hm_hp": ("multi_pose", "joint_heatmaps", True),

@@ -128,6 +128,7 @@ def draw_dense_reg(
     value: ArrayLike,
     radius: int,
     is_offset: bool = False,
+    float64_test: bool = False,
 ) -> np.ndarray:
     """Write ``value`` into ``regmap`` around ``center`` wherever this object's Gaussian rules the heat maps.
 
@@ -149,6 +150,8 @@ def draw_dense_reg(
         radius: integer radius in pixels.
         is_offset: ``value`` is an offset ``(dx, dy)`` from the integer centre (``--dense_hp``):
             each pixel ``(x, y)`` gets the offset from itself, ``value - (x - cx, y - cy)``.
+        float64_test: compare the float64 kernel as the original does (bit-faithful targets,
+            with the holes described above) instead of the kernel rounded to the maps' dtype.
 
     Returns:
         ``regmap`` (the same array).
@@ -157,7 +160,7 @@ def draw_dense_reg(
     if clipped is not None:
         window, kernel = clipped
         ruling = heatmaps[(slice(None), *window)].max(axis=0)
-        owned = kernel.astype(heatmaps.dtype) >= ruling
+        owned = (kernel if float64_test else kernel.astype(heatmaps.dtype)) >= ruling
         value = np.asarray(value, dtype=np.float32).reshape(-1, 1, 1)
         patch = np.broadcast_to(value, (len(value), *kernel.shape)).copy()
         if is_offset:

@@ -108,6 +108,9 @@ class CtdetTask(Task):
         loss_weights: overrides of ``LOSS_WEIGHTS`` (keys ``hm_loss``, ``wh_loss``, ``off_loss``).
         dense_wh: the original's ``--dense_wh``: regress the size at every pixel of an object's
             Gaussian, weighted by the heat map, instead of at its centre alone.
+        dense_wh_original: with ``dense_wh``, the original's exact ruling test (float64 kernel
+            against the float32 heat map), which leaves about half of each Gaussian at size 0;
+            the default rounds the kernel first (see ``draw_dense_reg``).
         cat_spec_wh: the original's ``--cat_spec_wh``: the ``wh`` head holds one ``(w, h)`` pair
             per class (``2 C`` channels); an object trains, and a detection reads, its class's pair.
     """
@@ -121,6 +124,7 @@ class CtdetTask(Task):
         loss_weights: Mapping[str, float] | None = None,
         dense_wh: bool = False,
         cat_spec_wh: bool = False,
+        dense_wh_original: bool = False,
     ) -> None:
         if dense_wh and cat_spec_wh:
             raise ValueError("dense_wh and cat_spec_wh exclude each other (the dense size map has one (w, h) pair)")
@@ -128,6 +132,7 @@ class CtdetTask(Task):
         self.max_objects = max_objects
         self.dense_wh = dense_wh
         self.cat_spec_wh = cat_spec_wh
+        self.dense_wh_original = dense_wh_original
         self.loss_weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
 
     @classmethod
@@ -157,6 +162,8 @@ class CtdetTask(Task):
             output pixels; ``reg [M, 2]`` float32 centre minus integer centre; ``ind [M]`` int64
             ``y * Wo + x``; ``reg_mask [M]`` uint8 (1 for a real object). ``M = max_objects``;
             rows follow the annotation order, boxes degenerate after clipping keep a zero row.
+            ``gt_det [n, 6]`` float32 rows ``[x1, y1, x2, y2, 1, cls0]`` (output pixels) of the
+            valid objects, as the original's debugging ``meta`` (not batched).
             With ``dense_wh``, ``dense_wh [2, Ho, Wo]`` (each object's size over the part of
             its Gaussian it rules) and ``dense_wh_mask [2, Ho, Wo]`` (the class-maximum heat map)
             replace ``wh``; with ``cat_spec_wh``, ``cat_spec_wh [M, 2C]`` float32 (the size in
@@ -183,11 +190,16 @@ class CtdetTask(Task):
             draw_gaussian(hm[labels[k]], centers_int[k], radius)
             wh[k] = widths[k], heights[k]
             if dense_wh is not None:
-                draw_dense_reg(dense_wh, hm, centers_int[k], wh[k], radius)
+                draw_dense_reg(dense_wh, hm, centers_int[k], wh[k], radius, float64_test=self.dense_wh_original)
             ind[k] = centers_int[k, 1] * out_w + centers_int[k, 0]
             reg[k] = centers[k] - centers_int[k]
             reg_mask[k] = 1
-        targets = {"hm": hm, "wh": wh, "reg": reg, "ind": ind, "reg_mask": reg_mask}
+        valid = reg_mask.astype(bool)[: len(boxes)]
+        half = np.stack([widths, heights], axis=1)[valid] / 2
+        gt_det = np.concatenate(
+            [centers[valid] - half, centers[valid] + half, np.ones((len(half), 1), np.float32), labels[valid, None]], axis=1
+        ).astype(np.float32)
+        targets = {"hm": hm, "wh": wh, "reg": reg, "ind": ind, "reg_mask": reg_mask, "gt_det": gt_det}
         if dense_wh is not None:
             del targets["wh"]
             targets["dense_wh"] = dense_wh

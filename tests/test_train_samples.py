@@ -92,3 +92,16 @@ def test_pose_samples_rotate_and_mask_as_the_original(data_dir) -> None:
         assert not sample["reg_mask"].any() and not sample["hps_mask"].any()
         joints += int(sample["hp_mask"].sum())
     assert joints > 0  # the joint heat maps still train
+
+
+def test_3d_recipe_and_a_bare_ddd_config_share_the_original_defaults() -> None:
+    recipe = load_config("ddd_dla34_kitti")
+    bare = load_config(None, ["task=ddd"])
+    for cfg in (recipe, bare):
+        assert cfg.data.input_size == [384, 1280] and cfg.data.mean == list(KITTI_MEAN)
+        assert (cfg.augment.aug_ddd, cfg.augment.flip, cfg.augment.color) == (0.5, 0.0, False)
+    assert recipe.augment == bare.augment
+    assert load_config(None, ["task=ddd", "data.input_size=[320, 1024]"]).data.input_size == [320, 1024]
+    assert load_config().data.input_size == [512, 512]  # 2D keeps COCO's
+    pose = load_config("pose_dla34_coco")
+    assert pose.augment.rotate_probability() == 0.0 and pose.train.hm_hp and pose.augment.color

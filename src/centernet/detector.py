@@ -27,7 +27,7 @@ from centernet.models.checkpoint import (
     save_checkpoint,
 )
 from centernet.models.registry import build_model, default_head_conv
-from centernet.tasks.base import ImageMeta, Task, get_task, task_for_heads
+from centernet.tasks.base import DEBUG_ONLY_KEYS, ImageMeta, Task, get_task, task_for_heads
 
 WarpBackend = Literal["cv2", "torch"]
 
@@ -212,7 +212,7 @@ class CenterNet(nn.Module):
             self.task.encode({k: v.detach().cpu().numpy() for k, v in target.items()}, meta)
             for target, meta in zip(targets, metas)
         ]
-        batch = {key: torch.from_numpy(np.stack([e[key] for e in encoded])).to(inputs.device) for key in encoded[0]}
+        batch = {key: torch.from_numpy(np.stack([e[key] for e in encoded])).to(inputs.device) for key in encoded[0] if key not in DEBUG_ONLY_KEYS}
         _, stats = self.task.loss(self.network(inputs), batch)
         return {name: self.task.loss_weights[name] * value for name, value in stats.items() if name != "loss"}
 

@@ -11,7 +11,7 @@ from centernet.config import Config, ConfigError
 from centernet.data.check import SYNTHETIC, load_dataset
 from centernet.data.records import DetectionDataset, ImageRecord
 from centernet.data.transforms import NumpyAugmentRandom, TrainAugmentation, prepare_inference_input
-from centernet.tasks.base import get_task
+from centernet.tasks.base import DEBUG_ONLY_KEYS, get_task
 
 
 def load_split(cfg: Config, which: str) -> DetectionDataset:
@@ -148,10 +148,6 @@ class TrainingDataset(Dataset):
         rng = NumpyAugmentRandom(np.random.default_rng([self.cfg.train.seed, epoch, index]))
         image = self.data.load_image(index)
         return self.task.training_sample(image, record.annotations(), self.augmentation, rng)
-
-
-# Per-image ground-truth rows the original keeps only for debugging; their length varies per image.
-DEBUG_ONLY_KEYS = frozenset({"gt_det"})
 
 
 def collate(samples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:

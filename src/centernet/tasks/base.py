@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 HeadOutputs = dict[str, torch.Tensor]
 
+# Per-image ground-truth rows ``encode`` returns for debugging, as the original's ``meta``; their
+# length varies per image, so they are never batched.
+DEBUG_ONLY_KEYS = frozenset({"gt_det"})
+
 # Task name -> module defining it (each module holds one ``Task`` subclass with that ``name``).
 TASK_MODULES = {"ctdet": "centernet.tasks.ctdet", "multi_pose": "centernet.tasks.multi_pose", "ddd": "centernet.tasks.ddd"}
 

@@ -30,14 +30,15 @@ def load_split(cfg: Config, which: str) -> DetectionDataset:
 # The option of each task that caps the objects encoded per image (the original's max_objs).
 _OBJECT_CAP_OPTION = {"ctdet": "max_objects", "multi_pose": "max_people", "ddd": "max_objects"}
 
-# ``train.*`` switches that belong to one task: field -> (task, task constructor option, default).
+# ``train.*`` switches that belong to one task: field -> (task, task constructor options it sets, default).
 _TASK_SWITCHES = {
-    "dense_wh": ("ctdet", "dense_wh", False),
-    "dense_wh_original": ("ctdet", "dense_wh_original", False),
-    "cat_spec_wh": ("ctdet", "cat_spec_wh", False),
-    "dense_hp": ("multi_pose", "dense_hp", False),
-    "hm_hp": ("multi_pose", "joint_heatmaps", True),
-    "hp_offset": ("multi_pose", "joint_offsets", True),
+    "dense_wh": ("ctdet", ("dense_wh",), False),
+    "dense_wh_original": ("ctdet", ("dense_wh_original",), False),
+    "cat_spec_wh": ("ctdet", ("cat_spec_wh",), False),
+    "dense_hp": ("multi_pose", ("dense_hp",), False),
+    # The original's --not_hm_hp also drops the joint offsets (they refine joint heat-map peaks).
+    "hm_hp": ("multi_pose", ("joint_heatmaps", "joint_offsets"), True),
+    "hp_offset": ("multi_pose", ("joint_offsets",), True),
 }
 
 
@@ -47,15 +48,13 @@ def task_for(cfg: Config, num_classes: int):
     options = {}
     if cfg.train.max_objects is not None and cfg.task in _OBJECT_CAP_OPTION:
         options[_OBJECT_CAP_OPTION[cfg.task]] = cfg.train.max_objects
-    for field_name, (owner, option, default) in _TASK_SWITCHES.items():
+    for field_name, (owner, task_options, default) in _TASK_SWITCHES.items():
         value = getattr(cfg.train, field_name)
         if value == default:
             continue
         if cfg.task != owner:
             raise ConfigError(f"train.{field_name}: only the {owner} task has this option, not {cfg.task}")
-        options[option] = value
-    if cfg.task == "multi_pose" and not cfg.train.hm_hp:
-        options["joint_offsets"] = False  # the original's --not_hm_hp also drops the joint offsets
+        options.update(dict.fromkeys(task_options, value))
     try:
         task = get_task(cfg.task, num_classes, **options)
     except ValueError as err:

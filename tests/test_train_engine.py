@@ -313,3 +313,29 @@ def test_grad_clip_and_the_grad_scaler_path(tmp_path, monkeypatch):
     assert norms[0] == pytest.approx(norms[2], rel=1e-5)  # unscaled before clipping: the same gradient
     for key, value in weights["plain"].items():
         torch.testing.assert_close(weights["scaled"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_crash_after_the_last_step_resumes_to_a_full_row(tmp_path):
+    """Killed after the epoch's last step was checkpointed but before its row was written: the
+    resumed run has no step left, yet writes the row with the losses of all the epoch's steps."""
+    hook = Recorder()
+
+    class CrashAtTheEnd(TrainerHook):
+        def on_step_end(self, trainer, losses):
+            if trainer.state.iteration == trainer.sampler.steps_per_epoch:
+                raise Crash
+
+    cfg = tiny_config(tmp_path, "last", *SHORT, "train.epochs=1", "train.checkpoint_interval=1")
+    with pytest.raises(Crash):
+        train(cfg, hooks=[hook, CrashAtTheEnd()])
+    assert not (tmp_path / "last" / "results.csv").exists()
+    train(cfg, resume=True)
+    rows = list(csv.DictReader((tmp_path / "last" / "results.csv").open()))
+    assert [(r["epoch"], r["steps"], r["partial"]) for r in rows] == [("1", "2", "0")]
+    mean = sum(loss for _, _, loss in hook.steps) / 2
+    assert all(rows[0][k] != "" for k in ("loss", "hm_loss", "wh_loss", "off_loss"))
+    assert float(rows[0]["loss"]) == pytest.approx(mean, abs=1e-5)

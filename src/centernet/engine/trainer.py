@@ -291,7 +291,10 @@ class Trainer:
         row: dict = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], **losses, "steps": steps, "partial": int(not complete)}
         summary = None
         if complete:
-            self.scheduler.step()
+            with warnings.catch_warnings():
+                # A resume at an epoch's last step makes no optimiser step before the epoch's lr drop.
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+                self.scheduler.step()
             self.state = TrainState(epoch + 1, 0, self.state.best_metric)
             if epoch % cfg.train.val_interval == 0 or epoch == cfg.train.epochs:
                 metrics = evaluate_network(self.model, self.task, self.val_set, cfg, self.ctx, save_images_to=self.run and self.run.root / "images")

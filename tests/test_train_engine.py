@@ -16,7 +16,7 @@ import torchvision
 
 from centernet.config import load_config
 from centernet.engine.dataset import EpochSampler
-from centernet.engine.trainer import Trainer, train
+from centernet.engine.trainer import Trainer, TrainerHook, train
 from centernet.models import build_model
 from centernet.models.checkpoint import CheckpointError, load_checkpoint
 from centernet.models.pretrained import load_pretrained_backbone
@@ -113,6 +113,12 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     stopped = load_checkpoint(tmp_path / "resumed" / "last.pt")
     assert (stopped["epoch"], stopped["iteration"]) == (2, 2)  # killed mid-epoch, saved every iteration
     train(load_config(None, [*common, "name=resumed"]), resume=True)
+    # The csv of the resumed run matches the straight run's: no row lost, the killed epoch averaged whole.
+    straight_rows = list(csv.DictReader((tmp_path / "straight" / "results.csv").open()))
+    resumed_rows = list(csv.DictReader((tmp_path / "resumed" / "results.csv").open()))
+    assert [r["epoch"] for r in resumed_rows] == [r["epoch"] for r in straight_rows] == ["1", "2", "3"]
+    for got, want in zip(resumed_rows, straight_rows):
+        assert {k: v for k, v in got.items() if k.endswith("loss")} == {k: v for k, v in want.items() if k.endswith("loss")}
     a = load_checkpoint(tmp_path / "straight" / "last.pt")["state_dict"]
     b = load_checkpoint(tmp_path / "resumed" / "last.pt")["state_dict"]
     assert a.keys() == b.keys()
@@ -222,3 +228,114 @@ def test_fine_tuning_from_our_best_pt_loads_everything_and_refuses_another_archi
     torch.save(build_model("res_34", {"hm": 3, "wh": 2, "reg": 2}, head_conv=16).state_dict(), other)
     with pytest.raises(CheckpointError, match=r"res34.pth: not weights for this network's backbone .*layer1.2"):
         Trainer(tiny_config(tmp_path, "third", f"model.weights={other}"))
+
+
+class Recorder(TrainerHook):
+    """Records what the loop reports; stops at (epoch, iteration) ``stop_at`` when given."""
+
+    def __init__(self, stop_at=None) -> None:
+        self.steps, self.epochs, self.validations, self.stop_at = [], [], [], stop_at
+
+    def on_step_end(self, trainer, losses) -> None:
+        self.steps.append((trainer.state.epoch, trainer.state.iteration, losses["loss"]))
+        self.grad_norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in trainer.model.parameters() if p.grad is not None])))
+        if self.stop_at == (trainer.state.epoch, trainer.state.iteration):
+            trainer.request_stop()
+
+    def on_epoch_end(self, trainer, row) -> None:
+        self.epochs.append(dict(row))
+
+    def on_validation_end(self, trainer, metrics) -> None:
+        self.validations.append(metrics.primary)
+
+
+# Fewer images for the hook / logging tests: 2 steps per epoch.
+SHORT = ["data.synthetic_images={train: 8, val: 2}", "train.val_interval=10"]
+
+
+def test_hooks_stop_early_and_resume_rebuilds_a_durable_csv(tmp_path):
+    """Step, epoch-end and validation-end hooks; an early stop leaves a partial row; a resume
+    restores the rows the checkpoint knows (even if the csv lost them), completes the epoch
+    averaged over all its steps, and deletes temporaries a kill left behind; TensorBoard events."""
+    hook = Recorder(stop_at=(2, 1))
+    train(tiny_config(tmp_path, "hooks", *SHORT, "train.epochs=2"), hooks=[hook])
+    run = tmp_path / "hooks"
+    assert [(e, i) for e, i, _ in hook.steps] == [(1, 1), (1, 2), (2, 1)]
+    assert [row["epoch"] for row in hook.epochs] == [1, 2] and hook.validations == []
+    assert hook.epochs[0]["loss"] == pytest.approx(sum(loss for e, _, loss in hook.steps if e == 1) / 2, abs=1e-5)
+    rows = list(csv.DictReader((run / "results.csv").open()))
+    assert [(r["epoch"], r["steps"], r["partial"]) for r in rows] == [("1", "2", "0"), ("2", "1", "1")]
+    ckpt = load_checkpoint(run / "last.pt")
+    assert (ckpt["epoch"], ckpt["iteration"]) == (2, 1) and [r["epoch"] for r in ckpt["history"]] == [1, 2]
+    events = list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+
+    # A kill between the checkpoint and the csv write loses a row; a kill mid-save leaves temporaries.
+    lines = (run / "results.csv").read_text().splitlines()
+    (run / "results.csv").write_text(lines[0] + "\n")
+    (run / ".last.pt.abc123.tmp").write_bytes(b"x" * 100)
+    (run / "results.csv.tmp").write_text("")
+    rest = Recorder()
+    train(tiny_config(tmp_path, "hooks", *SHORT, "train.epochs=2"), resume=True, hooks=[rest])
+    assert [(e, i) for e, i, _ in rest.steps] == [(2, 2)] and len(rest.validations) == 1
+    rows = list(csv.DictReader((run / "results.csv").open()))
+    assert [(r["epoch"], r["steps"], r["partial"]) for r in rows] == [("1", "2", "0"), ("2", "2", "0")]
+    assert rows[0]["loss"] == lines[1].split(",")[lines[0].split(",").index("loss")]
+    epoch2 = [loss for e, _, loss in hook.steps + rest.steps if e == 2]
+    assert float(rows[1]["loss"]) == pytest.approx(sum(epoch2) / 2, abs=1e-5) and rows[1]["AP"] != ""
+    assert not list(run.glob("*.tmp"))
+
+
+def test_grad_clip_and_the_grad_scaler_path(tmp_path, monkeypatch):
+    """``grad_clip`` bounds every step's gradient norm; the loss-scaling path (scale, unscale for
+    clipping, step, update) run on CPU with a power-of-two scale trains as the unscaled one, and
+    the scaler's state is checkpointed."""
+    norms = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def recording_clip(parameters, max_norm, *args, **kwargs):
+        norms.append(float(clip(parameters, max_norm, *args, **kwargs)))
+        return norms[-1]
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
+    weights = {}
+    for name, enabled in (("plain", False), ("scaled", True)):
+        hook = Recorder()
+        trainer = Trainer(tiny_config(tmp_path, name, *SHORT, "train.epochs=1", "train.grad_clip=0.01"), hooks=[hook])
+        trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12, growth_interval=1, enabled=enabled)
+        trainer.fit()
+        assert hook.grad_norm <= 0.01 * (1 + 1e-4)  # after clipping
+        ckpt = load_checkpoint(tmp_path / name / "last.pt")
+        weights[name] = ckpt["state_dict"]
+        if enabled:
+            assert ckpt["scaler"]["scale"] == 2.0**14  # 2 finite steps, growth after each
+    assert len(norms) == 4 and min(norms) > 0.01  # the unclipped norms were larger than the bound
+    assert norms[0] == pytest.approx(norms[2], rel=1e-5)  # unscaled before clipping: the same gradient
+    for key, value in weights["plain"].items():
+        torch.testing.assert_close(weights["scaled"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_crash_after_the_last_step_resumes_to_a_full_row(tmp_path):
+    """Killed after the epoch's last step was checkpointed but before its row was written: the
+    resumed run has no step left, yet writes the row with the losses of all the epoch's steps."""
+    hook = Recorder()
+
+    class CrashAtTheEnd(TrainerHook):
+        def on_step_end(self, trainer, losses):
+            if trainer.state.iteration == trainer.sampler.steps_per_epoch:
+                raise Crash
+
+    cfg = tiny_config(tmp_path, "last", *SHORT, "train.epochs=1", "train.checkpoint_interval=1")
+    with pytest.raises(Crash):
+        train(cfg, hooks=[hook, CrashAtTheEnd()])
+    assert not (tmp_path / "last" / "results.csv").exists()
+    train(cfg, resume=True)
+    rows = list(csv.DictReader((tmp_path / "last" / "results.csv").open()))
+    assert [(r["epoch"], r["steps"], r["partial"]) for r in rows] == [("1", "2", "0")]
+    mean = sum(loss for _, _, loss in hook.steps) / 2
+    assert all(rows[0][k] != "" for k in ("loss", "hm_loss", "wh_loss", "off_loss"))
+    assert float(rows[0]["loss"]) == pytest.approx(mean, abs=1e-5)

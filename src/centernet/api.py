@@ -13,15 +13,16 @@ def _config(recipe: str | Path | Config | None, overrides: Sequence[str]) -> Con
     return load_config(recipe, list(overrides))
 
 
-def train(recipe: str | Path | Config | None = None, *overrides: str, resume: bool = False) -> dict:
+def train(recipe: str | Path | Config | None = None, *overrides: str, resume: bool = False, hooks: Sequence = ()) -> dict:
     """Train a recipe (path, shipped name or ``Config``) with ``section.field=value`` overrides.
 
     Example: ``centernet.train("ctdet_res18_voc_70e", "data.source=my_voc", "train.epochs=10")``.
+    ``hooks``: ``centernet.engine.trainer.TrainerHook`` objects (step, epoch-end, validation-end).
     Returns the last validation metrics and the run folder.
     """
     from centernet.engine.trainer import train as run
 
-    return run(_config(recipe, overrides), resume=resume)
+    return run(_config(recipe, overrides), resume=resume, hooks=hooks)
 
 
 def evaluate(weights: str | Path, recipe: str | Path | Config | None = None, *overrides: str, split: str | None = None):

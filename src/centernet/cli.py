@@ -20,8 +20,11 @@ def _split_config(items: list[str]) -> tuple[str | None, list[str]]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import logging
+
     from centernet.engine.trainer import train
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # epoch and validation lines
     path, overrides = _split_config(args.config)
     cfg = load_config(path, overrides)
     summary = train(cfg, resume=args.resume)

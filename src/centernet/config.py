@@ -74,8 +74,17 @@ class AugmentConfig:
     scale: float = 0.4
     shift: float = 0.1
     flip: float = 0.5
-    color: bool = True  # colour jitter 0.4 and PCA lighting 0.1
+    color: bool = True  # colour jitter 0.4 and PCA lighting 0.1 (2D and pose; the 3D task never jitters colours)
     rotate: float = 0.0  # degrees; pose only in the original (``--rotate``)
+    # Probability of rotating a pose sample (the original's ``--aug_rot``); None: 1 when ``rotate`` > 0.
+    rotate_prob: float | None = None
+    aug_ddd: float = 0.5  # 3D only: probability of the scale/shift augmentation (``--aug_ddd``)
+
+    def rotate_probability(self) -> float:
+        """The chance of a pose rotation: ``rotate_prob``, or 1 whenever ``rotate`` is set."""
+        if self.rotate_prob is not None:
+            return self.rotate_prob
+        return 1.0 if self.rotate > 0 else 0.0
 
 
 @dataclass
@@ -109,6 +118,18 @@ class TrainConfig:
     # ctdet only, the original's --dense_wh: the size loss covers each object's Gaussian, weighted
     # by the heat map, not its centre pixel alone.
     dense_wh: bool = False
+    # With dense_wh: the original's exact float64 ruling test, bit-faithful to its targets (about half
+    # of each Gaussian then keeps size 0); False rounds the kernel first (see tasks.common.draw_dense_reg).
+    dense_wh_original: bool = False
+    # ctdet only, the original's --cat_spec_wh: one (w, h) head pair per class (head ``wh`` of 2 C
+    # channels), trained at each object's own class and decoded from the detected class.
+    cat_spec_wh: bool = False
+    # multi_pose only, the original's --dense_hp: joint offsets regressed over each person's
+    # Gaussian (weighted by it), not at the centre pixel alone.
+    dense_hp: bool = False
+    hm_hp: bool = True  # multi_pose: joint heat maps (False: the original's --not_hm_hp, which also drops hp_offset)
+    hp_offset: bool = True  # multi_pose: joint sub-pixel offsets (False: --not_reg_hp_offset)
+    tensorboard: bool = True  # also write TensorBoard event files to the run folder when tensorboard is installed
     save_images: int = 4  # validation images drawn into the run folder
 
 
@@ -265,8 +286,30 @@ def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Confi
     return _build(Config, tree, "overrides")
 
 
+# The original's option defaults that differ by task (its data set classes); a config that names
+# the task and leaves these fields out gets them, so ``task=ddd`` alone is a KITTI experiment.
+TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "ddd": {
+        "data": {"input_size": [384, 1280], "mean": list(KITTI_MEAN), "std": list(KITTI_STD)},
+        "augment": {"random_crop": False, "flip": 0.0, "color": False, "aug_ddd": 0.5},
+    },
+}
+
+
+def _with_task_defaults(tree: dict[str, Any]) -> None:
+    """Fill the fields ``TASK_DEFAULTS`` holds for the tree's task where the tree leaves them out."""
+    for section, values in TASK_DEFAULTS.get(tree.get("task", Config.task), {}).items():
+        node = tree.setdefault(section, {})
+        if isinstance(node, dict):
+            for key, value in values.items():
+                node.setdefault(key, value)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Load a YAML recipe (a path or a shipped recipe name; or the defaults) and apply overrides.
+
+    Fields the result leaves out take the defaults of its task (``TASK_DEFAULTS``: KITTI input
+    and normalisation for ``task: ddd``), then the dataclass defaults.
 
     Overrides look like ``section.field=value``; values are parsed as YAML (``train.epochs=10``,
     ``test.scales=[0.5,1,1.5]``).
@@ -282,4 +325,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
         tree = loaded or {}
     _apply(tree, overrides)
+    _with_task_defaults(tree)
     return _build(Config, tree, source)

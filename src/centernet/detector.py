@@ -27,7 +27,7 @@ from centernet.models.checkpoint import (
     save_checkpoint,
 )
 from centernet.models.registry import build_model, default_head_conv
-from centernet.tasks.base import ImageMeta, Task, get_task
+from centernet.tasks.base import DEBUG_ONLY_KEYS, ImageMeta, Task, get_task, task_for_heads
 
 WarpBackend = Literal["cv2", "torch"]
 
@@ -212,7 +212,7 @@ class CenterNet(nn.Module):
             self.task.encode({k: v.detach().cpu().numpy() for k, v in target.items()}, meta)
             for target, meta in zip(targets, metas)
         ]
-        batch = {key: torch.from_numpy(np.stack([e[key] for e in encoded])).to(inputs.device) for key in encoded[0]}
+        batch = {key: torch.from_numpy(np.stack([e[key] for e in encoded])).to(inputs.device) for key in encoded[0] if key not in DEBUG_ONLY_KEYS}
         _, stats = self.task.loss(self.network(inputs), batch)
         return {name: self.task.loss_weights[name] * value for name, value in stats.items() if name != "loss"}
 
@@ -281,12 +281,13 @@ class CenterNet(nn.Module):
             payload = None
         if payload is not None and "arch" in payload and "state_dict" in payload:
             names = payload.get("class_names")
+            num_classes = payload.get("num_classes") or (len(names) if names else payload["heads"]["hm"])
             options = {
                 "arch": payload["arch"],
-                "num_classes": payload.get("num_classes") or (len(names) if names else payload["heads"]["hm"]),
+                "num_classes": num_classes,
                 "class_names": names,
                 "category_ids": payload.get("category_ids"),
-                "task": payload.get("task", "ctdet"),
+                "task": task_for_heads(payload.get("task", "ctdet"), num_classes, payload["heads"]),
                 "input_size": tuple(payload.get("input_size", (512, 512))),
                 "keep_res": payload.get("keep_res", False),
                 "mean": payload.get("mean", COCO_MEAN_BGR),
@@ -301,7 +302,7 @@ class CenterNet(nn.Module):
             options = {
                 "arch": info.arch,
                 "num_classes": info.num_classes,
-                "task": _heads_task(info.heads),
+                "task": task_for_heads(_heads_task(info.heads), info.num_classes, info.heads),
                 "head_conv": info.head_conv,
                 **ORIGINAL_TASK_INPUTS.get(_heads_task(info.heads), {}),
             }

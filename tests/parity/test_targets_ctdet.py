@@ -160,7 +160,9 @@ def test_training_sample_replayed(reference_dir: Path, data_dir: Path) -> None:
         eigen_vectors=np.array(info["eig_vec"], dtype=np.float32),
     )
     rng = ReplayRandom(info["draws"])
-    network_input, meta = transform(pixels, rng)
+    task = CtdetTask(val_info["num_classes"], max_objects=ref["wh"].shape[0])
+    sample = task.augment(pixels, transform, rng)
+    network_input, meta = sample.input, sample.meta
     assert not rng.draws, f"draws left unused: {rng.draws}"
 
     assert meta.flipped == info["flipped"]
@@ -171,6 +173,6 @@ def test_training_sample_replayed(reference_dir: Path, data_dir: Path) -> None:
     assert_close(meta.output_transform(), ref["trans_output"], "trans_output", atol=0, rtol=0)
     assert_close(network_input, ref["input"], "input", atol=1e-5, rtol=1e-5)
 
-    targets = CtdetTask(val_info["num_classes"], max_objects=ref["wh"].shape[0]).encode(annotations, meta)
+    targets = task.encode(annotations, meta)
     assert_targets_equal(targets, {key: ref[key] for key in TARGET_KEYS}, "train sample")
     assert int(targets["reg_mask"].sum()) == info["num_valid_objects"]

@@ -4,7 +4,9 @@ An image is cut out of its source by ONE affine warp (``cv2.warpAffine``, biline
 border) of a window ``(center, scale)`` onto the network input; the same window maps annotations
 onto the output map (``ImageMeta.output_transform``). Test time uses a fixed window (letterbox,
 "fix-res", or the padded full image, "keep-res"); training jitters it (random crop or shift/scale),
-mirrors the image with probability 0.5, then jitters colours.
+mirrors the image with probability 0.5, then jitters colours. Which of these steps a training sample
+goes through, and in which order their random numbers are drawn, is decided by its task
+(``Task.augment``); ``TrainAugmentation`` holds the amplitudes and the steps.
 
 Every random draw goes through an ``AugmentRandom`` so that a data loader can seed one per worker
 and tests can replay the original's recorded draws one by one.
@@ -42,7 +44,7 @@ class AugmentRandom(Protocol):
     """The random draws of the original's augmentation, one method per kind of draw.
 
     The original takes them from three generators (numpy's global state, Python's ``random``
-    and the data set's own ``RandomState``); the call order is fixed by ``prepare_training_sample``.
+    and the data set's own ``RandomState``); the call order is fixed by each task's ``Task.augment``.
     """
 
     def choice(self, options: np.ndarray) -> float:
@@ -313,11 +315,28 @@ def color_augment(
     image += np.dot(eigen_vectors, eigen_values * lighting)
 
 
+@dataclass(frozen=True)
+class AugmentedImage:
+    """One training image after augmentation: the network input, its window and the warped pixels.
+
+    Attributes:
+        input: ``[3, h, w]`` float32 normalised network input (after colour jitter).
+        meta: the window that cut it out (mirroring, rotation and augmentation flags included).
+        warped: ``[h, w, 3]`` uint8 BGR result of the warp, before colour jitter and normalisation.
+    """
+
+    input: np.ndarray
+    meta: ImageMeta
+    warped: np.ndarray
+
+
 @dataclass
 class TrainAugmentation:
-    """The original's training-time augmentation and input preparation (ctdet / pose data sets).
+    """The original's training-time augmentation settings and the steps they parametrise.
 
-    Field names follow ``centernet.config.AugmentConfig``.
+    Each task composes these steps into its own training-sample pipeline
+    (``Task.augment``): which steps apply and in which order the random numbers are drawn is
+    the task's; the amplitudes are here. Field names follow ``centernet.config.AugmentConfig``.
 
     Attributes:
         spec: input size, padding and normalisation.
@@ -325,13 +344,12 @@ class TrainAugmentation:
             (halved for small images) from the borders; ``False``: shift the centre by ``shift``
             and zoom by ``scale`` (normal draws clipped at 2 sigma for the shift, at ``1 +- scale``
             for the zoom).
-        scale, shift: jitter amplitudes for ``random_crop = False``.
+        scale, shift: jitter amplitudes for ``random_crop = False`` and for the 3D augmentation.
         flip: probability of mirroring the image.
         color: colour jitter + PCA lighting.
         rotate: rotation amplitude in degrees (normal, clipped at 2 sigma), applied with
             probability ``rotate_prob`` (the original pose data set's ``--rotate`` / ``--aug_rot``).
-            With ``rotate_prob = 0`` no draw is made, whereas the original pose data set still draws
-            one uniform number there.
+        aug_ddd: probability that a 3D sample is scaled and shifted (the original's ``--aug_ddd``).
         eigen_values, eigen_vectors: colour PCA (BGR) for the lighting jitter.
     """
 
@@ -343,6 +361,7 @@ class TrainAugmentation:
     color: bool = True
     rotate: float = 0.0
     rotate_prob: float = 0.0
+    aug_ddd: float = 0.5
     eigen_values: np.ndarray = field(default_factory=lambda: COCO_EIGEN_VALUES.copy())
     eigen_vectors: np.ndarray = field(default_factory=lambda: COCO_EIGEN_VECTORS.copy())
 
@@ -358,32 +377,36 @@ class TrainAugmentation:
             flip=aug.flip,
             color=aug.color,
             rotate=aug.rotate,
-            rotate_prob=1.0 if aug.rotate > 0 else 0.0,
+            rotate_prob=aug.rotate_probability(),
+            aug_ddd=aug.aug_ddd,
         )
 
-    def __call__(self, image: np.ndarray, rng: AugmentRandom | np.random.Generator) -> tuple[np.ndarray, ImageMeta]:
-        """Augment one image.
+    # ------------------------------------------------------------------ windows
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """Network input ``(h, w)`` for a source image: fixed, or the padded image (keep-res)."""
+        if self.spec.input_hw is None:
+            return padded_size(height, self.spec.pad), padded_size(width, self.spec.pad)
+        return self.spec.input_hw
 
-        Args:
-            image: ``[H, W, 3]`` uint8 BGR source image.
-            rng: random source; a numpy ``Generator`` is wrapped in ``NumpyAugmentRandom``.
+    def square_window(self, height: int, width: int) -> tuple[np.ndarray, float | np.ndarray]:
+        """The un-augmented 2D / pose window: float32 centre, the longer side (keep-res: the input)."""
+        center = np.array([width / 2.0, height / 2.0], dtype=np.float32)
+        if self.spec.input_hw is None:
+            inp_h, inp_w = self.input_size(height, width)
+            return center, np.array([inp_w, inp_h], dtype=np.float32)
+        return center, max(height, width) * 1.0
+
+    def jitter_window(
+        self, center: np.ndarray, window: float | np.ndarray, height: int, width: int, rng: AugmentRandom
+    ) -> float | np.ndarray:
+        """Random crop or shift/scale of a 2D / pose window; ``center`` (float32) moves in place.
+
+        Random crop draws ``choice`` (zoom), ``randint`` (x), ``randint`` (y); shift/scale draws
+        ``randn`` x3 (x shift, y shift, zoom; the shifts relative to the unzoomed window).
 
         Returns:
-            ``(input [3, h, w] float32 normalised, meta)``. Pass the image's UNMIRRORED
-            annotations and ``meta`` to ``Task.encode``: it mirrors them when ``meta.flipped``.
+            The new window (float64, as numpy's promotion gives it).
         """
-        if isinstance(rng, np.random.Generator):
-            rng = NumpyAugmentRandom(rng)
-        spec = self.spec
-        height, width = image.shape[:2]
-        center = np.array([width / 2.0, height / 2.0], dtype=np.float32)
-        if spec.input_hw is None:
-            inp_h, inp_w = padded_size(height, spec.pad), padded_size(width, spec.pad)
-            window: float | np.ndarray = np.array([inp_w, inp_h], dtype=np.float32)
-        else:
-            inp_h, inp_w = spec.input_hw
-            window = max(height, width) * 1.0
-
         if self.random_crop:
             # A float64 zoom, as numpy's choice returns it, keeps a float32 window's type promotion.
             window = window * np.float64(rng.choice(CROP_SCALES))
@@ -391,28 +414,87 @@ class TrainAugmentation:
             h_border = crop_border(CROP_BORDER, height)
             center[0] = rng.randint(w_border, width - w_border)
             center[1] = rng.randint(h_border, height - h_border)
-        else:
-            center += window * np.clip(np.array([rng.randn(), rng.randn()]) * self.shift, -2 * self.shift, 2 * self.shift)
-            window = window * np.clip(rng.randn() * self.scale + 1, 1 - self.scale, 1 + self.scale)
-        rot = 0.0
-        if self.rotate_prob > 0 and rng.random() < self.rotate_prob:
-            rot = float(np.clip(rng.randn() * self.rotate, -2 * self.rotate, 2 * self.rotate))
-        flipped = rng.random() < self.flip
+            return window
+        center += window * np.clip(np.array([rng.randn(), rng.randn()]) * self.shift, -2 * self.shift, 2 * self.shift)
+        return window * np.clip(rng.randn() * self.scale + 1, 1 - self.scale, 1 + self.scale)
+
+    def draw_rotation(self, rng: AugmentRandom) -> float:
+        """The pose rotation: one ``random`` test always, one ``randn`` angle (degrees) when it fires."""
+        if rng.random() < self.rotate_prob:
+            return float(np.clip(rng.randn() * self.rotate, -2 * self.rotate, 2 * self.rotate))
+        return 0.0
+
+    def draw_flip(self, rng: AugmentRandom) -> bool:
+        """One ``random`` draw: mirror the image iff it is below ``flip``."""
+        return rng.random() < self.flip
+
+    def frame_window(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The un-augmented 3D window: float64 centre and int32 ``(w, h)`` (keep-res: the input size)."""
+        center = np.array([width / 2.0, height / 2.0])
+        if self.spec.input_hw is None:
+            inp_h, inp_w = self.input_size(height, width)
+            return center, np.array([inp_w, inp_h], dtype=np.int32)
+        return center, np.array([width, height], dtype=np.int32)
+
+    def jitter_frame(
+        self, center: np.ndarray, window: np.ndarray, height: int, width: int, rng: AugmentRandom
+    ) -> tuple[bool, np.ndarray]:
+        """The 3D augmentation: ``random`` test against ``aug_ddd``; when it fires ``randn`` x3.
+
+        Zoom first (both sides by one factor), then the centre shifts by the image's width and
+        height (not by the window), as the original's KITTI data set; ``center`` moves in place.
+
+        Returns:
+            ``(augmented, window)``.
+        """
+        if not rng.random() < self.aug_ddd:
+            return False, window
+        window = window * np.clip(rng.randn() * self.scale + 1, 1 - self.scale, 1 + self.scale)
+        center[0] += width * np.clip(rng.randn() * self.shift, -2 * self.shift, 2 * self.shift)
+        center[1] += height * np.clip(rng.randn() * self.shift, -2 * self.shift, 2 * self.shift)
+        return True, window
+
+    # ------------------------------------------------------------------ pixels
+    def render(
+        self,
+        image: np.ndarray,
+        center: np.ndarray,
+        window: float | np.ndarray,
+        rng: AugmentRandom,
+        rot: float = 0.0,
+        flipped: bool = False,
+        color: bool = True,
+        augmented: bool = False,
+    ) -> AugmentedImage:
+        """Mirror (``flipped``: ``center`` is moved here), warp, colour-jitter (``color`` and
+        ``self.color``) and normalise one image.
+
+        Args:
+            image: ``[H, W, 3]`` uint8 BGR source image, not mirrored.
+            center, window: the (augmented) window in source pixels, before mirroring.
+            rng: random source of the colour jitter.
+            rot: rotation of the input in degrees.
+            flipped: mirror the image first.
+            color: whether this task jitters colours at all.
+            augmented: recorded in the meta (3D: the sample was scaled / shifted).
+        """
+        height, width = image.shape[:2]
+        inp_h, inp_w = self.input_size(height, width)
         if flipped:
             image = image[:, ::-1, :]
             center[0] = width - center[0] - 1
-
         meta = ImageMeta(
             center=center,
             scale=window,
             input_hw=(inp_h, inp_w),
-            output_hw=(inp_h // spec.down_ratio, inp_w // spec.down_ratio),
+            output_hw=(inp_h // self.spec.down_ratio, inp_w // self.spec.down_ratio),
             image_hw=(height, width),
             rot=rot,
             flipped=flipped,
+            augmented=augmented,
         )
         warped = cv2.warpAffine(image, meta.input_transform(), (inp_w, inp_h), flags=cv2.INTER_LINEAR)
-        warped = warped.astype(np.float32) / 255.0
-        if self.color:
-            color_augment(warped, rng, self.eigen_values, self.eigen_vectors)
-        return spec.normalize(warped), meta
+        pixels = warped.astype(np.float32) / 255.0
+        if color and self.color:
+            color_augment(pixels, rng, self.eigen_values, self.eigen_vectors)
+        return AugmentedImage(self.spec.normalize(pixels), meta, warped)

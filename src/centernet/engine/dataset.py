@@ -10,8 +10,8 @@ from torch.utils.data import Dataset, Sampler
 from centernet.config import Config, ConfigError
 from centernet.data.check import SYNTHETIC, load_dataset
 from centernet.data.records import DetectionDataset, ImageRecord
-from centernet.data.transforms import TrainAugmentation, prepare_inference_input
-from centernet.tasks.base import get_task
+from centernet.data.transforms import NumpyAugmentRandom, TrainAugmentation, prepare_inference_input
+from centernet.tasks.base import DEBUG_ONLY_KEYS, get_task
 
 
 def load_split(cfg: Config, which: str) -> DetectionDataset:
@@ -30,17 +30,35 @@ def load_split(cfg: Config, which: str) -> DetectionDataset:
 # The option of each task that caps the objects encoded per image (the original's max_objs).
 _OBJECT_CAP_OPTION = {"ctdet": "max_objects", "multi_pose": "max_people", "ddd": "max_objects"}
 
+# ``train.*`` switches that belong to one task: field -> (task, task constructor options it sets, default).
+_TASK_SWITCHES = {
+    "dense_wh": ("ctdet", ("dense_wh",), False),
+    "dense_wh_original": ("ctdet", ("dense_wh_original",), False),
+    "cat_spec_wh": ("ctdet", ("cat_spec_wh",), False),
+    "dense_hp": ("multi_pose", ("dense_hp",), False),
+    # The original's --not_hm_hp also drops the joint offsets (they refine joint heat-map peaks).
+    "hm_hp": ("multi_pose", ("joint_heatmaps", "joint_offsets"), True),
+    "hp_offset": ("multi_pose", ("joint_offsets",), True),
+}
+
 
 def task_for(cfg: Config, num_classes: int):
-    """The experiment's task object, with ``train.max_objects``, ``dense_wh`` and ``loss_weights`` applied when set."""
+    """The experiment's task object, with ``train.max_objects``, the task switches (``dense_wh``,
+    ``cat_spec_wh``, ``dense_hp``, ``hm_hp``, ``hp_offset``) and ``loss_weights`` applied when set."""
     options = {}
     if cfg.train.max_objects is not None and cfg.task in _OBJECT_CAP_OPTION:
         options[_OBJECT_CAP_OPTION[cfg.task]] = cfg.train.max_objects
-    if cfg.train.dense_wh:
-        if cfg.task != "ctdet":
-            raise ConfigError(f"train.dense_wh: only the ctdet task has a dense size loss, not {cfg.task}")
-        options["dense_wh"] = True
-    task = get_task(cfg.task, num_classes, **options)
+    for field_name, (owner, task_options, default) in _TASK_SWITCHES.items():
+        value = getattr(cfg.train, field_name)
+        if value == default:
+            continue
+        if cfg.task != owner:
+            raise ConfigError(f"train.{field_name}: only the {owner} task has this option, not {cfg.task}")
+        options.update(dict.fromkeys(task_options, value))
+    try:
+        task = get_task(cfg.task, num_classes, **options)
+    except ValueError as err:
+        raise ConfigError(f"train: {err}") from None
     unknown = sorted(set(cfg.train.loss_weights) - set(task.loss_weights))
     if unknown:
         raise ConfigError(
@@ -87,7 +105,8 @@ class TrainingDataset(Dataset):
     """A data set's records turned into network inputs (and, in training, targets).
 
     In training ``dataset[(epoch, index)]`` returns ``input`` ``[3, H, W]`` float32 plus the task's
-    target arrays, augmented with a generator seeded by ``(seed, epoch, index)``. In evaluation
+    target arrays: the task's own training-sample pipeline (``Task.training_sample``) draws from a
+    generator seeded by ``(seed, epoch, index)``. In evaluation
     ``dataset[index]`` returns the letterboxed ``input`` and the ``index``.
     """
 
@@ -125,15 +144,9 @@ class TrainingDataset(Dataset):
             return {"input": inp, "index": np.int64(key)}
         epoch, index = key
         record = self.data.records[index]
-        rng = np.random.default_rng([self.cfg.train.seed, epoch, index])
+        rng = NumpyAugmentRandom(np.random.default_rng([self.cfg.train.seed, epoch, index]))
         image = self.data.load_image(index)
-        inp, meta = self.augmentation(image, rng)
-        targets = self.task.encode(record.annotations(), meta)
-        return {"input": inp, **targets}
-
-
-# Per-image ground-truth rows the original keeps only for debugging; their length varies per image.
-DEBUG_ONLY_KEYS = frozenset({"gt_det"})
+        return self.task.training_sample(image, record.annotations(), self.augmentation, rng)
 
 
 def collate(samples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:

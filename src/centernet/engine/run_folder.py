@@ -244,7 +244,14 @@ class RunFolder:
     def append(self, row: dict[str, float | int | str]) -> None:
         """Add one epoch's row (rewrites the file so that new columns, such as AP, can appear)."""
         rows = [r for r in self.rows() if int(r["epoch"]) < int(row["epoch"])]  # a resumed epoch replaces its row
-        rows.append({k: str(v) for k, v in row.items()})
+        self.replace_rows([*rows, row])
+
+    def replace_rows(self, rows: list[dict]) -> None:
+        """Rewrite ``results.csv`` with exactly ``rows`` (atomically; a resume restores the checkpoint's history)."""
+        rows = [{k: str(v) for k, v in r.items()} for r in rows]
+        if not rows:
+            self.results_csv.unlink(missing_ok=True)
+            return
         columns: list[str] = []
         for r in rows:
             columns += [k for k in r if k not in columns]

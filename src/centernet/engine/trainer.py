@@ -3,15 +3,28 @@
 Determinism: the order of samples in an epoch and every random augmentation draw are functions
 of ``(seed, epoch, sample index)`` alone, so a run resumed from ``last.pt`` (saved at epoch ends and,
 with ``train.checkpoint_interval``, every N iterations) continues exactly as if never stopped.
+
+Durable logs: every checkpoint carries the run's history (the rows of ``results.csv``) and the
+running loss sums of the epoch in progress, so a resume rewrites ``results.csv`` from the
+checkpoint (no row lost, whatever moment a kill hit) and a resumed epoch's losses are averaged over
+the whole epoch. A row whose epoch stopped early (a hook's ``request_stop``) says so: ``steps``
+counts the iterations averaged and ``partial`` is 1.
+
+Extending: ``TrainerHook`` subclasses get ``on_step_end``, ``on_epoch_end`` (with the epoch's row)
+and ``on_validation_end`` (with the metrics); any of them may call ``trainer.request_stop()``.
+Progress goes to the ``centernet.train`` logger, and, when ``tensorboard`` is installed and
+``train.tensorboard`` is on, to TensorBoard event files in the run folder.
 """
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
 import warnings
-from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -31,26 +44,100 @@ from centernet.models.heads import HEAD_INITS, reinit_regression_heads
 from centernet.models.pretrained import load_matching_weights, load_pretrained_backbone
 
 
+logger = logging.getLogger("centernet.train")
+
+
 @dataclass
 class TrainState:
-    """Where training stands: the next epoch to run and how many of its iterations are done."""
+    """Where training stands: the next epoch to run and how many of its iterations are done.
+
+    ``loss_sums`` / ``loss_steps``: the running sums of the named losses over the ``iteration``
+    steps done in that epoch (so that an epoch resumed in the middle is averaged as a whole).
+    """
 
     epoch: int = 1
     iteration: int = 0
     best_metric: float = -math.inf
+    loss_sums: dict[str, float] = field(default_factory=dict)
+    loss_steps: int = 0
 
 
 Callback = Callable[["Trainer"], None]
 
 
-class Trainer:
-    """Trains one config; ``callbacks`` are called after every optimisation step with the trainer."""
+class TrainerHook:
+    """Extension points of the training loop; override the ones needed (all default to nothing).
 
-    def __init__(self, cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] = ()) -> None:
+    Every method gets the trainer (its ``state``, ``model``, ``optimizer``, ``run`` folder...); a
+    hook stops training with ``trainer.request_stop()`` (honoured after the current step).
+    """
+
+    def on_step_end(self, trainer: Trainer, losses: dict[str, float]) -> None:
+        """After each optimisation step, with that step's named losses (averaged over processes)."""
+
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        """After each (possibly partial) epoch, with its ``results.csv`` row, before it is saved."""
+
+    def on_validation_end(self, trainer: Trainer, metrics: Any) -> None:
+        """After each validation, with the ``EvaluationReport`` (``primary``, ``stats_for_csv()``)."""
+
+
+class TensorBoardHook(TrainerHook):
+    """Step losses, epoch rows and validation metrics as TensorBoard scalars (``<run>/tensorboard``)."""
+
+    def __init__(self, log_dir) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def on_step_end(self, trainer: Trainer, losses: dict[str, float]) -> None:
+        step = trainer.global_step
+        for key, value in losses.items():
+            self.writer.add_scalar(f"train_step/{key}", value, step)
+
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(f"epoch/{key}", value, int(row["epoch"]))
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def tensorboard_available() -> bool:
+    """Whether ``torch.utils.tensorboard`` can write (the ``tensorboard`` package is installed)."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class Trainer:
+    """Trains one config.
+
+    Args:
+        cfg: the experiment.
+        resume: continue ``runs/<name>/last.pt``.
+        callbacks: functions called with the trainer after every optimisation step.
+        hooks: ``TrainerHook`` objects (step, epoch-end and validation-end hooks).
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        resume: bool = False,
+        callbacks: tuple[Callback, ...] = (),
+        hooks: Sequence[TrainerHook] = (),
+    ) -> None:
         if cfg.model.head_init not in HEAD_INITS:
             raise ConfigError(f"model.head_init: {cfg.model.head_init!r} is not one of {', '.join(HEAD_INITS)}")
         self.cfg = cfg
         self.callbacks = callbacks
+        self.hooks: list[TrainerHook] = list(hooks)
+        self.history: list[dict[str, Any]] = []
+        self.stop_requested = False
         self.ctx = DistributedContext.from_env(cfg.train.device)
         self.run = RunFolder(cfg, resume=resume) if self.ctx.is_main else None
         self.ctx.barrier()
@@ -79,7 +166,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.base_lr())
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, cfg.lr_milestones(), gamma=cfg.train.lr_drop)
         self.use_amp = cfg.train.amp and self.ctx.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.scaler = torch.amp.GradScaler(self.ctx.device.type, enabled=self.use_amp)
         self.autocast_dtype = _autocast_dtype(cfg, self.ctx.device)
         self.state = TrainState()
         if resume:
@@ -99,6 +186,17 @@ class Trainer:
             pin_memory=self.ctx.device.type == "cuda",
             persistent_workers=cfg.data.num_workers > 0,
         )
+        if self.run and cfg.train.tensorboard and tensorboard_available():
+            self.hooks.append(TensorBoardHook(self.run.root / "tensorboard"))
+
+    @property
+    def global_step(self) -> int:
+        """Optimisation steps done since the start of the run (this process)."""
+        return (self.state.epoch - 1) * self.sampler.steps_per_epoch + self.state.iteration
+
+    def request_stop(self) -> None:
+        """Stop after the current step (from a hook or callback); ``last.pt`` can resume it."""
+        self.stop_requested = True
 
     # ------------------------------------------------------------------ checkpoints
     def _payload(self, training_state: bool) -> dict:
@@ -122,6 +220,7 @@ class Trainer:
             "epoch": self.state.epoch,
             "iteration": self.state.iteration,
             "best_metric": self.state.best_metric,
+            "history": [dict(row) for row in self.history],
         }
         if training_state:
             payload.update(
@@ -129,6 +228,7 @@ class Trainer:
                 scheduler=self.scheduler.state_dict(),
                 scaler=self.scaler.state_dict(),
                 rng=_rng_state(),
+                epoch_losses={"sums": dict(self.state.loss_sums), "steps": self.state.loss_steps},
             )
         return payload
 
@@ -152,21 +252,57 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        self.state = TrainState(int(ckpt["epoch"]), int(ckpt["iteration"]), float(ckpt["best_metric"]))
+        running = ckpt.get("epoch_losses", {"sums": {}, "steps": 0})
+        self.state = TrainState(
+            int(ckpt["epoch"]),
+            int(ckpt["iteration"]),
+            float(ckpt["best_metric"]),
+            {k: float(v) for k, v in running["sums"].items()},
+            int(running["steps"]),
+        )
         _set_rng_state(ckpt["rng"])
+        # The checkpoint's history is the truth: rows written after it (a kill before the next
+        # save) belong to steps about to be redone, rows missing (a kill before the csv write) return.
+        self.history = [dict(row) for row in ckpt.get("history", [])]
+        if self.run:
+            self.run.replace_rows(self.history)
+        logger.info("resumed %s at epoch %d, iteration %d", path, self.state.epoch, self.state.iteration)
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict:
         cfg = self.cfg
         summary: dict = {}
         if self.run:
-            self.run.begin(cfg)
-        while self.state.epoch <= cfg.train.epochs:
-            epoch = self.state.epoch
-            started = time.time()
-            losses = self._train_epoch(epoch)
-            row: dict = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], **losses}
-            self.scheduler.step()
+            self.run.begin(cfg)  # the folder is ours alone from here on
+            _remove_stale_temporaries(self.run.root)
+        try:
+            while self.state.epoch <= cfg.train.epochs and not self.stop_requested:
+                summary = self._run_epoch() or summary
+        finally:
+            for hook in self.hooks:
+                if isinstance(hook, TensorBoardHook):
+                    hook.close()
+        self.ctx.barrier()
+        if self.run:
+            summary["run_folder"] = str(self.run.root)
+            self.run.close()  # the folder's lock: the run is over
+        self.ctx.close()
+        return summary
+
+    def _run_epoch(self) -> dict | None:
+        """Train (and maybe validate) the epoch in ``state``; returns the validation summary if any."""
+        cfg = self.cfg
+        epoch = self.state.epoch
+        started = time.time()
+        losses, steps = self._train_epoch(epoch)
+        complete = steps == self.sampler.steps_per_epoch
+        row: dict = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], **losses, "steps": steps, "partial": int(not complete)}
+        summary = None
+        if complete:
+            with warnings.catch_warnings():
+                # A resume at an epoch's last step makes no optimiser step before the epoch's lr drop.
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+                self.scheduler.step()
             self.state = TrainState(epoch + 1, 0, self.state.best_metric)
             if epoch % cfg.train.val_interval == 0 or epoch == cfg.train.epochs:
                 metrics = evaluate_network(self.model, self.task, self.val_set, cfg, self.ctx, save_images_to=self.run and self.run.root / "images")
@@ -175,26 +311,27 @@ class Trainer:
                     self.state.best_metric = metrics.primary
                     self._save_best()
                 summary = {"epoch": epoch, **metrics.stats_for_csv()}
-            row["time"] = round(time.time() - started, 2)
-            self._save_last()
-            if self.run:
-                self.run.append(row)
-        self.ctx.barrier()
+                logger.info("epoch %d validation: %s", epoch, _format(metrics.stats_for_csv()))
+                for hook in self.hooks:
+                    hook.on_validation_end(self, metrics)
+        row["time"] = round(time.time() - started, 2)
+        for hook in self.hooks:
+            hook.on_epoch_end(self, row)
+        self.history = [r for r in self.history if int(r["epoch"]) < epoch] + [row]
+        self._save_last()  # the history travels with the checkpoint, written before the csv
         if self.run:
-            summary["run_folder"] = str(self.run.root)
-            self.run.close()  # the folder's lock: the run is over
-        self.ctx.close()
+            self.run.append(row)
+        logger.info("epoch %d%s: %s", epoch, "" if complete else f" stopped after {steps} steps", _format(losses))
         return summary
 
-    def _train_epoch(self, epoch: int) -> dict[str, float]:
+    def _train_epoch(self, epoch: int) -> tuple[dict[str, float], int]:
+        """The epoch's remaining steps; returns the losses averaged over all its steps and their count."""
         cfg = self.cfg
         self.network.train()
         self.sampler.set_epoch(epoch, skip_batches=self.state.iteration)
-        totals: dict[str, float] = {}
-        count = 0
         bar = tqdm(self.loader, desc=f"epoch {epoch}/{cfg.train.epochs}", disable=not self.ctx.is_main, dynamic_ncols=True)
         for batch in bar:
-            self._warm_up((epoch - 1) * self.sampler.steps_per_epoch + self.state.iteration)
+            self._warm_up(self.global_step)
             batch = {k: v.to(self.ctx.device, non_blocking=True) for k, v in batch.items()}
             batch["input"] = batch["input"].contiguous(memory_format=self.memory_format)
             with torch.autocast(self.ctx.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
@@ -207,17 +344,23 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            step_losses = {key: float(self.ctx.all_reduce_mean(value.detach())) for key, value in named.items()}
             self.state.iteration += 1
-            count += 1
-            for key, value in named.items():
-                totals[key] = totals.get(key, 0.0) + float(self.ctx.all_reduce_mean(value.detach()))
-            bar.set_postfix({k: f"{v / count:.3f}" for k, v in totals.items()})
+            self.state.loss_steps += 1
+            for key, value in step_losses.items():
+                self.state.loss_sums[key] = self.state.loss_sums.get(key, 0.0) + value
+            bar.set_postfix({k: f"{v / self.state.loss_steps:.3f}" for k, v in self.state.loss_sums.items()})
             if cfg.train.checkpoint_interval and self.state.iteration % cfg.train.checkpoint_interval == 0:
                 self._save_last()
             for callback in self.callbacks:
                 callback(self)
+            for hook in self.hooks:
+                hook.on_step_end(self, step_losses)
+            if self.stop_requested:
+                break
         self._warm_up(None)
-        return {k: round(v / max(count, 1), 5) for k, v in totals.items()}
+        steps = self.state.loss_steps
+        return {k: round(v / max(steps, 1), 5) for k, v in self.state.loss_sums.items()}, steps
 
     def _warm_up(self, step: int | None) -> None:
         """Scale the epoch's lr by ``(step + 1) / warmup_iters`` during the warm-up; ``None`` restores it."""
@@ -229,14 +372,28 @@ class Trainer:
             group["lr"] = lr * factor
 
 
-def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] = ()) -> dict:
+def train(
+    cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] = (), hooks: Sequence[TrainerHook] = ()
+) -> dict:
     """Train ``cfg`` to the end (continuing ``runs/<name>/last.pt`` with ``resume``); returns the last metrics."""
-    trainer = Trainer(cfg, resume=resume, callbacks=callbacks)
+    trainer = Trainer(cfg, resume=resume, callbacks=callbacks, hooks=hooks)
     try:
         return trainer.fit()
     finally:
         if trainer.run:  # the folder's lock, however the run ended
             trainer.run.close()
+
+
+def _format(values: dict) -> str:
+    return " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
+
+
+def _remove_stale_temporaries(root) -> None:
+    """Delete half-written files (``*.tmp``) a killed run left in its folder (the run folder is ours alone)."""
+    for stale in root.glob("*.tmp"):
+        if stale.is_file():
+            logger.info("removing stale temporary file %s", stale)
+            stale.unlink()
 
 
 def _autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:

@@ -370,7 +370,8 @@ class OnnxDetector:
             return boxes, scores, labels
         maps = self.session.run(list(self.metadata.heads), {"images": inputs})
         outputs: HeadOutputs = {name: torch.from_numpy(m) for name, m in zip(self.metadata.heads, maps)}
-        task = CtdetTask(self.metadata.heads["hm"])
+        num_classes = self.metadata.heads["hm"]
+        task = CtdetTask(num_classes, **CtdetTask.options_for_heads(self.metadata.heads, num_classes))
         decoded = decode_to_image(task, outputs, torch.from_numpy(trans), self.metadata.K)
         boxes, scores, labels = (t.numpy() for t in decoded)
         return boxes, scores, labels

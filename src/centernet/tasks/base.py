@@ -1,7 +1,9 @@
 """The contract every task module (2D boxes, pose, 3D) implements, and the per-image warp metadata.
 
-Data flow: ``data.transforms`` warps an image and returns its ``ImageMeta``; ``Task.encode`` turns
-the image's annotations into fixed-size target arrays with that meta; the network's raw head maps
+Data flow in training: ``Task.training_sample`` runs the task's own augmentation pipeline
+(``Task.augment``: which steps of ``data.transforms.TrainAugmentation`` apply, and in which
+order their random numbers are drawn), which warps the image and returns its ``ImageMeta``;
+``Task.encode`` turns the image's annotations into fixed-size target arrays with that meta; the network's raw head maps
 go to ``Task.loss`` in training, or to ``Task.decode`` then ``Task.post_process`` at inference.
 """
 from __future__ import annotations
@@ -10,14 +12,21 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
 from centernet.tasks.common import get_affine_transform
 
+if TYPE_CHECKING:
+    from centernet.data.transforms import AugmentedImage, AugmentRandom, TrainAugmentation
+
 HeadOutputs = dict[str, torch.Tensor]
+
+# Per-image ground-truth rows ``encode`` returns for debugging, as the original's ``meta``; their
+# length varies per image, so they are never batched.
+DEBUG_ONLY_KEYS = frozenset({"gt_det"})
 
 # Task name -> module defining it (each module holds one ``Task`` subclass with that ``name``).
 TASK_MODULES = {"ctdet": "centernet.tasks.ctdet", "multi_pose": "centernet.tasks.multi_pose", "ddd": "centernet.tasks.ddd"}
@@ -37,6 +46,7 @@ class ImageMeta:
         rot: rotation of the window in degrees (training augmentation of pose; 0 otherwise).
         flipped: whether the source image was mirrored before the warp (training augmentation).
         calib: camera projection ``[3, 4]`` for 3D tasks, ``None`` otherwise.
+        augmented: the 3D scale/shift augmentation was applied (its depth and size targets are off).
     """
 
     center: np.ndarray
@@ -47,6 +57,7 @@ class ImageMeta:
     rot: float = 0.0
     flipped: bool = False
     calib: np.ndarray | None = None
+    augmented: bool = False
 
     def input_transform(self, rot: float | None = None, inv: bool = False) -> np.ndarray:
         """``[2, 3]`` float64 map from (mirrored) source pixels to input pixels (``inv``: back)."""
@@ -90,6 +101,49 @@ class Task(ABC):
     def heads(self) -> dict[str, int]:
         """This task's heads for its ``num_classes``, without the ones switched off."""
         return {name: c for name, c in self.head_channels(self.num_classes).items() if name not in self.disabled_heads}
+
+    @classmethod
+    def options_for_heads(cls, heads: Mapping[str, int], num_classes: int) -> dict[str, Any]:
+        """Constructor options that give a network with ``heads`` (optional heads, head widths).
+
+        Lets a checkpoint rebuild its task from the heads it stores; this default has none.
+        """
+        return {}
+
+    def augment(self, image: np.ndarray, augmentation: TrainAugmentation, rng: AugmentRandom) -> AugmentedImage:
+        """This task's training augmentation of one image (the 2D pipeline; tasks override it).
+
+        Draw order (the original's ctdet data set): the window's random crop or shift/scale,
+        then the flip test, then the colour jitter's shuffle, three factors and lighting vector.
+
+        Args:
+            image: ``[H, W, 3]`` uint8 BGR source image.
+            augmentation: the amplitudes and steps.
+            rng: the random source every draw comes from.
+        """
+        height, width = image.shape[:2]
+        center, window = augmentation.square_window(height, width)
+        window = augmentation.jitter_window(center, window, height, width, rng)
+        flipped = augmentation.draw_flip(rng)
+        return augmentation.render(image, center, window, rng, flipped=flipped)
+
+    def training_sample(
+        self,
+        image: np.ndarray,
+        annotations: Mapping[str, np.ndarray],
+        augmentation: TrainAugmentation,
+        rng: AugmentRandom,
+    ) -> dict[str, np.ndarray]:
+        """One training sample: ``input [3, h, w]`` float32 plus the targets of ``encode``.
+
+        Args:
+            image: ``[H, W, 3]`` uint8 BGR source image.
+            annotations: its annotations in source pixels, not mirrored (see ``encode``).
+            augmentation: the experiment's augmentation settings.
+            rng: the random source (``NumpyAugmentRandom`` in training, a replay in tests).
+        """
+        sample = self.augment(image, augmentation, rng)
+        return {"input": sample.input, **self.encode(annotations, sample.meta)}
 
     @abstractmethod
     def encode(self, annotations: Mapping[str, np.ndarray], meta: ImageMeta) -> dict[str, np.ndarray]:
@@ -168,10 +222,21 @@ def get_task(name: str, num_classes: int, **options: Any) -> Task:
         num_classes: classes of the centre heat map.
         options: keyword arguments of the task's constructor (loss weights, ``max_objects``...).
     """
+    return task_class(name)(num_classes, **options)
+
+
+def task_class(name: str) -> type[Task]:
+    """The ``Task`` subclass called ``name`` (its module imported on demand)."""
     if name not in TASK_MODULES:
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASK_MODULES)}")
     module = importlib.import_module(TASK_MODULES[name])
     for obj in vars(module).values():
         if isinstance(obj, type) and issubclass(obj, Task) and getattr(obj, "name", None) == name:
-            return obj(num_classes, **options)
+            return obj
     raise ValueError(f"{TASK_MODULES[name]} defines no Task subclass named {name!r}")
+
+
+def task_for_heads(name: str, num_classes: int, heads: Mapping[str, int]) -> Task:
+    """The task ``name`` configured to drive a network with exactly ``heads`` (from a checkpoint)."""
+    cls = task_class(name)
+    return cls(num_classes, **cls.options_for_heads(heads, num_classes))

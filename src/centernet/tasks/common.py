@@ -122,7 +122,13 @@ def draw_gaussian(heatmap: np.ndarray, center: ArrayLike, radius: int, k: float 
 
 
 def draw_dense_reg(
-    regmap: np.ndarray, heatmaps: np.ndarray, center: ArrayLike, value: ArrayLike, radius: int
+    regmap: np.ndarray,
+    heatmaps: np.ndarray,
+    center: ArrayLike,
+    value: ArrayLike,
+    radius: int,
+    is_offset: bool = False,
+    float64_test: bool = False,
 ) -> np.ndarray:
     """Write ``value`` into ``regmap`` around ``center`` wherever this object's Gaussian rules the heat maps.
 
@@ -142,6 +148,10 @@ def draw_dense_reg(
         center: ``(x, y)`` in map pixels (truncated with ``int()``).
         value: ``D`` values (e.g. the box's width and height).
         radius: integer radius in pixels.
+        is_offset: ``value`` is an offset ``(dx, dy)`` from the integer centre (``--dense_hp``):
+            each pixel ``(x, y)`` gets the offset from itself, ``value - (x - cx, y - cy)``.
+        float64_test: compare the float64 kernel as the original does (bit-faithful targets,
+            with the holes described above) instead of the kernel rounded to the maps' dtype.
 
     Returns:
         ``regmap`` (the same array).
@@ -150,8 +160,14 @@ def draw_dense_reg(
     if clipped is not None:
         window, kernel = clipped
         ruling = heatmaps[(slice(None), *window)].max(axis=0)
-        owned = kernel.astype(heatmaps.dtype) >= ruling
-        regmap[(slice(None), *window)][:, owned] = np.asarray(value, dtype=np.float32).reshape(-1, 1)
+        owned = (kernel if float64_test else kernel.astype(heatmaps.dtype)) >= ruling
+        value = np.asarray(value, dtype=np.float32).reshape(-1, 1, 1)
+        patch = np.broadcast_to(value, (len(value), *kernel.shape)).copy()
+        if is_offset:
+            rows, cols = window
+            patch[0] -= np.arange(cols.start, cols.stop) - int(center[0])
+            patch[1] -= (np.arange(rows.start, rows.stop) - int(center[1]))[:, None]
+        regmap[(slice(None), *window)][:, owned] = patch[:, owned]
     return regmap
 
 

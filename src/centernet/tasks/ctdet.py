@@ -21,6 +21,7 @@ from centernet.tasks.common import (
     draw_gaussian,
     flip_lr,
     focal_loss,
+    reg_weighted_l1_loss,
     gather_features,
     gaussian_radius,
     peak_filter,
@@ -75,7 +76,8 @@ def decode_boxes(
 
     Args:
         heat: ``[B, C, H, W]`` centre scores in [0, 1] (after sigmoid / flip merge).
-        wh: ``[B, 2, H, W]`` box sizes in output pixels.
+        wh: ``[B, 2, H, W]`` box sizes in output pixels, or ``[B, 2C, H, W]`` one ``(w, h)`` pair
+            per class (``--cat_spec_wh``: each peak reads the pair of its own class).
         reg: ``[B, 2, H, W]`` sub-pixel centre offsets.
         K: detections per image.
 
@@ -86,6 +88,9 @@ def decode_boxes(
     scores, inds, classes, ys, xs = topk(peak_filter(heat), K)
     offset = gather_features(reg, inds)
     size = gather_features(wh, inds)
+    if size.shape[2] != 2:
+        per_class = size.reshape(size.shape[0], size.shape[1], -1, 2)
+        size = per_class.gather(2, classes.view(*classes.shape, 1, 1).expand(*classes.shape, 1, 2)).squeeze(2)
     cx = xs + offset[..., 0]
     cy = ys + offset[..., 1]
     half_w = size[..., 0] / 2
@@ -103,6 +108,11 @@ class CtdetTask(Task):
         loss_weights: overrides of ``LOSS_WEIGHTS`` (keys ``hm_loss``, ``wh_loss``, ``off_loss``).
         dense_wh: the original's ``--dense_wh``: regress the size at every pixel of an object's
             Gaussian, weighted by the heat map, instead of at its centre alone.
+        dense_wh_original: with ``dense_wh``, the original's exact ruling test (float64 kernel
+            against the float32 heat map), which leaves about half of each Gaussian at size 0;
+            the default rounds the kernel first (see ``draw_dense_reg``).
+        cat_spec_wh: the original's ``--cat_spec_wh``: the ``wh`` head holds one ``(w, h)`` pair
+            per class (``2 C`` channels); an object trains, and a detection reads, its class's pair.
     """
 
     name = "ctdet"
@@ -113,15 +123,32 @@ class CtdetTask(Task):
         max_objects: int = MAX_OBJECTS,
         loss_weights: Mapping[str, float] | None = None,
         dense_wh: bool = False,
+        cat_spec_wh: bool = False,
+        dense_wh_original: bool = False,
     ) -> None:
+        if dense_wh and cat_spec_wh:
+            raise ValueError("dense_wh and cat_spec_wh exclude each other (the dense size map has one (w, h) pair)")
         super().__init__(num_classes)
         self.max_objects = max_objects
         self.dense_wh = dense_wh
+        self.cat_spec_wh = cat_spec_wh
+        self.dense_wh_original = dense_wh_original
         self.loss_weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
 
     @classmethod
     def head_channels(cls, num_classes: int) -> dict[str, int]:
         return {"hm": num_classes, "wh": 2, "reg": 2}
+
+    @property
+    def heads(self) -> dict[str, int]:
+        heads = super().heads
+        if self.cat_spec_wh:
+            heads["wh"] = 2 * self.num_classes
+        return heads
+
+    @classmethod
+    def options_for_heads(cls, heads: Mapping[str, int], num_classes: int) -> dict[str, bool]:
+        return {"cat_spec_wh": num_classes > 1 and heads.get("wh") == 2 * num_classes}
 
     def encode(self, annotations: Mapping[str, np.ndarray], meta: ImageMeta) -> dict[str, np.ndarray]:
         """Targets of one sample, exactly as the original ctdet dataset.
@@ -135,8 +162,13 @@ class CtdetTask(Task):
             output pixels; ``reg [M, 2]`` float32 centre minus integer centre; ``ind [M]`` int64
             ``y * Wo + x``; ``reg_mask [M]`` uint8 (1 for a real object). ``M = max_objects``;
             rows follow the annotation order, boxes degenerate after clipping keep a zero row.
-            With ``dense_wh`` also ``dense_wh [2, Ho, Wo]`` (each object's size over the part of
-            its Gaussian it rules) and ``dense_wh_mask [2, Ho, Wo]`` (the class-maximum heat map).
+            ``gt_det [n, 6]`` float32 rows ``[x1, y1, x2, y2, 1, cls0]`` (output pixels) of the
+            valid objects, as the original's debugging ``meta`` (not batched).
+            With ``dense_wh``, ``dense_wh [2, Ho, Wo]`` (each object's size over the part of
+            its Gaussian it rules) and ``dense_wh_mask [2, Ho, Wo]`` (the class-maximum heat map)
+            replace ``wh``; with ``cat_spec_wh``, ``cat_spec_wh [M, 2C]`` float32 (the size in
+            columns ``2c, 2c + 1`` of the object's class ``c``) and ``cat_spec_mask [M, 2C]`` uint8
+            replace it.
         """
         out_h, out_w = meta.output_hw
         m = self.max_objects
@@ -158,19 +190,37 @@ class CtdetTask(Task):
             draw_gaussian(hm[labels[k]], centers_int[k], radius)
             wh[k] = widths[k], heights[k]
             if dense_wh is not None:
-                draw_dense_reg(dense_wh, hm, centers_int[k], wh[k], radius)
+                draw_dense_reg(dense_wh, hm, centers_int[k], wh[k], radius, float64_test=self.dense_wh_original)
             ind[k] = centers_int[k, 1] * out_w + centers_int[k, 0]
             reg[k] = centers[k] - centers_int[k]
             reg_mask[k] = 1
-        targets = {"hm": hm, "wh": wh, "reg": reg, "ind": ind, "reg_mask": reg_mask}
+        valid = reg_mask.astype(bool)[: len(boxes)]
+        half = np.stack([widths, heights], axis=1)[valid] / 2
+        gt_det = np.concatenate(
+            [centers[valid] - half, centers[valid] + half, np.ones((len(half), 1), np.float32), labels[valid, None]], axis=1
+        ).astype(np.float32)
+        targets = {"hm": hm, "wh": wh, "reg": reg, "ind": ind, "reg_mask": reg_mask, "gt_det": gt_det}
         if dense_wh is not None:
+            del targets["wh"]
             targets["dense_wh"] = dense_wh
             targets["dense_wh_mask"] = np.repeat(hm.max(axis=0, keepdims=True), 2, axis=0)
+        elif self.cat_spec_wh:
+            del targets["wh"]
+            rows = np.flatnonzero(reg_mask)
+            cat_spec_wh = np.zeros((m, 2 * self.num_classes), dtype=np.float32)
+            cat_spec_mask = np.zeros((m, 2 * self.num_classes), dtype=np.uint8)
+            for column in (0, 1):
+                cat_spec_wh[rows, 2 * labels[rows] + column] = wh[rows, column]
+                cat_spec_mask[rows, 2 * labels[rows] + column] = 1
+            targets["cat_spec_wh"] = cat_spec_wh
+            targets["cat_spec_mask"] = cat_spec_mask
         return targets
 
     def stack_losses(self, output: HeadOutputs, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.dense_wh:
             wh_loss = dense_l1_loss(output["wh"], batch["dense_wh"], batch["dense_wh_mask"])
+        elif self.cat_spec_wh:
+            wh_loss = reg_weighted_l1_loss(output["wh"], batch["cat_spec_mask"], batch["ind"], batch["cat_spec_wh"])
         else:
             wh_loss = reg_l1_loss(output["wh"], batch["reg_mask"], batch["ind"], batch["wh"])
         return {

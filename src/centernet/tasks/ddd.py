@@ -13,7 +13,8 @@ original image pixels and camera coordinates in metres; angles in radians.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,6 +33,9 @@ from centernet.tasks.common import (
     topk,
     transform_preds,
 )
+
+if TYPE_CHECKING:
+    from centernet.data.transforms import AugmentedImage, AugmentRandom, TrainAugmentation
 
 CLASS_NAMES = ("Pedestrian", "Car", "Cyclist")
 """Trained classes, in heat-map channel order (result class ids are 1-based in this order)."""
@@ -119,8 +123,9 @@ def encode_ddd(
     scale: np.ndarray,
     output_size: tuple[int, int],
     max_objects: int = MAX_OBJECTS,
+    augmented: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Training targets of one frame, exactly as the original ``DddDataset`` (no augmentation here).
+    """Training targets of one frame, exactly as the original ``DddDataset``.
 
     Rows follow the label order (row ``k`` is object ``k``; skipped or ignored objects leave zero
     rows); at most ``max_objects`` objects are read. The Gaussian radius uses the un-rounded box
@@ -136,6 +141,10 @@ def encode_ddd(
         scale: window size ``(w, h)`` in image pixels.
         output_size: ``(width, height)`` of the output map.
         max_objects: number of target rows.
+        augmented: the window was scaled / shifted (``--aug_ddd``): as the original, depth and
+            3D size are then not trained on this frame (``reg_mask`` 0 in every row), since the
+            warp changes the apparent size but not the depth; ``rot_mask`` keeps rotation, 2D
+            size and offset.
 
     Returns:
         ``hm [C, Ho, Wo]``, ``dep [M, 1]`` metres, ``dim [M, 3]`` metres, ``ind [M]`` int64,
@@ -199,7 +208,7 @@ def encode_ddd(
         dim[k] = dims
         ind[k] = ct_int[1] * out_w + ct_int[0]
         reg[k] = ct - ct_int
-        reg_mask[k] = 1
+        reg_mask[k] = 0 if augmented else 1
         rot_mask[k] = 1
 
     return {
@@ -481,8 +490,22 @@ class DddTask(Task):
     def head_channels(cls, num_classes: int) -> dict[str, int]:
         return {**HEADS, "hm": num_classes}
 
+    @classmethod
+    def options_for_heads(cls, heads: Mapping[str, int], num_classes: int) -> dict[str, bool]:
+        return {"regress_box_size": "wh" in heads, "regress_offset": "reg" in heads}
+
+    def augment(self, image: np.ndarray, augmentation: TrainAugmentation, rng: AugmentRandom) -> AugmentedImage:
+        """The original KITTI data set's augmentation: with probability ``aug_ddd`` a zoom and a
+        shift by the image's width and height (``jitter_frame``); never a flip, a rotation or a
+        colour jitter (a mirrored frame would need a mirrored camera), whatever the settings say.
+        """
+        height, width = image.shape[:2]
+        center, window = augmentation.frame_window(height, width)
+        augmented, window = augmentation.jitter_frame(center, window, height, width, rng)
+        return augmentation.render(image, center, window, rng, color=False, augmented=augmented)
+
     def encode(self, annotations: Mapping[str, np.ndarray], meta: ImageMeta) -> dict[str, np.ndarray]:
-        """Targets of one frame (see ``encode_ddd``).
+        """Targets of one frame (see ``encode_ddd``; ``meta.augmented`` switches ``reg_mask`` off).
 
         The annotations' KITTI ``types`` decide each object's role (trained class, ignore region
         or skipped); ``labels`` are not read. The camera matrix is ``meta.calib``, else the
@@ -491,7 +514,9 @@ class DddTask(Task):
         if meta.flipped or meta.rot:
             raise ValueError("ddd targets are defined without mirroring or rotation (as the original)")
         calib = meta.calib if meta.calib is not None else annotations.get("calib")
-        targets = encode_ddd(annotations, calib, meta.center, meta.scale, meta.output_hw[::-1], self.max_objects)
+        targets = encode_ddd(
+            annotations, calib, meta.center, meta.scale, meta.output_hw[::-1], self.max_objects, augmented=meta.augmented
+        )
         if not self.regress_box_size:
             del targets["wh"]
         if not self.regress_offset:

@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from centernet.tasks.base import HeadOutputs, ImageMeta, Task, final_stack
+
+if TYPE_CHECKING:
+    from centernet.data.transforms import AugmentedImage, AugmentRandom, TrainAugmentation
 from centernet.tasks.common import (
     affine_transform,
     clamped_sigmoid,
+    dense_l1_loss,
+    draw_dense_reg,
     draw_gaussian,
     flip_lr,
     flip_lr_pairs,
@@ -92,6 +98,7 @@ def encode_multi_pose(
     output_size: tuple[int, int],
     rotated: bool = False,
     max_people: int = MAX_PEOPLE,
+    dense_hp: bool = False,
 ) -> dict[str, np.ndarray]:
     """Training targets of one image, exactly as the original ``MultiPoseDataset``.
 
@@ -112,6 +119,10 @@ def encode_multi_pose(
             map then becomes ``IGNORE_VALUE`` everywhere and centre/joint regression masks are 0
             (rotated boxes are not trusted; only the joint maps train).
         max_people: target rows.
+        dense_hp: the original's ``--dense_hp``: instead of ``hps`` / ``hps_mask``, return
+            ``dense_hps [2J, Ho, Wo]`` (at each pixel a person's Gaussian rules, the offset from
+            that pixel to each of its joints, channel ``2j`` = x) and ``dense_hps_mask [2J, Ho, Wo]``
+            (the person's centre Gaussian, for both channels of each joint on the map).
 
     Returns:
         ``hm [1, Ho, Wo]``, ``wh``/``reg [M, 2]``, ``ind [M]`` int64, ``reg_mask [M]`` uint8,
@@ -133,6 +144,9 @@ def encode_multi_pose(
     hp_offset = np.zeros((max_people * num_joints, 2), dtype=np.float32)
     hp_ind = np.zeros((max_people * num_joints,), dtype=np.int64)
     hp_mask = np.zeros((max_people * num_joints,), dtype=np.int64)
+    if dense_hp:
+        dense_kps = np.zeros((num_joints, 2, out_h, out_w), dtype=np.float32)
+        dense_kps_mask = np.zeros((num_joints, out_h, out_w), dtype=np.float32)
     gt_det = []
 
     for k in range(min(len(boxes), max_people)):
@@ -169,6 +183,10 @@ def encode_multi_pose(
             hp_offset[k * num_joints + j] = joints[j, :2] - joint_int
             hp_ind[k * num_joints + j] = joint_int[1] * out_w + joint_int[0]
             hp_mask[k * num_joints + j] = 1
+            if dense_hp:
+                # Before this person's centre Gaussian: the ruling test sees the others only.
+                draw_dense_reg(dense_kps[j], hm[0:1], ct_int, hps[k, 2 * j : 2 * j + 2], radius, is_offset=True)
+                draw_gaussian(dense_kps_mask[j], ct_int, radius)
             draw_gaussian(hm_hp[j], joint_int, radius)
         draw_gaussian(hm[0], ct_int, radius)
         gt_det.append(
@@ -179,7 +197,7 @@ def encode_multi_pose(
         hm[:] = IGNORE_VALUE
         reg_mask[:] = 0
         hps_mask[:] = 0
-    return {
+    targets = {
         "hm": hm,
         "wh": wh,
         "reg": reg,
@@ -193,6 +211,11 @@ def encode_multi_pose(
         "hp_mask": hp_mask,
         "gt_det": np.array(gt_det, dtype=np.float32).reshape(-1, 5 + 2 * num_joints + 1),
     }
+    if dense_hp:
+        del targets["hps"], targets["hps_mask"]
+        targets["dense_hps"] = dense_kps.reshape(2 * num_joints, out_h, out_w)
+        targets["dense_hps_mask"] = np.repeat(dense_kps_mask, 2, axis=0)
+    return targets
 
 
 # ----------------------------------------------------------------------------------------------
@@ -414,6 +437,8 @@ class MultiPoseTask(Task):
         flip_pairs: left/right joint pairs, for mirroring annotations and the flip test.
         loss_weights: overrides of ``LOSS_WEIGHTS``.
         max_people: target rows per image.
+        dense_hp: the original's ``--dense_hp``: the joint loss covers each person's Gaussian
+            (dense targets weighted by it) instead of its centre pixel alone; heads unchanged.
     """
 
     name = "multi_pose"
@@ -426,6 +451,7 @@ class MultiPoseTask(Task):
         flip_pairs: Sequence[tuple[int, int]] = COCO_FLIP_PAIRS,
         loss_weights: Mapping[str, float] | None = None,
         max_people: int = MAX_PEOPLE,
+        dense_hp: bool = False,
     ) -> None:
         if num_classes != 1:
             raise ValueError(f"multi_pose detects one class (person); got num_classes={num_classes}")
@@ -435,11 +461,29 @@ class MultiPoseTask(Task):
         self.disabled_heads = frozenset(name for name, on in (("hm_hp", joint_heatmaps), ("hp_offset", joint_offsets)) if not on)
         self.flip_pairs = tuple(tuple(pair) for pair in flip_pairs)
         self.max_people = max_people
+        self.dense_hp = dense_hp
         self.loss_weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
 
     @classmethod
     def head_channels(cls, num_classes: int) -> dict[str, int]:
         return {**HEADS, "hm": num_classes}
+
+    @classmethod
+    def options_for_heads(cls, heads: Mapping[str, int], num_classes: int) -> dict[str, bool]:
+        return {"joint_heatmaps": "hm_hp" in heads, "joint_offsets": "hp_offset" in heads}
+
+    def augment(self, image: np.ndarray, augmentation: TrainAugmentation, rng: AugmentRandom) -> AugmentedImage:
+        """The original pose data set's augmentation: the 2D window jitter, then the rotation test
+        (drawn on every sample, ``rotate_prob``; an angle only when it fires), the flip, colours.
+
+        Under rotation the input and the joints turn; boxes keep the unrotated output warp.
+        """
+        height, width = image.shape[:2]
+        center, window = augmentation.square_window(height, width)
+        window = augmentation.jitter_window(center, window, height, width, rng)
+        rot = augmentation.draw_rotation(rng)
+        flipped = augmentation.draw_flip(rng)
+        return augmentation.render(image, center, window, rng, rot=rot, flipped=flipped)
 
     def encode(self, annotations: Mapping[str, np.ndarray], meta: ImageMeta) -> dict[str, np.ndarray]:
         """Targets of one image (see ``encode_multi_pose``).
@@ -459,6 +503,7 @@ class MultiPoseTask(Task):
             meta.output_hw[::-1],
             rotated=meta.rot != 0,
             max_people=self.max_people,
+            dense_hp=self.dense_hp,
         )
         if not self.joint_heatmaps:
             del targets["hm_hp"]
@@ -477,9 +522,13 @@ class MultiPoseTask(Task):
         weights = self.loss_weights
         zero = output["hm"].new_zeros(())
         ind, reg_mask = batch["ind"], batch["reg_mask"]
+        if self.dense_hp:
+            hp_loss = dense_l1_loss(output["hps"], batch["dense_hps"], batch["dense_hps_mask"])
+        else:
+            hp_loss = reg_weighted_l1_loss(output["hps"], batch["hps_mask"], ind, batch["hps"])
         losses = {
             "hm_loss": focal_loss(clamped_sigmoid(output["hm"]), batch["hm"]),
-            "hp_loss": reg_weighted_l1_loss(output["hps"], batch["hps_mask"], ind, batch["hps"]),
+            "hp_loss": hp_loss,
             "wh_loss": zero,
             "off_loss": zero,
             "hm_hp_loss": zero,

@@ -13,7 +13,7 @@ original image pixels and camera coordinates in metres; angles in radians.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np

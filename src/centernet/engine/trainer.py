@@ -86,9 +86,17 @@ class TensorBoardHook(TrainerHook):
     """Step losses, epoch rows and validation metrics as TensorBoard scalars (``<run>/tensorboard``)."""
 
     def __init__(self, log_dir) -> None:
-        from torch.utils.tensorboard import SummaryWriter
+        self.log_dir = log_dir
+        self._writer = None
 
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+    @property
+    def writer(self):
+        """The event-file writer, made on first use: nothing is written before the run folder is locked."""
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.log_dir))
+        return self._writer
 
     def on_step_end(self, trainer: Trainer, losses: dict[str, float]) -> None:
         step = trainer.global_step
@@ -102,7 +110,8 @@ class TensorBoardHook(TrainerHook):
         self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        if self._writer is not None:
+            self._writer.close()
 
 
 def tensorboard_available() -> bool:

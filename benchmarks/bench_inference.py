@@ -14,7 +14,9 @@ autocast fp16/bf16 (CUDA), CUDA graphs via torch.compile ``reduce-overhead`` (CU
 Runtime on the graph ``export_onnx`` writes (decoding inside the graph). Ratios are against the
 eager network time of the same run. torchvision's RetinaNet-R50-FPN, Faster R-CNN
 MobileNetV3-FPN and SSDlite320 run end to end (their own resizing and post-processing) on the same
-images. All networks have random weights: nothing is downloaded; speed does not depend on the
+images, and Ultralytics YOLOv8n (built from its yaml, when ``ultralytics`` is installed) on the same
+letterboxed input as CenterNet, with its own NMS. A peer table then ranks the eager end-to-end times
+of one size and batch against the mobile CenterNet (``timm_tf_efficientnet_lite0``) of the same run. All networks have random weights: nothing is downloaded; speed does not depend on the
 weights except through the number of boxes the torchvision detectors' NMS sees.
 
 Then the training input pipeline on the real COCO images of ``coco_mini`` (decode, the original's
@@ -59,6 +61,7 @@ DATA_DIR = Path(os.environ.get("CENTERNET_DATA_DIR", Path(__file__).resolve().pa
 COCO_MINI = DATA_DIR / "coco_mini"
 NUM_CLASSES = 80
 K = 100
+MOBILE_CENTERNET = "timm_tf_efficientnet_lite0"  # the peer table's baseline
 DECODE_BUDGET = 0.05  # decoding <= 5 % of the network time (res_18, 512, CPU)
 END_TO_END_BUDGET = 1.15  # end to end <= 1.15 x the network alone
 
@@ -410,6 +413,52 @@ def torchvision_rows(size: int, batch: int, images: Sequence[np.ndarray], device
     return rows
 
 
+def yolov8n_rows(size: int, batch: int, images: Sequence[np.ndarray], device: torch.device, args: argparse.Namespace) -> list[Row]:
+    """Ultralytics YOLOv8n from ``yolov8n.yaml`` (random weights, nothing downloaded), end to end:
+    CenterNet's letterbox to ``size`` (RGB, 0..1), the network, Ultralytics' NMS (max 100 boxes)."""
+    try:
+        from ultralytics.nn.tasks import DetectionModel
+        from ultralytics.utils.nms import non_max_suppression
+    except ImportError:
+        print("  yolov8n: ultralytics is not installed, skipped", file=sys.stderr)
+        return []
+    print(f"  yolov8n {size} b{batch} ...", file=sys.stderr, flush=True)
+    spec = InputSpec(input_hw=(size, size), pad=31, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), channel_order="rgb")
+    batch_images = [images[i % len(images)] for i in range(batch)]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    memory = PeakMemory(device)
+
+    def measure() -> StageTimes:
+        torch.manual_seed(0)
+        model = DetectionModel("yolov8n.yaml", nc=NUM_CLASSES, verbose=False).eval().to(device)
+        memory.reset()
+
+        def run() -> list[np.ndarray]:
+            inputs = np.stack([spec.inference_input(im)[0] for im in batch_images])
+            prediction = model(torch.from_numpy(inputs).to(device))[0]
+            return [d.cpu().numpy() for d in non_max_suppression(prediction, conf_thres=0.25, max_det=K)]
+
+        with torch.inference_mode():
+            seconds = median_seconds(run, args.warmup, args.repeats, sync)
+        return StageTimes(end_to_end=seconds, peak_mib=memory.peak_mib(), note="letterbox + network + NMS")
+
+    return [Row("yolov8n", "eager", size, batch, guarded("yolov8n", measure))]
+
+
+def peer_lines(rows: list[Row]) -> list[str]:
+    """Eager end-to-end times of each (size, batch) against the mobile CenterNet's of the same run."""
+    lines = []
+    for size, batch in dict.fromkeys((row.size, row.batch) for row in rows):
+        group = [r for r in rows if (r.size, r.batch) == (size, batch) and r.variant == "eager" and not np.isnan(r.times.end_to_end)]
+        base = next((r for r in group if r.model == MOBILE_CENTERNET), None)
+        if base is None:
+            continue
+        lines += [f"\n### Peers at {size}, batch {batch}: end to end against {MOBILE_CENTERNET}\n", "| model | end-to-end ms | vs mobile CenterNet |", "|---|---|---|"]
+        for row in sorted(group, key=lambda r: r.times.end_to_end):
+            lines.append(f"| {row.model} | {ms(row.times.end_to_end)} | {row.times.end_to_end / base.times.end_to_end:.2f}x |")
+    return lines
+
+
 # ---------------------------------------------------------------------------------------------
 # Training input pipeline and training step
 # ---------------------------------------------------------------------------------------------
@@ -532,7 +581,9 @@ def machine_description(device: torch.device) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--archs", nargs="+", default=None, help="default res_18 dla_34 (--quick: res_18)")
+    parser.add_argument(
+        "--archs", nargs="+", default=None, help=f"default res_18 dla_34 {MOBILE_CENTERNET} (--quick: res_18 {MOBILE_CENTERNET})"
+    )
     parser.add_argument("--sizes", nargs="+", type=int, default=[512])
     parser.add_argument("--batches", nargs="+", type=int, default=None, help="default 1 8 (--quick: 1)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
@@ -541,7 +592,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--variants", nargs="+", default=["channels_last", "compile", "onnx"], choices=("channels_last", "compile", "onnx"),
         help="variants besides eager",
     )
-    parser.add_argument("--no-torchvision", action="store_true", help="skip the torchvision detectors")
+    parser.add_argument("--no-torchvision", action="store_true", help="skip the torchvision detectors and YOLOv8n")
     parser.add_argument("--no-training", action="store_true", help="skip the training input / step throughput")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=20)
@@ -551,7 +602,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="smoke run: res_18, batch 1, few repeats, small training runs")
     args = parser.parse_args(argv)
-    args.archs = args.archs or (["res_18"] if args.quick else ["res_18", "dla_34"])
+    args.archs = args.archs or (["res_18", MOBILE_CENTERNET] if args.quick else ["res_18", "dla_34", MOBILE_CENTERNET])
     args.batches = args.batches or ([1] if args.quick else [1, 8])
     if args.quick:
         args.warmup, args.repeats = 1, 5
@@ -578,12 +629,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     rows += centernet_rows(arch, size, batch, images, device, args, Path(workdir))
                 if not args.no_torchvision:
                     rows += torchvision_rows(size, batch, images, device, args)
+                    rows += yolov8n_rows(size, batch, images, device, args)
 
     print(f"\n## Inference ({args.device}; medians of {args.repeats} after {args.warmup} warm-up; COCO val images {images[0].shape[1]}x{images[0].shape[0]}...)\n")
     print(f"Machine: {machine_description(device)}\n")
     print(format_table(rows))
     print("\nRequirements (eager CenterNet):")
     print("\n".join(budget_lines(rows)))
+    print("\n".join(peer_lines(rows)))
 
     if not args.no_training:
         size = args.sizes[0]

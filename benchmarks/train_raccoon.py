@@ -1,10 +1,12 @@
-"""Real-data training benchmark: ResNet-18 from scratch on the raccoon photos at 384x384.
+"""Real-data training benchmark: a recipe (ResNet-18 from scratch by default) on the raccoon photos at 384x384.
 
-Runs the library's own training (the ``ctdet_res18_raccoon_384`` recipe through ``centernet.train``:
+Runs the library's own training (``--recipe``, ``ctdet_res18_raccoon_384`` by default, or
+``ctdet_effl0_raccoon_384``: the pretrained EfficientNet-Lite0, through ``centernet.train``:
 the original's augmentation, multi-worker loading, validation with pycocotools) on the 160
 training photos of ``--data``/raccoon, validates on the 40 val photos, and prints the run's
 ``results.csv`` as a table (losses, lr, COCO AP / AP50 / AP75, seconds per epoch) with the total
-wall time. Every figure is read back from the run folder, which is kept for its plots and images.
+wall time and the load average before and after (the machine may be shared). Every figure is read
+back from the run folder, which is kept for its plots and images.
 
 The CPU budget is set by the number of epochs (about 40 s per epoch on 2 idle cores of an
 AVX512-BF16 machine). Extra ``section.field=value`` arguments override the recipe.
@@ -12,6 +14,7 @@ AVX512-BF16 machine). Extra ``section.field=value`` arguments override the recip
 Example::
 
     python benchmarks/train_raccoon.py --epochs 20
+    python benchmarks/train_raccoon.py --recipe ctdet_effl0_raccoon_384 --name effl0_384
     python benchmarks/train_raccoon.py --epochs 5 train.cpu_bf16=false   # float32 steps
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import platform
 import time
 from pathlib import Path
@@ -39,9 +43,14 @@ def _table(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def _load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--recipe", default=RECIPE, help=f"recipe to train (default {RECIPE})")
     parser.add_argument("--epochs", type=int, default=None, help="training length (default: the recipe's)")
     parser.add_argument("--project", default="runs/benchmarks", help="where the run folder is written")
     parser.add_argument("--name", default="raccoon_384")
@@ -63,14 +72,15 @@ def main() -> None:
         # The recipe's drop stays at the same fraction of the run (train.schedule_epochs); the last
         # epoch is always validated.
         overrides.append(f"train.epochs={args.epochs}")
-    cfg = load_config(RECIPE, overrides + list(args.overrides))
+    cfg = load_config(args.recipe, overrides + list(args.overrides))
     run = Path(cfg.project) / cfg.name
     if run.exists():
         parser.error(f"{run} exists: remove it or pass another --name")
 
     print(f"machine: {platform.processor() or platform.machine()}, {args.threads} torch threads, torch {torch.__version__}")
+    print(f"load average at the start: {_load()} ({os.cpu_count()} cores)")
     print(
-        f"recipe {RECIPE}: {cfg.model.arch}, input {cfg.data.input_size}, batch {cfg.train.batch_size}, "
+        f"recipe {args.recipe}: {cfg.model.arch} (pretrained: {cfg.model.pretrained}), input {cfg.data.input_size}, batch {cfg.train.batch_size}, "
         f"{cfg.train.epochs} epochs, lr {cfg.train.lr} (drops after {cfg.lr_milestones()}), "
         f"bf16 {cfg.train.cpu_bf16}, channels_last {cfg.train.channels_last}"
     )
@@ -85,6 +95,7 @@ def main() -> None:
         f"\nval (40 photos) after epoch {summary['epoch']}: AP {summary['AP']:.3f}, AP50 {summary['AP50']:.3f}, "
         f"AP75 {summary['AP75']:.3f}; {wall / 60:.1f} min wall in all; run folder {run}"
     )
+    print(f"load average at the end: {_load()}")
 
 
 if __name__ == "__main__":

@@ -180,7 +180,8 @@ def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> str:
 
     ResNets are told apart by block type and block counts (depth = 2 or 3 convs per block x blocks + 2)
     and by deformable convs in the neck; DLA-34 (``pose_dla_dcn``) from DLAv0 by its deformable
-    convs; Hourglass by its ``pre`` / ``kps`` modules. Among several registered variants of a family
+    convs; Hourglass by its ``pre`` / ``kps`` modules; ``timm_<model>`` by its ``backbone`` / ``neck``
+    modules. Among several registered variants of a family
     the one whose backbone keys and shapes match is chosen.
 
     Raises:
@@ -189,7 +190,9 @@ def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> str:
     keys = set(state_dict)
     deformable = any("conv_offset_mask" in k for k in keys)
     # ``kind`` is a registered name (``res_18``) or a family prefix (``dla`` for ``dla_34``...).
-    if any(k.startswith("pre.") for k in keys) and any(k.startswith("kps.") for k in keys):
+    if any(k.startswith("backbone.") for k in keys) and any(k.startswith("neck.") for k in keys):
+        kind = "timm"  # a timm_<model> network's state dict: the preset is the one whose backbone fits
+    elif any(k.startswith("pre.") for k in keys) and any(k.startswith("kps.") for k in keys):
         kind = "hourglass"
     elif "layer1.0.conv1.weight" in keys:
         convs_per_block = 3 if "layer1.0.conv3.weight" in keys else 2

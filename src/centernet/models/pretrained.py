@@ -14,18 +14,21 @@ Two kinds, as the original's ``--arch`` ImageNet initialisation and its ``--load
 """
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-
-from torch import nn
-
 import importlib
+import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
-from centernet.models.checkpoint import IMAGENET_CLASSIFIER, CheckpointError, _top_level, read_state_dict
+from centernet.models.checkpoint import (
+    IMAGENET_CLASSIFIER,
+    CheckpointError,
+    _top_level,
+    read_state_dict,
+)
 from centernet.models.dla import load_dla_backbone_weights
 from centernet.models.registry import architecture_family
 from centernet.models.resnet import load_backbone_weights

@@ -50,8 +50,12 @@ def resolve_source(source: str | Path) -> tuple[list[Path], bool]:
     return files, any(videos)
 
 
-def iter_frames(source: str | Path) -> Iterator[Frame]:
-    """Yield every picture of ``source`` in order: images as they are, videos frame by frame."""
+def iter_frames(source: str | Path, skipped: list[tuple[Path, str]] | None = None) -> Iterator[Frame]:
+    """Yield every picture of ``source`` in order: images as they are, videos frame by frame.
+
+    With a ``skipped`` list, an unreadable image is appended to it as ``(path, reason)`` and passed
+    over; without one it raises.
+    """
     from centernet.data.image_io import load_image
 
     files, _ = resolve_source(source)
@@ -71,7 +75,14 @@ def iter_frames(source: str | Path) -> Iterator[Frame]:
             finally:
                 capture.release()
         else:
-            yield Frame(path, load_image(path))
+            try:
+                image = load_image(path)
+            except (OSError, ValueError) as error:
+                if skipped is None:
+                    raise
+                skipped.append((path, str(error)))
+                continue
+            yield Frame(path, image)
 
 
 def video_properties(path: Path) -> tuple[float, int, int]:

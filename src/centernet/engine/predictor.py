@@ -38,7 +38,7 @@ def resolve_device(device: str | torch.device | None, network: torch.nn.Module |
         ValueError: a CUDA device is asked for and none is available, or the name is unknown.
     """
     if device is None:
-        parameter = next(network.parameters(), None) if network is not None else None
+        parameter = next(network.parameters(), None) if isinstance(network, torch.nn.Module) else None
         return parameter.device if parameter is not None else torch.device("cpu")
     name = str(device)
     if name == "auto":
@@ -61,7 +61,7 @@ class Predictor:
     """A network, its input pre-processing and its task, run as the original's ``Detector.run``.
 
     Args:
-        network: maps a normalised ``[B, 3, H, W]`` batch to raw head maps (a dict, or a list of
+        network: a module (or any callable) that maps a normalised ``[B, 3, H, W]`` batch to raw head maps (a dict, or a list of
             dicts for multi-stack networks); put in ``eval()`` mode while it runs.
         task: decodes, post-processes, merges and converts the detections.
         spec: the input pre-processing (fix-res ``input_hw`` or keep-res, normalisation).
@@ -75,6 +75,8 @@ class Predictor:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, or ``None`` for the network's own device.
         precision: ``float32``, or ``float16`` / ``bfloat16`` autocast of the network.
         batch_size: images per network call (inputs of different sizes never share one).
+        eval_mode: run a module in ``eval()`` mode (restored afterwards); ``False`` runs it in the
+            mode it is in (``CenterNet.detect``, whose caller chooses, as with torchvision models).
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class Predictor:
         device: str | torch.device | None = None,
         precision: str = "float32",
         batch_size: int = 8,
+        eval_mode: bool = True,
     ) -> None:
         scales = [float(s) for s in scales]
         if not scales or any(not s > 0 for s in scales):
@@ -109,13 +112,14 @@ class Predictor:
         if (len(scales) > 1 or scales != [1.0] or nms) and not task.multi_scale:
             raise ValueError(f"{task.name} is tested at scale 1 only, without soft-NMS (the original defines no multi-scale test for it)")
         self.device = resolve_device(device, network)
-        self.network = network.to(self.device) if device is not None else network
+        self.network = network.to(self.device) if (device is not None and isinstance(network, torch.nn.Module)) else network
         self.task, self.spec = task, spec
         self.class_names = list(class_names)
         self.category_ids = list(category_ids) if category_ids is not None else list(range(1, len(self.class_names) + 1))
         self.K, self.score_thresh, self.flip = int(K), float(score_thresh), bool(flip)
         self.scales, self.nms, self.max_per_image = scales, bool(nms), int(max_per_image)
         self.precision, self.batch_size = precision, int(batch_size)
+        self.eval_mode = eval_mode
 
     @classmethod
     def from_config(
@@ -153,7 +157,8 @@ class Predictor:
         return cls(detector.network, detector.task, detector.spec, detector.class_names, detector.category_ids, **options)
 
     # ------------------------------------------------------------------ running
-    def _autocast(self):
+    def autocast(self):
+        """The network's precision: a no-op for float32, else ``torch.autocast`` on the device."""
         dtype = PRECISIONS[self.precision]
         if dtype is None:
             return contextlib.nullcontext()
@@ -169,13 +174,16 @@ class Predictor:
         inputs = inputs.to(self.device)
         if self.flip:  # the original's [image, mirror] pair, for the whole batch at once
             inputs = torch.cat([inputs, inputs.flip(3)])
-        was_training = self.network.training
-        self.network.eval()
+        module = self.network if (self.eval_mode and isinstance(self.network, torch.nn.Module)) else None
+        was_training = module is not None and module.training
+        if module is not None:
+            module.eval()
         try:
-            with self._autocast():
+            with self.autocast():
                 outputs = final_stack(self.network(inputs))
         finally:
-            self.network.train(was_training)
+            if module is not None:
+                module.train(was_training)
         outputs = {name: value.float() for name, value in outputs.items()}
         dets = self.task.decode(outputs, K=self.K, flip=self.flip).cpu()
         return [self.task.post_process(dets[row], meta) for row, meta in enumerate(metas)]

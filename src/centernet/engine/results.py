@@ -134,37 +134,3 @@ class Results:
             values = [b3.alpha[i], *self.boxes[i], *b3.dims[i], *b3.locations[i], b3.rotation_y[i], self.scores[i]]
             lines.append(f"{self.names[int(self.labels[i])]} 0.0 0 " + " ".join(f"{float(v):.2f}" for v in values))
         return "\n".join(lines) + ("\n" if lines else "")
-
-
-def results_from_task_output(
-    task_name: str,
-    processed,
-    names: Sequence[str],
-    image: np.ndarray | None = None,
-    path: Path | None = None,
-    calib: np.ndarray | None = None,
-) -> Results:
-    """Turn a task's ``post_process`` output (the original's per-image form) into ``Results``, best first.
-
-    ``ctdet``: ``{cls1: [n, 5]}`` rows ``[x1, y1, x2, y2, score]``; ``multi_pose``: ``[K, 39]`` rows
-    ``[box, score, 17 x (x, y)]``; ``ddd``: ``{cls1: [n, 13]}`` rows ``[alpha, box, h, w, l, x, y, z,
-    rotation_y, score]``.
-    """
-    if task_name == "multi_pose":
-        rows = np.asarray(processed, dtype=np.float32).reshape(-1, 39)
-        joints = rows[:, 5:39].reshape(-1, 17, 2)
-        keypoints = np.concatenate([joints, np.ones((len(rows), 17, 1), np.float32)], axis=2)
-        order = np.argsort(-rows[:, 4], kind="stable")
-        return Results(rows[order, :4], rows[order, 4], np.zeros(len(rows), np.int64)[order], names, image, path, keypoints[order])
-    width = 13 if task_name == "ddd" else 5
-    parts = [(np.asarray(rows, np.float32).reshape(-1, width), cls1 - 1) for cls1, rows in sorted(processed.items())]
-    rows = np.concatenate([p for p, _ in parts]) if parts else np.zeros((0, width), np.float32)
-    labels = np.concatenate([np.full(len(p), c, np.int64) for p, c in parts]) if parts else np.zeros(0, np.int64)
-    order = np.argsort(-rows[:, -1], kind="stable")
-    rows, labels = rows[order], labels[order]
-    if task_name == "ddd":
-        if calib is None:
-            raise ValueError(f"{path or 'image'}: 3D results need the camera calibration")
-        boxes_3d = Boxes3D(rows[:, 5:8], rows[:, 8:11], rows[:, 11], rows[:, 0], np.asarray(calib, np.float32).reshape(3, 4))
-        return Results(rows[:, 1:5], rows[:, 12], labels, names, image, path, boxes_3d=boxes_3d)
-    return Results(rows[:, :4], rows[:, 4], labels, names, image, path)

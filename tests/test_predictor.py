@@ -181,6 +181,9 @@ def test_every_test_field_changes_the_output(data_dir, weights):
             continue
         assert not same, f"test.{field}={change[field]} did not change the detections"
     assert len(run(K=5)) == 5 and run(score_thresh=median).scores.min() >= median
+    # K above 100: the original's cut keeps the 100 best rows per image (all of them tied at the cut).
+    many = run(K=150)
+    assert len(many) >= 100 and np.sum(many.scores >= np.sort(many.scores)[-100]) == len(many)
 
 
 def test_device_names():

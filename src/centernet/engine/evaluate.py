@@ -92,7 +92,7 @@ def _score_voc(data: DetectionDataset, predictions: Mapping[int, Results]):
 
 
 def score_kitti(data: DetectionDataset, predictions: Mapping[int, Results]) -> EvaluationReport:
-    from centernet.evaluation.kitti import KittiObjects, evaluate_kitti_objects
+    from centernet.evaluation.kitti import KITTI_CLASSES, METRICS, KittiObjects, evaluate_kitti_objects
 
     ground_truth, detections = [], []
     for index, record in enumerate(data.records):
@@ -115,6 +115,12 @@ def score_kitti(data: DetectionDataset, predictions: Mapping[int, Results]) -> E
         )
     kitti = evaluate_kitti_objects(ground_truth, detections)
     stats = kitti.as_dict()
+    # A class with ground truth but no detection left (all below peak_thresh) scores 0, not nothing.
+    labelled = {t.lower() for record in data.records if record.objects_3d is not None for t in record.objects_3d.types}
+    for class_name in sorted(labelled & set(KITTI_CLASSES)):
+        for metric in METRICS:
+            for kind in ("ap11", "ap40"):
+                stats.setdefault(f"{class_name}/{metric}/moderate/{kind}", 0.0)
     primary = stats.get("car/3d/moderate/ap11", 0.0) / 100.0
     wanted = {k: v for k, v in stats.items() if k.endswith("moderate/ap11") or k.endswith("moderate/ap40")}
     return EvaluationReport(wanted, primary, kitti.format_table())

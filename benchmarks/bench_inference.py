@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from centernet.data.check import load_dataset
+from centernet.engine.predictor import Predictor
 from centernet.data.image_io import load_image
 from centernet.data.transforms import InputSpec, TrainAugmentation
 from centernet.detector import CenterNet
@@ -165,18 +166,23 @@ class Row:
 
 
 class TorchPipeline:
-    """CenterNet in PyTorch: pre-process, network, decode, post-process as separate stages.
+    """CenterNet in PyTorch, the library's one ``Predictor``, timed stage by stage.
 
-    On the CPU the pre-processing is the original's (``cv2.warpAffine`` per image, BGR uint8); on
-    CUDA the images are uploaded as uint8 and warped together with ``grid_sample``.
+    The stages are the predictor's own steps: pre-processing (on the CPU the original's
+    ``cv2.warpAffine`` per image, BGR uint8; on CUDA the images are uploaded as uint8 and warped
+    together with ``grid_sample``, ``CenterNet(warp="torch")``), the network under the predictor's
+    precision, the task's decoding, and the predictor's merge / conversion to ``Results``.
+    End to end is ``Predictor.run_inputs`` then ``Predictor.finish`` per image.
 
     Args:
         detector: the detector (its network is used as given, or replaced by ``network``).
         device: where the network runs.
         network: the callable to run instead of ``detector.network`` (compiled, ...).
         channels_last: feed NHWC-strided inputs.
-        amp_dtype: autocast dtype on CUDA, ``None`` for float32.
+        amp_dtype: autocast dtype, ``None`` for float32.
     """
+
+    PRECISION = {None: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 
     def __init__(
         self,
@@ -188,9 +194,11 @@ class TorchPipeline:
     ) -> None:
         self.detector = detector
         self.device = device
-        self.network_fn = network if network is not None else detector.network
         self.channels_last = channels_last
-        self.amp_dtype = amp_dtype
+        self.predictor = Predictor(
+            network if network is not None else detector.network, detector.task, detector.spec, detector.class_names,
+            K=detector.K, device=device, precision=self.PRECISION[amp_dtype], batch_size=1 << 16,
+        )
 
     def preprocess(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, list]:
         if self.device.type == "cuda":
@@ -207,25 +215,22 @@ class TorchPipeline:
         return inputs, metas
 
     def network(self, inputs: torch.Tensor) -> Any:
-        autocast = (
-            torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else contextlib.nullcontext()
-        )
-        with autocast:
-            outputs = self.network_fn(inputs)
+        with self.predictor.autocast():
+            outputs = self.predictor.network(inputs)
         final = outputs[-1] if isinstance(outputs, list) else outputs
         return {name: value.float() for name, value in final.items()}
 
     def decode(self, outputs: Any) -> torch.Tensor:
-        return self.detector.task.decode(outputs, K=self.detector.K)
+        return self.detector.task.decode(outputs, K=self.predictor.K)
 
-    def postprocess(self, dets: torch.Tensor, metas: list) -> list[dict[str, np.ndarray]]:
+    def postprocess(self, dets: torch.Tensor, metas: list) -> list:
         dets = dets.cpu()  # the one device -> host copy of the pipeline
         task = self.detector.task
-        return [task.detections(task.post_process(d, meta)) for d, meta in zip(dets, metas)]
+        return [self.predictor.finish([task.post_process(d, meta)]) for d, meta in zip(dets, metas)]
 
-    def run(self, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    def run(self, images: Sequence[np.ndarray]) -> list:
         inputs, metas = self.preprocess(images)
-        return self.postprocess(self.decode(self.network(inputs)), metas)
+        return [self.predictor.finish([found]) for found in self.predictor.run_inputs(inputs, metas)]
 
 
 class OnnxPipeline:

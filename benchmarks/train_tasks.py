@@ -35,7 +35,8 @@ import torch
 from centernet.data.check import load_dataset
 from centernet.data.records import DetectionDataset
 from centernet.data.transforms import InputSpec, TrainAugmentation
-from centernet.engine.evaluate import EvaluationReport, predict_records, score
+from centernet.engine.evaluate import EvaluationReport
+from centernet.engine.predictor import Predictor
 from centernet.models import build_model
 from centernet.tasks.base import Task, get_task
 
@@ -153,7 +154,7 @@ def train_and_evaluate(
             optimizer.step()
             steps, loss = steps + 1, float(total.detach())
     reports = {
-        split: score(bench.task, data, predict_records(network, task, data, bench.spec, range(len(data)), K=100))
+        split: task.score(data, Predictor(network, task, bench.spec, data.class_names, data.category_ids, K=100).detect_dataset(data, range(len(data))))
         for split, data in bench.evaluations.items()
     }
     return reports, steps, loss

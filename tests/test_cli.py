@@ -91,7 +91,7 @@ def test_predict_on_a_glob_and_a_video(trained, image_folder, tmp_path):
 def test_python_api_mirrors_the_cli(trained, image_folder):
     import centernet
 
-    results = centernet.predict(trained / "best.pt", image_folder)
+    results = list(centernet.predict(trained / "best.pt", image_folder))
     assert len(results) == 3
     first = results[0]
     assert first.boxes.shape[1] == 4 and len(first.scores) == len(first.labels)

@@ -24,7 +24,7 @@ from centernet.data.kitti import (
     write_kitti_results,
 )
 from centernet.data.records import DataFormatError
-from centernet.engine.results import Boxes3D, Results
+from centernet.engine.results import Results
 from centernet.tasks.ddd import CLASS_NAMES
 
 FIELDS = ("dims", "locations", "rotation_y", "alpha", "boxes", "truncation", "occlusion", "scores")
@@ -90,7 +90,7 @@ def test_results_to_kitti_groups_classes_as_the_original(reference_dir: Path, tm
                 scores=objects.scores,
                 labels=np.array([CLASS_NAMES.index(t) for t in objects.types], np.int64),
                 names=CLASS_NAMES,
-                boxes_3d=Boxes3D(objects.dims, objects.locations, objects.rotation_y, objects.alpha, calibs[frame]),
+                boxes_3d=Objects3D(objects.dims, objects.locations, objects.rotation_y, objects.alpha, calibs[frame]),
             )
             assert results.to_kitti() == "".join(line + "\n" for line in written), (name, frame)
 
@@ -98,7 +98,7 @@ def test_results_to_kitti_groups_classes_as_the_original(reference_dir: Path, tm
 def test_results_to_kitti_orders_by_class_then_keeps_each_class_order() -> None:
     n = 5
     labels = np.array([1, 0, 1, 2, 0])  # best first: Car, Pedestrian, Car, Cyclist, Pedestrian
-    boxes_3d = Boxes3D(np.ones((n, 3)), np.arange(3 * n).reshape(n, 3), np.zeros(n), np.arange(n) / 10, np.eye(3, 4))
+    boxes_3d = Objects3D(np.ones((n, 3)), np.arange(3 * n).reshape(n, 3), np.zeros(n), np.arange(n) / 10, np.eye(3, 4))
     results = Results(np.tile([1.0, 2, 3, 4], (n, 1)), np.array([0.9, 0.8, 0.7, 0.6, 0.5]), labels, CLASS_NAMES, boxes_3d=boxes_3d)
     lines = results.to_kitti().splitlines()
     assert [line.split()[0] for line in lines] == ["Pedestrian", "Pedestrian", "Car", "Car", "Cyclist"]

@@ -3,7 +3,7 @@
 The frames are read in KITTI's own layout (``image_2`` / ``label_2`` / ``calib``) and each keeps its
 own camera matrix. A ResNet-18 trains from scratch on the task's own targets and loss
 (``DddTask``); its outputs go through the task's decoder and post-processing
-(``engine.evaluate.predict_records``) and our KITTI evaluator (``engine.evaluate.score``): Car 3D
+(``engine.predictor.Predictor``) and our KITTI evaluator (``Task.score``): Car 3D
 AP11 at IoU 0.5, moderate difficulty, the original's thresholds.
 
 Why the bar is relative: the KITTI evaluator samples its precision/recall curve at one score
@@ -22,10 +22,11 @@ import pytest
 import torch
 
 from centernet.data.check import load_dataset
+from centernet.data.kitti import Objects3D
 from centernet.data.records import DetectionDataset
 from centernet.data.transforms import InputSpec
-from centernet.engine.evaluate import predict_records, score
-from centernet.engine.results import Boxes3D, Results
+from centernet.engine.predictor import Predictor
+from centernet.engine.results import Results
 from centernet.models import build_model
 from centernet.tasks.base import get_task
 from centernet.tasks.ddd import locate_3d
@@ -69,7 +70,7 @@ def _labels_as_detections(data: DetectionDataset, from_box_centres: bool = False
             boxes = record.boxes[keep]
             centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
             locations, _ = locate_3d(centres, objects.alpha, objects.dims, objects.locations[:, 2], record.calib)
-        boxes_3d = Boxes3D(objects.dims, locations, objects.rotation_y, objects.alpha, record.calib)
+        boxes_3d = Objects3D(objects.dims, locations, objects.rotation_y, objects.alpha, record.calib)
         predictions[index] = Results(
             record.boxes[keep],
             np.ones(int(keep.sum()), np.float32),
@@ -89,8 +90,9 @@ def test_the_original_centre_definition_caps_car_3d_ap_on_kitti_mini(data_dir) -
     when located the way the decoder locates them. Bird's-eye and 2D figures show where it goes.
     """
     data = load_dataset(data_dir / "kitti_mini", None)
-    as_labelled = score("ddd", data, _labels_as_detections(data)).stats
-    as_decoded = score("ddd", data, _labels_as_detections(data, from_box_centres=True)).stats
+    task = get_task("ddd", len(data.class_names))
+    as_labelled = task.score(data, _labels_as_detections(data)).stats
+    as_decoded = task.score(data, _labels_as_detections(data, from_box_centres=True)).stats
     assert as_labelled[METRIC] >= 50.0
     assert as_decoded[METRIC] < 50.0
     assert as_decoded["car/bbox/moderate/ap11"] == as_labelled["car/bbox/moderate/ap11"]
@@ -129,8 +131,8 @@ def test_ddd_overfits_kitti_cars_to_3d_ap(frames: DetectionDataset) -> None:
         schedule.step()
         losses.append(float(total.detach()))
 
-    report = score(task.name, frames, predict_records(network, task, frames, spec, range(len(frames)), K=50))
-    ceiling = score(task.name, frames, _labels_as_detections(frames)).stats[METRIC]
+    report = task.score(frames, Predictor(network, task, spec, frames.class_names, K=50).detect_dataset(frames, range(len(frames))))
+    ceiling = task.score(frames, _labels_as_detections(frames)).stats[METRIC]
     assert ceiling > 0, "the labels scored as detections should reach a positive AP"
     assert losses[-1] < 0.5 * losses[0], f"loss {losses[0]:.3f} -> {losses[-1]:.3f}"
     assert report.stats[METRIC] >= FRACTION_OF_PERFECT * ceiling, (

@@ -2,8 +2,8 @@
 
 This checks the whole pose chain end to end on real annotations: the task's own targets
 (``MultiPoseTask.encode``) and loss train a ResNet-18 from scratch; its outputs go through the
-task's decoder and post-processing (``engine.evaluate.predict_records``) and pycocotools' keypoint
-evaluation (``engine.evaluate.score``). A wrong target, loss, decoder or coordinate mapping keeps
+task's decoder and post-processing (``engine.predictor.Predictor``) and pycocotools' keypoint
+evaluation (``Task.score``). A wrong target, loss, decoder or coordinate mapping keeps
 OKS AP near zero. No augmentation: the inputs are the test-time letterboxes, so training and
 evaluation see the same pixels, and every random draw is seeded.
 """
@@ -19,7 +19,7 @@ import torch
 from centernet.data.check import load_dataset
 from centernet.data.records import DetectionDataset, ImageRecord
 from centernet.data.transforms import InputSpec
-from centernet.engine.evaluate import predict_records, score
+from centernet.engine.predictor import Predictor
 from centernet.models import build_model
 from centernet.tasks.base import get_task
 from tests.helpers import fixed_input_batch
@@ -73,7 +73,7 @@ def test_pose_overfits_people_to_oks_ap(people: DetectionDataset) -> None:
         optimizer.step()
         losses.append(float(total.detach()))
 
-    predictions = predict_records(network, task, people, spec, range(len(people)), K=20)
-    report = score(task.name, people, predictions)
+    predictions = Predictor(network, task, spec, people.class_names, people.category_ids, K=20).detect_dataset(people, range(len(people)))
+    report = task.score(people, predictions)
     assert losses[-1] < 0.2 * losses[0], f"loss {losses[0]:.3f} -> {losses[-1]:.3f}"
     assert report.primary >= MIN_OKS_AP, report.table

@@ -118,12 +118,15 @@ def test_3d_from_kitti_folders(tmp_path, data_dir):
     frame = training / "image_2" / "000001.png"
     p2 = read_calib(training / "calib" / "000001.txt")
     for calib in (training / "calib", training / "calib" / "000001.txt", p2):
-        (result,) = centernet.predict(best, frame, calib=calib)
+        (result,) = list(centernet.predict(best, frame, calib=calib))
         assert result.boxes_3d is not None and np.array_equal(result.boxes_3d.calib, p2)
     with pytest.raises(ValueError, match="needs each image's camera calibration"):
-        centernet.predict(best, frame)
+        list(centernet.predict(best, frame))
     with pytest.raises(DataFormatError, match="000001.txt: calibration file not found"):
-        centernet.predict(best, frame, calib=tmp_path)
+        list(centernet.predict(best, frame, calib=tmp_path))
     out = tmp_path / "predicted"
     assert main(["predict", "--weights", str(best), "--source", str(frame), "--calib", str(training / "calib"), "--output", str(out), "--conf", "0"]) == 0
-    assert len((out / "kitti" / "000001.txt").read_text().splitlines()[0].split()) == 16
+    # One file per frame; after two steps no row may pass the original's peak_thresh 0.2 (an empty file,
+    # as the original writes); the 16-column format itself is checked against the original in test_e2e_original.
+    lines = (out / "kitti" / "000001.txt").read_text().splitlines()
+    assert all(len(line.split()) == 16 for line in lines)

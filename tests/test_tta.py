@@ -1,4 +1,5 @@
-"""Behaviour of test-time augmentation: soft-NMS against a row-by-row oracle, merging rules, the driver."""
+"""Behaviour of test-time augmentation: soft-NMS against a row-by-row oracle, merging rules, and the
+multi-scale path of the one predictor (``engine.predictor.Predictor``)."""
 from __future__ import annotations
 
 import math
@@ -8,17 +9,14 @@ import pytest
 import torch
 
 from centernet.data.transforms import InputSpec
+from centernet.engine.predictor import Predictor
 from centernet.tasks.base import get_task
 from centernet.tasks.tta import (
     GAUSSIAN_NMS,
     HARD_NMS,
     LINEAR_NMS,
-    detect_multi_scale,
-    detect_scale,
     merge_ctdet,
     merge_multi_pose,
-    merge_scales,
-    scaled_input,
     soft_nms,
 )
 
@@ -188,20 +186,25 @@ def _image(height: int = 90, width: int = 130) -> np.ndarray:
     return rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
 
 
-def test_scaled_input_fix_res_keep_res_and_flip() -> None:
+def test_scaled_input_fix_res_keep_res() -> None:
     image = _image()
     spec = InputSpec(input_hw=(128, 128), mean=COCO_MEAN, std=COCO_STD)
-    batch, meta = scaled_input(image, 0.75, spec, flip=True)
-    assert batch.shape == (2, 3, 128, 128) and batch.dtype == torch.float32
-    torch.testing.assert_close(batch[1], batch[0].flip(-1), rtol=0, atol=0)
+    network_input, meta = spec.inference_input(image, 0.75)
+    assert network_input.shape == (3, 128, 128) and network_input.dtype == np.float32
     np.testing.assert_array_equal(meta.center, [97 / 2, 67 / 2])
     assert meta.scale == 130.0 and meta.output_hw == (32, 32) and meta.image_hw == (67, 97)
 
-    batch, meta = scaled_input(image, 1.5, InputSpec(input_hw=None, pad=31, mean=COCO_MEAN, std=COCO_STD))
-    assert batch.shape == (1, 3, 160, 224)  # (135 | 31) + 1, (195 | 31) + 1
+    network_input, meta = InputSpec(input_hw=None, pad=31, mean=COCO_MEAN, std=COCO_STD).inference_input(image, 1.5)
+    assert network_input.shape == (3, 160, 224)  # (135 | 31) + 1, (195 | 31) + 1
     np.testing.assert_array_equal(meta.center, [97, 67])
     np.testing.assert_array_equal(meta.scale, [224, 160])
     assert meta.output_hw == (40, 56)
+
+
+def detect_scale(model, task, image, scale, spec, flip=False, K=10):
+    """One scale's post-processed detections in source pixels, through the predictor."""
+    names = [f"c{i}" for i in range(task.num_classes)]
+    return Predictor(model, task, spec, names, K=K, flip=flip, scales=[scale]).detect_scales([image])[0][0]
 
 
 class _PlantedPeaks:
@@ -218,16 +221,18 @@ class _PlantedPeaks:
         return {"hm": hm, "wh": torch.full((b, 2, h // 4, w // 4), 6.0), "reg": torch.full((b, 2, h // 4, w // 4), 0.25)}
 
 
-def test_detect_multi_scale_is_scales_then_merge() -> None:
+def test_multi_scale_is_scales_then_merge() -> None:
     task = get_task("ctdet", 3)
     model, image = _PlantedPeaks(3), _image()
     spec = InputSpec(input_hw=(128, 128), mean=COCO_MEAN, std=COCO_STD)
     per_scale = [detect_scale(model, task, image, scale, spec, flip=True, K=10) for scale in (0.5, 1.0, 1.5)]
-    expected = merge_scales(task, per_scale)
-    results = detect_multi_scale(model, task, image, (0.5, 1.0, 1.5), spec, flip=True, K=10)
-    assert sorted(results) == [1, 2, 3]
-    for cls in results:
-        np.testing.assert_array_equal(results[cls], expected[cls])
+    expected = task.to_results(task.merge_outputs(per_scale), ["a", "b", "c"])
+    predictor = Predictor(model, task, spec, ["a", "b", "c"], scales=(0.5, 1.0, 1.5), flip=True, K=10)
+    (result,) = predictor.detect([image])
+    np.testing.assert_array_equal(result.boxes, expected.boxes)
+    np.testing.assert_array_equal(result.scores, expected.scores)
+    np.testing.assert_array_equal(result.labels, expected.labels)
+    assert set(result.labels.tolist()) <= {0, 1, 2} and len(result) == 30  # 3 scales x K rows, soft-NMS keeps them all
     # Without flip the peak planted at the canvas centre lands at the image centre at every scale.
     for scale in (0.5, 1.0, 1.5):
         x1, y1, x2, y2 = detect_scale(model, task, image, scale, spec, K=10)[1][0, :4]
@@ -246,9 +251,14 @@ def test_detect_scale_divides_coordinates_by_the_scale() -> None:
     np.testing.assert_allclose(width_two, width_one / 2, rtol=1e-5)
 
 
-def test_merge_scales_rejects_tasks_without_multi_scale_testing() -> None:
+def test_tasks_without_multi_scale_testing_refuse_it() -> None:
+    task = get_task("ddd", 3)
     with pytest.raises(ValueError, match="multi-scale"):
-        merge_scales(get_task("ddd", 3), [{}])
+        task.merge_outputs([{}, {}])
+    with pytest.raises(ValueError, match="scale 1 only"):
+        Predictor(_PlantedPeaks(3), task, InputSpec(), ["a", "b", "c"], scales=(0.5, 1.0))
+    with pytest.raises(ValueError, match="no flip test"):
+        Predictor(_PlantedPeaks(3), task, InputSpec(), ["a", "b", "c"], flip=True)
 
 
 class _PlantedPerson:
@@ -281,5 +291,23 @@ def test_pose_joints_are_divided_by_the_scale_and_every_row_merged() -> None:
     # Joint positions relative to the box corner halve with twice the input size.
     np.testing.assert_allclose(at_two[0, 5::2] - at_two[0, 0], (at_one[0, 5::2] - at_one[0, 0]) / 2, atol=1e-4)
     np.testing.assert_allclose(at_two[0, 6::2] - at_two[0, 1], (at_one[0, 6::2] - at_one[0, 1]) / 2, atol=1e-4)
-    merged = detect_multi_scale(_PlantedPerson(), task, image, (1.0, 2.0), spec, flip=True, K=4)
-    assert merged.shape == (8, 39)
+    (merged,) = Predictor(_PlantedPerson(), task, spec, ["person"], scales=(1.0, 2.0), flip=True, K=4).detect([image])
+    assert len(merged) == 8 and merged.keypoints.shape == (8, 17, 3)
+
+
+@pytest.mark.parametrize("s", [512.0, np.float32(640), np.array(480.0), [672, 448], np.array([352.0, 512.0], np.float32)])
+def test_original_meta_in_every_form(s) -> None:
+    """The original's ``s``: a scalar (fix-res), a 0-d array, or ``[w, h]`` (keep-res, ddd)."""
+    from centernet.tasks.base import ImageMeta
+
+    meta = ImageMeta.from_original({"c": np.array([320.0, 213.0]), "s": s, "out_height": 112, "out_width": 168})
+    assert meta.output_hw == (112, 168) and meta.input_hw == (448, 672)
+    if np.asarray(s).size == 1:
+        assert isinstance(meta.scale, float) and meta.scale == float(np.asarray(s))
+    else:
+        np.testing.assert_array_equal(meta.scale, np.asarray(s, np.float32))
+    # The inverse output transform maps the output-map centre back to the window centre.
+    back = meta.output_transform(inv=True) @ np.array([84.0, 56.0, 1.0])
+    np.testing.assert_allclose(back, [320.0, 213.0], atol=1e-3)
+    with pytest.raises(ValueError, match="scalar or"):
+        ImageMeta.from_original({"c": [0, 0], "s": [1, 2, 3], "out_hw": [4, 4]})

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from centernet.config import Config, load_config, with_overrides
 
@@ -25,19 +25,44 @@ def train(recipe: str | Path | Config | None = None, *overrides: str, resume: bo
     return run(_config(recipe, overrides), resume=resume, hooks=hooks)
 
 
-def evaluate(weights: str | Path, recipe: str | Path | Config | None = None, *overrides: str, split: str | None = None):
-    """Evaluate a checkpoint; returns an ``EvaluationReport`` (``stats``, ``primary``, ``table``)."""
+def evaluate(
+    weights: str | Path,
+    recipe: str | Path | Config | None = None,
+    *overrides: str,
+    split: str | None = None,
+    save_json: str | Path | None = None,
+    save_kitti: str | Path | None = None,
+    batch_size: int = 8,
+):
+    """Evaluate a checkpoint, as ``centernet val``; returns an ``EvaluationReport`` (``stats``, ``primary``, ``table``).
+
+    ``overrides`` set ``data.*`` (``"data.source=..."``, ``"data.keep_res=true"``) and ``test.*``
+    (``"test.flip=true"``, ``"test.scales=[0.5,1,1.5]"``, ``"test.device=cuda"``); ``save_json`` /
+    ``save_kitti`` write the original's result files.
+    """
     from centernet.engine.evaluate import evaluate_checkpoint
 
-    cfg = _config(recipe, overrides) if (recipe is not None or overrides) else None
-    return evaluate_checkpoint(weights, cfg, split=split)
+    return evaluate_checkpoint(weights, recipe, overrides, split=split, save_json=save_json, save_kitti=save_kitti, batch_size=batch_size)
 
 
-def predict(weights, source: str | Path, batch_size: int = 8, calib=None, flip: bool | None = None, scales=None) -> list:
-    """``Results`` for every image or video frame of ``source`` (image, folder, glob or video)."""
+def predict(
+    weights,
+    source: str | Path,
+    *overrides: str,
+    batch_size: int = 8,
+    calib=None,
+    flip: bool | None = None,
+    scales=None,
+    recipe: str | Path | Config | None = None,
+) -> Iterator:
+    """Yield ``Results`` for every image or video frame of ``source`` (image, folder, glob or video), lazily.
+
+    ``overrides`` are ``test.*`` / ``data.*`` settings as for ``evaluate``; ``flip`` and ``scales``
+    are shorthands. Take ``list(...)`` for all results at once.
+    """
     from centernet.engine.predict import predict as run
 
-    return list(run(weights, source, batch_size=batch_size, calib=calib, flip=flip, scales=scales))
+    yield from run(weights, source, *overrides, batch_size=batch_size, calib=calib, flip=flip, scales=scales, recipe=recipe)
 
 
 def export(weights, output: str | Path | None = None, **options) -> Path:

@@ -32,12 +32,40 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _test_overrides(args: argparse.Namespace) -> list[str]:
+    """The shared test flags of ``val`` and ``predict`` as ``test.*`` overrides (applied after the others)."""
+    out = []
+    if args.flip:
+        out.append("test.flip=true")
+    if args.scales is not None:
+        out.append(f"test.scales=[{', '.join(str(s) for s in args.scales)}]")
+    if args.nms:
+        out.append("test.nms=true")
+    if args.K is not None:
+        out.append(f"test.K={args.K}")
+    if args.score_thresh is not None:
+        out.append(f"test.score_thresh={args.score_thresh}")
+    if args.device is not None:
+        out.append(f"test.device={args.device}")
+    precision = "float16" if args.half else "bfloat16" if args.bf16 else args.precision
+    if precision is not None:
+        out.append(f"test.precision={precision}")
+    return out
+
+
 def _cmd_val(args: argparse.Namespace) -> int:
     from centernet.engine.evaluate import evaluate_checkpoint
 
     path, overrides = _split_config(args.config)
-    cfg = load_config(path, overrides) if (path or overrides) else None
-    report = evaluate_checkpoint(args.weights, cfg, split=args.split, save_json=args.save_json, batch_size=args.batch)
+    report = evaluate_checkpoint(
+        args.weights,
+        path,
+        overrides + _test_overrides(args),
+        split=args.split,
+        save_json=args.save_json,
+        save_kitti=args.save_kitti,
+        batch_size=args.batch,
+    )
     print(report.table)
     return 0
 
@@ -45,7 +73,8 @@ def _cmd_val(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from centernet.engine.predict import predict_to_folder
 
-    out = predict_to_folder(
+    path, overrides = _split_config(args.config)
+    summary = predict_to_folder(
         args.weights,
         args.source,
         args.output,
@@ -53,10 +82,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         batch_size=args.batch,
         save_txt=args.save_txt,
         calib=args.calib,
-        flip=args.flip,
-        scales=args.scales,
+        recipe=path,
+        overrides=overrides + _test_overrides(args),
     )
-    print(f"results written to {out}")
+    print(summary)
     return 0
 
 
@@ -87,6 +116,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_test_options(p: argparse.ArgumentParser) -> None:
+    """The test options ``val`` and ``predict`` share (shorthands of the ``test.*`` overrides)."""
+    g = p.add_argument_group("test options (shorthands of test.* overrides)")
+    g.add_argument("--flip", action="store_true", help="flip test (test.flip=true)")
+    g.add_argument("--scales", type=float, nargs="+", default=None, help="multi-scale test, e.g. 0.5 0.75 1 1.25 1.5 (test.scales)")
+    g.add_argument("--nms", action="store_true", help="Gaussian soft-NMS also for one scale (test.nms=true)")
+    g.add_argument("--K", type=int, default=None, help="peaks decoded per image and scale (test.K)")
+    g.add_argument("--score-thresh", type=float, default=None, help="drop detections below this score (test.score_thresh)")
+    g.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (test.device)")
+    g.add_argument("--precision", choices=("float32", "float16", "bfloat16"), default=None, help="network precision (test.precision)")
+    g.add_argument("--half", action="store_true", help="float16 autocast (test.precision=float16)")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (test.precision=bfloat16)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="centernet", description="CenterNet: Objects as Points")
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -97,14 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = verbs.add_parser("val", help="evaluate a checkpoint (COCO AP, OKS AP or KITTI AP)")
-    p.add_argument("config", nargs="*", help="optional recipe YAML and overrides (default: the checkpoint's own)")
+    p.add_argument("config", nargs="*", help="optional recipe (YAML or shipped name) and overrides (default: the checkpoint's own)")
     p.add_argument("--weights", required=True, help="our checkpoint (.pt) or an original CenterNet .pth")
     p.add_argument("--split", default=None, help="data split (default: the recipe's val split)")
-    p.add_argument("--save-json", default=None, help="write COCO results json here")
+    p.add_argument("--save-json", default=None, help="write the COCO results list (the original's results.json) here")
+    p.add_argument("--save-kitti", default=None, help="3D: write one KITTI <frame>.txt per frame into this folder")
     p.add_argument("--batch", type=int, default=8)
+    _add_test_options(p)
     p.set_defaults(func=_cmd_val)
 
     p = verbs.add_parser("predict", help="detect on an image, folder, glob or video")
+    p.add_argument("config", nargs="*", help="optional recipe (YAML or shipped name) and data.* / test.* overrides")
     p.add_argument("--weights", required=True)
     p.add_argument("--source", required=True, help="image, folder, glob pattern or video")
     p.add_argument("--output", default="runs/predict", help="folder for drawn images/video and results")
@@ -112,8 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--save-txt", action="store_true", help="also write YOLO txt labels")
     p.add_argument("--calib", default=None, help="KITTI calib file or folder (3D models need one)")
-    p.add_argument("--flip", action="store_true", help="flip test")
-    p.add_argument("--scales", type=float, nargs="+", default=None, help="multi-scale test, e.g. 0.5 0.75 1 1.25 1.5")
+    _add_test_options(p)
     p.set_defaults(func=_cmd_predict)
 
     p = verbs.add_parser("export", help="export to ONNX with decoding in the graph")

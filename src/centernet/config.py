@@ -137,13 +137,21 @@ class TrainConfig:
 
 @dataclass
 class TestConfig:
-    """Inference: top-K, thresholds and test-time augmentation."""
+    """Inference (``engine.predictor.Predictor``): top-K, thresholds, test-time augmentation, device.
+
+    The fields are the original's test options: ``K`` (``--K``), ``flip`` (``--flip_test``),
+    ``scales`` (``--test_scales``), ``nms`` (``--nms``); ``score_thresh`` drops rows below it (0:
+    every row, as the original's evaluation). ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``;
+    ``precision``: ``float32``, or ``float16`` / ``bfloat16`` autocast of the network.
+    """
 
     K: int = 100
     score_thresh: float = 0.0
     flip: bool = False
     scales: list[float] = field(default_factory=lambda: [1.0])
     nms: bool = False  # Gaussian soft-NMS over merged detections (always on with several scales)
+    device: str = "auto"
+    precision: str = "float32"
 
 
 @dataclass

@@ -47,6 +47,17 @@ def _to_uint8_bgr(image: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(pixels.flip(0).permute(1, 2, 0).cpu().numpy())
 
 
+def _as_tensors(result) -> dict[str, torch.Tensor]:
+    """A ``Results`` as the detector's per-image dict of tensors (best first)."""
+    out = {"boxes": result.boxes, "scores": result.scores, "labels": result.labels}
+    if result.keypoints is not None:
+        out["keypoints"] = result.keypoints
+    if result.boxes_3d is not None:
+        b3 = result.boxes_3d
+        out.update(alpha=b3.alpha, dims=b3.dims, locations=b3.locations, rotation_y=b3.rotation_y)
+    return {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in out.items()}
+
+
 class CenterNet(nn.Module):
     """A CenterNet detector (2D boxes by default) with its pre- and post-processing.
 
@@ -226,19 +237,20 @@ class CenterNet(nn.Module):
             images: ``[3, H, W]`` float RGB tensors in 0..1.
             calibs: per-image ``[3, 4]`` camera projections, required by the 3D task (``ddd``).
         """
-        inputs, metas = self.preprocess(images)
-        if calibs is not None:
-            metas = [dataclasses.replace(meta, calib=np.asarray(calib, np.float32)) for meta, calib in zip(metas, calibs)]
-        if self.flip_test:
-            inputs = torch.cat([inputs, inputs.flip(-1)])
-        dets = self.task.decode(self.network(inputs), K=self.K, flip=self.flip_test).cpu()
-        results = []
-        for image_dets, meta in zip(dets, metas):
-            found = self.task.detections(self.task.post_process(image_dets, meta))
-            keep = found["scores"] >= self.score_thresh
-            order = np.argsort(-found["scores"][keep], kind="stable")
-            results.append({key: torch.from_numpy(value[keep][order]) for key, value in found.items()})
-        return results
+        from centernet.engine.predictor import Predictor
+
+        predictor = Predictor.for_detector(self, eval_mode=False)  # the module's mode is the caller's choice
+        if self.warp == "cv2":
+            found = predictor.detect([_to_uint8_bgr(image) for image in images], calibs, keep_images=False)
+        else:  # the batch warped on the device, then the same decoding, merge and threshold
+            if self.task.needs_calib and calibs is None:
+                raise ValueError(f"{self.task.name} detection needs each image's camera calibration (calibs=...)")
+            inputs, metas = self.preprocess(images)
+            if calibs is not None:
+                metas = [dataclasses.replace(meta, calib=np.asarray(calib, np.float32).reshape(3, 4)) for meta, calib in zip(metas, calibs)]
+            processed = predictor.run_inputs(inputs, metas)
+            found = [predictor.finish([p], calib=meta.calib) for p, meta in zip(processed, metas)]
+        return [_as_tensors(result) for result in found]
 
     # ------------------------------------------------------------------ checkpoints
     def metadata(self) -> dict[str, Any]:

@@ -28,14 +28,8 @@ def raw_outputs(ref, prefix: str) -> dict[str, torch.Tensor]:
 
 
 def meta_from(ref, prefix: str) -> ImageMeta:
-    out_hw = tuple(int(v) for v in ref[f"{prefix}meta__out_hw"])
-    return ImageMeta(
-        center=ref[f"{prefix}meta__c"],
-        scale=float(ref[f"{prefix}meta__s"]),
-        input_hw=(out_hw[0] * 4, out_hw[1] * 4),
-        output_hw=out_hw,
-        image_hw=out_hw,
-    )
+    """The original's meta in whatever form the fixture holds ``s``: scalar, 0-d or ``[w, h]`` (keep-res)."""
+    return ImageMeta.from_original({key: ref[f"{prefix}meta__{key}"] for key in ("c", "s", "out_hw")})
 
 
 def rows_by_class(results: dict[int, np.ndarray]) -> np.ndarray:

@@ -32,16 +32,8 @@ def _raw_outputs(arrays, prefix: str) -> dict[str, torch.Tensor]:
 
 def _meta(arrays, prefix: str, image_wh, calib=None) -> ImageMeta:
     """The warp of the fixture's image; the input size is not used by post-processing."""
-    out_h, out_w = (int(v) for v in arrays[prefix + "meta__out_hw"])
-    scale = arrays[prefix + "meta__s"]
-    return ImageMeta(
-        center=arrays[prefix + "meta__c"],
-        scale=float(scale) if scale.ndim == 0 else scale,
-        input_hw=(4 * out_h, 4 * out_w),
-        output_hw=(out_h, out_w),
-        image_hw=(image_wh[1], image_wh[0]),
-        calib=calib,
-    )
+    original = {key: arrays[prefix + f"meta__{key}"] for key in ("c", "s", "out_hw")}
+    return ImageMeta.from_original({**original, "calib": calib}, image_hw=(image_wh[1], image_wh[0]))
 
 
 @pytest.mark.parametrize("flip", [False, True], ids=["plain", "flip"])

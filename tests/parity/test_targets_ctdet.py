@@ -167,7 +167,7 @@ def test_training_sample_replayed(reference_dir: Path, data_dir: Path) -> None:
 
     assert meta.flipped == info["flipped"]
     np.testing.assert_array_equal(meta.center, np.array(info["c"], dtype=np.float32))
-    assert float(meta.scale) == info["s"]
+    np.testing.assert_array_equal(np.float32(meta.scale), np.float32(info["s"]))  # scalar, or [w, h] with keep-res
     assert meta.output_hw == (options["output_h"], options["output_w"])
     assert_close(meta.input_transform(), ref["trans_input"], "trans_input", atol=0, rtol=0)
     assert_close(meta.output_transform(), ref["trans_output"], "trans_output", atol=0, rtol=0)

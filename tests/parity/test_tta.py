@@ -19,13 +19,11 @@ import torch
 
 from centernet import build_model
 from centernet.data.transforms import InputSpec
+from centernet.engine.predictor import Predictor
 from centernet.tasks.base import get_task
 from centernet.tasks.tta import (
-    detect_scale,
     merge_ctdet,
     merge_multi_pose,
-    merge_scales,
-    scaled_input,
     soft_nms,
 )
 from tests.helpers import assert_close
@@ -169,7 +167,10 @@ def _check_preprocess(data_dir: Path, image_meta: dict, config: dict, arrays: di
     for recorded, (scale, scale_prefix) in zip(_config_image(config, image_meta["key"])["scales"],
                                                _scale_prefixes(options, prefix)):
         assert recorded["scale"] == scale
-        batch, meta = scaled_input(image, scale, spec, options["flip_test"])
+        network_input, meta = spec.inference_input(image, scale)
+        batch = torch.from_numpy(network_input[None])
+        if options["flip_test"]:  # the predictor's [image, mirror] pair
+            batch = torch.cat([batch, batch.flip(3)])
         assert list(batch.shape) == recorded["input_shape"]
         np.testing.assert_array_equal(batch.shape[2:], arrays[scale_prefix + "input_hw"])
         np.testing.assert_array_equal(meta.input_hw, arrays[scale_prefix + "input_hw"])
@@ -333,7 +334,9 @@ def _run_scales(network, task, image, config: dict, image_key: str, arrays: dict
     per_scale, ties = [], 0
     for scale_meta, (scale, scale_prefix) in zip(_config_image(config, image_key)["scales"],
                                                  _scale_prefixes(options, prefix)):
-        result = detect_scale(network, task, image, scale, spec, flip=options["flip_test"], K=options["K"])
+        predictor = Predictor(network, task, spec, [str(c) for c in range(task.num_classes)], flip=options["flip_test"],
+                              K=options["K"], scales=[scale])
+        result = predictor.detect_scales([image])[0][0]
         rows = _stack_classes(result, task.num_classes) if isinstance(result, dict) else result
         scale_ties = _boundary_ties(scale_meta, noise)
         _assert_same_detections(rows, arrays[scale_prefix + "post__dets"], scale_prefix, noise, scale_ties)
@@ -359,7 +362,7 @@ def test_ctdet_tta_full_pipeline(reference_dir: Path, data_dir: Path) -> None:
         prefixed = {name[len(config_name) + 2:]: value for name, value in arrays.items()
                     if name.startswith(config_name + "__")}
         per_scale, ties = _run_scales(network, task, _image(data_dir, files[key]), config, key, prefixed, CTDET_NOISE)
-        results = merge_scales(task, per_scale, nms=config["options"]["nms"])
+        results = task.merge_outputs(per_scale, nms=config["options"]["nms"])
         name = f"{config_name}__{key}__merged"
         ties += int(config["images"][0]["merge"].get("gap_to_next_lower", np.inf) < CTDET_NOISE.score)
         _assert_same_detections(_stack_classes(results, task.num_classes), prefixed[f"{key}__merged__dets"], name,
@@ -383,7 +386,7 @@ def test_multi_pose_tta_full_pipeline(reference_dir: Path, data_dir: Path) -> No
         prefixed = {name[len(config_name) + 2:]: value for name, value in arrays.items()
                     if name.startswith(config_name + "__")}
         per_scale, ties = _run_scales(network, task, _image(data_dir, files[key]), config, key, prefixed, POSE_NOISE)
-        merged = merge_scales(task, per_scale, nms=config["options"]["nms"])
+        merged = task.merge_outputs(per_scale, nms=config["options"]["nms"])
         expected = prefixed[f"{key}__merged__dets"]
         assert merged.shape == expected.shape
         if config["soft_nms_applied"]:

@@ -16,7 +16,7 @@ def run_demo(output: str | Path = "runs/demo", overrides: Sequence[str] = ()) ->
     Returns the final validation metrics, the run folder and where the drawn predictions are.
     """
     from centernet.detector import CenterNet
-    from centernet.engine.predict import predict_images
+    from centernet.engine.predictor import Predictor
     from centernet.engine.dataset import load_split
     from centernet.engine.trainer import train
 
@@ -31,7 +31,7 @@ def run_demo(output: str | Path = "runs/demo", overrides: Sequence[str] = ()) ->
     folder.mkdir(parents=True, exist_ok=True)
     shown = range(min(8, len(data)))
     images = [data.load_image(i) for i in shown]
-    for index, result in zip(shown, predict_images(detector, images)):
+    for index, result in zip(shown, Predictor.for_detector(detector).detect(images)):
         result.save(folder / f"synthetic_{index:03d}.jpg")
     summary.update({"predictions": str(folder), "minutes": round((time.time() - started) / 60, 2)})
     print(f"demo: COCO AP {summary.get('AP', float('nan')):.3f} (AP50 {summary.get('AP50', float('nan')):.3f}) on the synthetic validation set")

@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
 
 from centernet.config import Config
 from centernet.data.records import DetectionDataset, ImageRecord
-from centernet.data.transforms import InputSpec
+from centernet.data.transforms import InputSpec, keep_res_pad
 from centernet.engine.distributed import DistributedContext
-from centernet.engine.results import Results, results_from_task_output
+from centernet.engine.predictor import Predictor
+from centernet.engine.results import Results
 from centernet.evaluation.coco import build_coco_ground_truth, evaluate_coco
-from centernet.tasks.base import ImageMeta, Task, final_stack
+from centernet.tasks.base import Task, final_stack
 
 
 @dataclass
@@ -39,101 +39,10 @@ class EvaluationReport:
         return {k: round(v, 5) for k, v in self.stats.items()}
 
 
-@torch.no_grad()
-def predict_records(
-    network: torch.nn.Module,
-    task: Task,
-    data: DetectionDataset,
-    spec: InputSpec,
-    indices: Sequence[int],
-    K: int = 100,
-    flip: bool = False,
-    batch_size: int = 8,
-    num_workers: int = 0,
-    device: torch.device | None = None,
-    keep_images: bool = False,
-) -> dict[int, Results]:
-    """Detections of the records ``indices`` in original image pixels, keyed by record index."""
-    device = device or next(network.parameters()).device
-    was_training = network.training
-    network.eval()
-    loader = DataLoader(
-        Subset(_InferenceInputs(data, spec), list(indices)),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=_collate_inference,
-    )
-    out: dict[int, Results] = {}
-    for inputs, metas, idxs, images in loader:
-        calibs = [data.records[i].calib for i in idxs]
-        processed = detect_batch(network, task, inputs.to(device), metas, K=K, flip=flip, calibs=calibs)
-        for index, image, calib, item in zip(idxs, images, calibs, processed):
-            out[index] = results_from_task_output(
-                task.name, item, data.class_names, image=image if keep_images else None, path=data.records[index].path, calib=calib
-            )
-    network.train(was_training)
-    return out
-
-
-class _InferenceInputs(torch.utils.data.Dataset):
-    def __init__(self, data: DetectionDataset, spec: InputSpec) -> None:
-        self.data, self.spec = data, spec
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, index: int):
-        image = self.data.load_image(index)
-        inp, meta = self.spec.inference_input(image)
-        return inp, meta, index, image
-
-
-def _collate_inference(items):
-    inputs, metas, idxs, images = zip(*items)
-    shapes = {x.shape for x in inputs}
-    if len(shapes) > 1:  # keep-res images of different sizes: pad to a common canvas
-        h = max(s[1] for s in shapes)
-        w = max(s[2] for s in shapes)
-        inputs = [np.pad(x, ((0, 0), (0, h - x.shape[1]), (0, w - x.shape[2]))) for x in inputs]
-    return torch.from_numpy(np.stack(inputs)), list(metas), list(idxs), list(images)
-
-
-@torch.no_grad()
-def detect_batch(
-    network: torch.nn.Module,
-    task: Task,
-    inputs: torch.Tensor,
-    metas: Sequence[ImageMeta],
-    K: int = 100,
-    flip: bool = False,
-    calibs: Sequence[np.ndarray | None] | None = None,
-) -> list:
-    """Network, decoding and post-processing of one normalised batch ``[B, 3, H, W]``.
-
-    Returns each image's ``task.post_process`` output in source-image pixels; ``calibs`` give 3D
-    tasks each image's camera matrix.
-    """
-    if flip:
-        inputs = torch.cat([inputs, inputs.flip(3)])
-    dets = task.decode(final_stack(network(inputs)), K=K, flip=flip)
-    processed = []
-    for row, meta in enumerate(metas):
-        calib = calibs[row] if calibs is not None else None
-        if calib is not None:
-            meta = dataclasses.replace(meta, calib=np.asarray(calib, dtype=np.float32))
-        processed.append(task.post_process(dets[row], meta))
-    return processed
-
-
-def score(task_name: str, data: DetectionDataset, predictions: dict[int, Results]) -> EvaluationReport:
-    """The task's standard metric of ``predictions`` (record index -> results) against ``data``."""
-    if task_name == "ddd":
-        return _score_kitti(data, predictions)
-    keypoints = task_name == "multi_pose"
+def score_coco(task: Task, data: DetectionDataset, predictions: Mapping[int, Results], keypoints: bool) -> EvaluationReport:
+    """COCO box AP (plus VOC mAP on VOC data) or keypoint OKS AP, on the rows the task writes."""
     gt = build_coco_ground_truth(data.ground_truth(), data.class_names, data.category_ids, keypoints=keypoints)
-    rows: list[dict] = []
-    for index, result in sorted(predictions.items()):
-        rows += result.to_coco(data.records[index].image_id, data.category_ids)
+    rows = coco_results(task, data, predictions)
     metrics = evaluate_coco(gt, rows, "keypoints" if keypoints else "bbox")
     title = "COCO keypoints (OKS)" if keypoints else "COCO boxes"
     stats, table = dict(metrics.stats), f"{title}, {len(data)} images\n{metrics.table}"
@@ -144,6 +53,25 @@ def score(task_name: str, data: DetectionDataset, predictions: dict[int, Results
     return EvaluationReport(stats, metrics.stats["AP"], table, rows)
 
 
+def coco_results(task: Task, data: DetectionDataset, predictions: Mapping[int, Results]) -> list[dict]:
+    """The COCO results list of ``predictions`` in record order, as the task writes it (the original's rows)."""
+    rows: list[dict] = []
+    for index, result in sorted(predictions.items()):
+        rows += task.coco_rows(result, data.records[index].image_id, data.category_ids)
+    return rows
+
+
+def write_kitti_results(data: DetectionDataset, predictions: Mapping[int, Results], folder: str | Path) -> Path:
+    """One ``<frame>.txt`` per record (also when empty) with its KITTI result lines (the original's ``save_results``)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, result in sorted(predictions.items()):
+        image_id = data.records[index].image_id
+        stem = f"{int(image_id):06d}" if str(image_id).isdigit() else Path(data.records[index].path).stem
+        (folder / f"{stem}.txt").write_text(result.to_kitti())
+    return folder
+
+
 def _is_voc(data: DetectionDataset) -> bool:
     from centernet.data.voc import find_voc_folders
 
@@ -151,7 +79,7 @@ def _is_voc(data: DetectionDataset) -> bool:
     return source is not None and source.is_dir() and find_voc_folders(source) is not None
 
 
-def _score_voc(data: DetectionDataset, predictions: dict[int, Results]):
+def _score_voc(data: DetectionDataset, predictions: Mapping[int, Results]):
     from centernet.evaluation.voc import evaluate_voc
 
     ground_truth, detections = [], []
@@ -163,9 +91,9 @@ def _score_voc(data: DetectionDataset, predictions: dict[int, Results]):
     return evaluate_voc(ground_truth, detections, data.class_names)
 
 
-def _score_kitti(data: DetectionDataset, predictions: dict[int, Results]) -> EvaluationReport:
+def score_kitti(data: DetectionDataset, predictions: Mapping[int, Results]) -> EvaluationReport:
     from centernet.data.kitti import Objects3D
-    from centernet.evaluation.kitti import evaluate_kitti_objects
+    from centernet.evaluation.kitti import EVALUATED_CLASSES, METRICS, evaluate_kitti_objects
 
     ground_truth, detections = [], []
     for index, record in enumerate(data.records):
@@ -184,6 +112,12 @@ def _score_kitti(data: DetectionDataset, predictions: dict[int, Results]) -> Eva
         )
     kitti = evaluate_kitti_objects(ground_truth, detections)
     stats = kitti.as_dict()
+    # A class with ground truth but no detection left (all below peak_thresh) scores 0, not nothing.
+    labelled = {t.lower() for record in data.records if record.objects_3d is not None for t in record.objects_3d.types}
+    for class_name in sorted(labelled & set(EVALUATED_CLASSES)):
+        for metric in METRICS:
+            for kind in ("ap11", "ap40"):
+                stats.setdefault(f"{class_name}/{metric}/moderate/{kind}", 0.0)
     primary = stats.get("car/3d/moderate/ap11", 0.0) / 100.0
     wanted = {k: v for k, v in stats.items() if k.endswith("moderate/ap11") or k.endswith("moderate/ap40")}
     return EvaluationReport(wanted, primary, kitti.format_table())
@@ -203,39 +137,46 @@ def evaluate_network(
     ctx: DistributedContext | None = None,
     save_images_to: Path | None = None,
 ) -> EvaluationReport:
-    """Validate ``network`` on a ``TrainingDataset`` (its records); rank 0 scores, all ranks get the report."""
+    """Validate ``network`` on a ``TrainingDataset`` (its records); rank 0 scores, all ranks get the report.
+
+    The validation pass of training: the experiment's ``Predictor`` (``test.*`` options, the network
+    left on its device), each rank detecting its share of the images.
+    """
     ctx = ctx or DistributedContext()
     data: DetectionDataset = dataset.data
-    spec = InputSpec.from_config(cfg)
-    indices = list(range(ctx.rank, len(data), ctx.world_size))
-    shard = predict_records(
-        network, task, data, spec, indices, K=cfg.test.K, flip=cfg.test.flip, batch_size=max(1, cfg.train.batch_size // 2)
+    predictor = Predictor.from_config(
+        network, task, InputSpec.from_config(cfg), data.class_names, data.category_ids, cfg.test,
+        device=None, batch_size=max(1, cfg.train.batch_size // 2),
     )
+    shard = predictor.detect_dataset(data, range(ctx.rank, len(data), ctx.world_size))
     merged: dict[int, Results] = {}
     for part in ctx.gather(shard):
         merged.update(part)
-    report = score(task.name, data, merged) if ctx.is_main else None
+    report = task.score(data, merged) if ctx.is_main else None
     if ctx.is_main and save_images_to is not None and cfg.train.save_images:
-        draw_examples(network, task, data, spec, save_images_to, cfg.train.save_images)
+        draw_examples(predictor, data, save_images_to, cfg.train.save_images)
     return ctx.broadcast(report)
 
 
-def draw_examples(network, task: Task, data: DetectionDataset, spec: InputSpec, folder: Path, count: int) -> None:
+def draw_examples(predictor: Predictor, data: DetectionDataset, folder: Path, count: int) -> None:
     """Save the first ``count`` validation images with predictions and their centre-heat-map overlay."""
+    from centernet.engine.visualize import draw_heatmap_overlay
+    from centernet.tasks.common import get_affine_transform
+
     indices = list(range(min(count, len(data))))
-    predictions = predict_records(network, task, data, spec, indices, keep_images=True)
-    device = next(network.parameters()).device
+    predictions = predictor.detect_dataset(data, indices, keep_images=True)
+    network, spec = predictor.network, predictor.spec
+    device = predictor.device
     folder.mkdir(parents=True, exist_ok=True)
     for index in indices:
         result = predictions[index]
         image = result.image
         inp, meta = spec.inference_input(image)
+        was_training = network.training
         with torch.no_grad():
             network.eval()
-            heat = torch.sigmoid(final_stack(network(torch.from_numpy(inp)[None].to(device)))["hm"][0]).cpu().numpy()
-        from centernet.engine.visualize import draw_heatmap_overlay
-        from centernet.tasks.common import get_affine_transform
-
+            heat = torch.sigmoid(final_stack(network(torch.from_numpy(inp)[None].to(device)))["hm"][0]).float().cpu().numpy()
+        network.train(was_training)
         # Heat map back into image pixels through the inverse of the output warp.
         inverse = get_affine_transform(meta.center, meta.scale, 0, meta.output_hw[::-1], inv=True)
         peak = cv2.warpAffine(heat.max(0), inverse, (image.shape[1], image.shape[0]))
@@ -244,29 +185,76 @@ def draw_examples(network, task: Task, data: DetectionDataset, spec: InputSpec, 
         cv2.imwrite(str(folder / f"val_{index:03d}.jpg"), np.concatenate([drawn, overlay], axis=1))
 
 
+def experiment_for(detector, weights: str | Path, recipe: str | Path | Config | None = None, overrides: Sequence[str] = ()) -> Config:
+    """The experiment a checkpoint is evaluated or run with: a recipe, or the checkpoint's own.
+
+    ``recipe``: a ``Config``, a YAML path or a shipped recipe name. Without one, our checkpoint's
+    stored experiment is used; an original ``.pth`` carries none, so the original's defaults for the
+    task its heads say (input size, normalisation) are. ``overrides`` (``section.field=value``)
+    apply last, so ``data.input_size``, ``data.keep_res`` and every ``test.*`` are honoured.
+    """
+    from centernet.config import load_config, with_overrides
+    from centernet.models.checkpoint import CheckpointError, load_checkpoint
+
+    overrides = list(overrides)
+    if isinstance(recipe, Config):
+        cfg = with_overrides(recipe, overrides)
+    elif recipe is not None:
+        cfg = load_config(recipe, overrides)
+    else:
+        stored = None
+        if isinstance(weights, (str, Path)):
+            try:
+                stored = load_checkpoint(weights).get("config")
+            except CheckpointError:
+                stored = None
+        if stored is not None:
+            cfg = with_overrides(Config.from_dict(stored, str(weights)), overrides)
+        else:
+            defaults = {
+                "task": detector.task.name,
+                "model": {"arch": detector.arch},
+                "data": {
+                    "input_size": list(detector.input_size),
+                    "keep_res": detector.spec.input_hw is None,
+                    "mean": list(detector.spec.mean),
+                    "std": list(detector.spec.std),
+                    "channel_order": detector.spec.channel_order,
+                },
+                "test": {"K": detector.K, "score_thresh": detector.score_thresh, "flip": detector.flip_test},
+            }
+            cfg = with_overrides(Config.from_dict(defaults, str(weights)), overrides)
+    if cfg.task != detector.task.name:
+        raise ValueError(f"{weights}: a {detector.task.name} network (from its heads), but the experiment is {cfg.task}")
+    return cfg
+
+
+def detector_spec(detector, cfg: Config) -> InputSpec:
+    """The experiment's input pre-processing (``data.*``), padded as the checkpoint's architecture needs."""
+    return dataclasses.replace(InputSpec.from_config(cfg), pad=keep_res_pad(detector.arch))
+
+
 def evaluate_checkpoint(
     weights: str | Path,
-    cfg: Config | None = None,
+    recipe: str | Path | Config | None = None,
+    overrides: Sequence[str] = (),
     split: str | None = None,
     save_json: str | Path | None = None,
+    save_kitti: str | Path | None = None,
     batch_size: int = 8,
 ) -> EvaluationReport:
     """``centernet val``: evaluate a checkpoint (ours or an original ``.pth``) on a data set split.
 
-    Without ``cfg`` the experiment stored in our checkpoint is used (an original ``.pth`` carries
-    none: give a recipe). ``split`` overrides the recipe's validation split.
+    The experiment comes from ``experiment_for`` (a recipe, or the checkpoint's own); ``split``
+    overrides its validation split. ``save_json`` writes the COCO results list the original's
+    ``test.py`` writes (``results.json``); ``save_kitti`` a folder of KITTI ``<frame>.txt`` files.
     """
     from centernet.data.check import require_task_annotations
     from centernet.detector import CenterNet
     from centernet.engine.dataset import load_split
-    from centernet.models.checkpoint import load_checkpoint
 
     detector = CenterNet.from_checkpoint(weights)
-    if cfg is None:
-        stored = load_checkpoint(weights).get("config") if str(weights).endswith(".pt") else None
-        if stored is None:
-            raise ValueError(f"{weights}: holds no experiment config; name a recipe, e.g. `centernet val configs/ctdet_res18_coco_140e.yaml --weights ...`")
-        cfg = Config.from_dict(stored, str(weights))
+    cfg = experiment_for(detector, weights, recipe, overrides)
     if split is not None:
         cfg.data.val_split = split
     data = load_split(cfg, "val")
@@ -275,10 +263,16 @@ def evaluate_checkpoint(
     require_task_annotations(data, detector.task.name)
     if len(data.class_names) != detector.num_classes:
         raise ValueError(f"{weights}: trained for {detector.num_classes} classes, data set {cfg.data.source} has {len(data.class_names)}")
-    predictions = predict_records(
-        detector.network, detector.task, data, detector.spec, range(len(data)), K=cfg.test.K, flip=cfg.test.flip, batch_size=batch_size
+    predictor = Predictor.from_config(
+        detector.network, detector.task, detector_spec(detector, cfg), data.class_names, data.category_ids, cfg.test,
+        batch_size=batch_size,
     )
-    report = score(detector.task.name, data, predictions)
+    predictions = predictor.detect_dataset(data, range(len(data)))
+    if save_kitti is not None:
+        if detector.task.result_format != "kitti":
+            raise ValueError(f"--save-kitti: a {detector.task.name} network gives no 3D results; use --save-json")
+        write_kitti_results(data, predictions, save_kitti)
     if save_json is not None:
-        Path(save_json).write_text(json.dumps(report.detections))
-    return report
+        Path(save_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(save_json).write_text(json.dumps(coco_results(detector.task, data, predictions)))
+    return detector.task.score(data, predictions)

@@ -1,19 +1,28 @@
-"""Prediction on images, folders, globs and videos: batched, with drawn outputs and result files."""
+"""Prediction on images, folders, globs and videos: a thin caller of ``engine.predictor.Predictor``.
+
+``predict`` yields ``Results`` lazily (a video is never held in memory); ``predict_to_folder`` is
+``centernet predict``: it writes each image's results as soon as they are made (JSON lines, flushed
+per image, so an interrupted run keeps what it finished), drawn images or videos, and a summary.
+"""
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
-import torch
 from tqdm import tqdm
 
+from centernet.config import Config
 from centernet.data.kitti import read_calib
-from centernet.engine.evaluate import detect_batch
-from centernet.engine.results import Results, results_from_task_output
-from centernet.engine.sources import Frame, iter_frames, video_properties
+from centernet.engine.predictor import Predictor
+from centernet.engine.results import Results
+from centernet.engine.sources import iter_frames, video_properties
+
+log = logging.getLogger(__name__)
 
 
 def _detector(weights):
@@ -34,73 +43,67 @@ def read_calibration(calib: str | Path | np.ndarray | None, image_path: Path | N
     return read_calib(path)
 
 
-def predict_images(
-    detector,
-    images: Sequence[np.ndarray],
-    paths: Sequence[Path | None] | None = None,
-    calibs: Sequence[np.ndarray | None] | None = None,
+def predictor_for(weights, recipe: str | Path | Config | None = None, overrides: Sequence[str] = (), batch_size: int = 8) -> Predictor:
+    """The ``Predictor`` of a checkpoint with an experiment's ``data.*`` input and ``test.*`` options.
+
+    The experiment is ``engine.evaluate.experiment_for``'s (a recipe, or the checkpoint's own), so
+    ``predict`` and ``val`` read the same options the same way.
+    """
+    from centernet.engine.evaluate import detector_spec, experiment_for
+
+    detector = _detector(weights)
+    cfg = experiment_for(detector, weights, recipe, overrides)
+    return Predictor.from_config(
+        detector.network, detector.task, detector_spec(detector, cfg), detector.class_names, detector.category_ids, cfg.test,
+        batch_size=batch_size,
+    )
+
+
+def _test_overrides(flip: bool | None, scales: Sequence[float] | None) -> list[str]:
+    out = []
+    if flip is not None:
+        out.append(f"test.flip={str(bool(flip)).lower()}")
+    if scales is not None:
+        out.append(f"test.scales=[{', '.join(str(float(s)) for s in scales)}]")
+    return out
+
+
+def predict(
+    weights,
+    source: str | Path,
+    *overrides: str,
+    batch_size: int = 8,
+    calib=None,
     flip: bool | None = None,
     scales: Sequence[float] | None = None,
-    nms: bool = False,
-) -> list[Results]:
-    """Detect on BGR uint8 images ``[H, W, 3]``; one ``Results`` per image in its own pixels.
+    recipe: str | Path | Config | None = None,
+    skipped: list | None = None,
+) -> Iterator[Results]:
+    """Python API: yield ``Results`` for every image / video frame of ``source``, lazily.
 
-    One scale without soft-NMS runs as a single batch; several ``scales`` (or ``nms``) run the
-    original's multi-scale test per image and merge with Gaussian soft-NMS.
+    ``overrides`` are ``test.*`` / ``data.*`` settings (``"test.K=50"``); ``flip`` and ``scales``
+    are shorthands for ``test.flip`` and ``test.scales``.
     """
-    task = detector.task
-    flip = detector.flip_test if flip is None else flip
-    paths = list(paths) if paths is not None else [None] * len(images)
-    calibs = list(calibs) if calibs is not None else [None] * len(images)
-    if task.name == "ddd" and any(c is None for c in calibs):
-        missing = [str(p) for p, c in zip(paths, calibs) if c is None]
-        raise ValueError(f"3D detection needs each image's camera calibration (--calib); missing for {', '.join(missing[:3])}")
-    network = detector.network.eval()
-    device = next(network.parameters()).device
-    if scales is None or (list(scales) == [1.0] and not nms):
-        spec = detector.spec
-        prepared = [spec.inference_input(image) for image in images]
-        shapes = {p[0].shape for p in prepared}
-        if len(shapes) > 1:  # keep-res images of different sizes go one by one
-            processed = [detect_batch(network, task, torch.from_numpy(inp)[None].to(device), [meta], detector.K, flip, [calib])[0] for (inp, meta), calib in zip(prepared, calibs)]
-        else:
-            batch = torch.from_numpy(np.stack([p[0] for p in prepared])).to(device)
-            processed = detect_batch(network, task, batch, [p[1] for p in prepared], detector.K, flip, calibs)
+    if isinstance(weights, Predictor):
+        predictor = weights
     else:
-        from centernet.tasks.tta import detect_multi_scale
-
-        if task.name == "ddd":
-            raise ValueError("multi-scale testing is defined for 2D boxes and pose only (as in the original)")
-        processed = [
-            detect_multi_scale(network, task, image, scales, detector.spec, flip=flip, nms=nms, K=detector.K, device=device)
-            for image in images
-        ]
-    results = [
-        results_from_task_output(task.name, item, detector.class_names, image=image, path=path, calib=calib)
-        for item, image, path, calib in zip(processed, images, paths, calibs)
-    ]
-    if detector.score_thresh > 0:
-        results = [r.filter(detector.score_thresh) for r in results]
-    return results
+        predictor = predictor_for(weights, recipe, [*overrides, *_test_overrides(flip, scales)], batch_size)
+    for _, result in predictor.stream(iter_frames(source, skipped=skipped), lambda frame: read_calibration(calib, frame.path)):
+        yield result
 
 
-def _batches(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
-    batch: list[Frame] = []
-    for frame in frames:
-        batch.append(frame)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+@dataclass
+class PredictSummary:
+    """What ``predict_to_folder`` wrote: its folder, images / frames done, files skipped (``(path, reason)``)."""
 
+    output: Path
+    images: int = 0
+    detections: int = 0
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
 
-def predict(weights, source: str | Path, batch_size: int = 8, calib=None, flip: bool | None = None, scales=None) -> Iterator[Results]:
-    """Python API: yield ``Results`` for every image / video frame of ``source``."""
-    detector = _detector(weights)
-    for batch in _batches(iter_frames(source), batch_size):
-        calibs = [read_calibration(calib, f.path) for f in batch] if detector.task.name == "ddd" else None
-        yield from predict_images(detector, [f.image for f in batch], [f.path for f in batch], calibs, flip, scales)
+    def __str__(self) -> str:
+        line = f"{self.images} images/frames, {self.detections} detections, {len(self.skipped)} files skipped; results in {self.output}"
+        return "\n".join([line, *(f"skipped {path}: {reason}" for path, reason in self.skipped)])
 
 
 def predict_to_folder(
@@ -111,47 +114,62 @@ def predict_to_folder(
     batch_size: int = 8,
     save_txt: bool = False,
     calib=None,
-    flip: bool = False,
+    flip: bool | None = None,
     scales: Sequence[float] | None = None,
-) -> Path:
-    """``centernet predict``: drawn images (or an annotated video), ``results.json`` and optional txt labels.
+    recipe: str | Path | Config | None = None,
+    overrides: Sequence[str] = (),
+) -> PredictSummary:
+    """``centernet predict``: drawn images (or an annotated video) and result files, written as made.
 
-    ``results.json`` is in the COCO results format (``image_id`` = position of the image in the
-    source, 0-based; ``category_id`` = the checkpoint's category ids); 3D models also write KITTI
-    result files under ``kitti/``; ``save_txt`` writes YOLO txt labels under ``labels/``.
+    ``results.jsonl``: one line per image or frame, flushed at once: ``{"image_id", "file",
+    "frame", "detections"}`` with ``detections`` in the COCO results format of the task (``image_id``
+    = position in the source, 0-based; ``category_id`` = the checkpoint's category ids). At the end
+    ``results.json`` holds all rows as one COCO results list. 3D models also write KITTI result
+    files under ``kitti/``; ``save_txt`` writes YOLO txt labels under ``labels/``. ``score_thresh``
+    applies to drawing and the txt labels (``test.score_thresh`` to the detections themselves).
     """
-    detector = _detector(weights)
+    predictor = predictor_for(weights, recipe, [*overrides, *_test_overrides(flip, scales)], batch_size)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
+    summary = PredictSummary(output)
     writers: dict[Path, cv2.VideoWriter] = {}
     rows: list[dict] = []
-    image_index = 0
-    try:
-        for frame_batch in tqdm(_batches(iter_frames(source), batch_size), desc="predict", unit="batch"):
-            calibs = [read_calibration(calib, f.path) for f in frame_batch] if detector.task.name == "ddd" else None
-            results = predict_images(detector, [f.image for f in frame_batch], [f.path for f in frame_batch], calibs, flip, scales)
-            for frame, result in zip(frame_batch, results):
-                drawn = result.plot(score_thresh)
-                if frame.frame_index is None:
-                    cv2.imwrite(str(output / frame.name), drawn)
-                else:
-                    if frame.path not in writers:
-                        fps, w, h = video_properties(frame.path)
-                        writers[frame.path] = cv2.VideoWriter(str(output / f"{frame.path.stem}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-                    writers[frame.path].write(drawn)
-                rows += result.to_coco(image_index, detector.category_ids)
-                stem = Path(frame.name).stem
-                if save_txt:
-                    (output / "labels").mkdir(exist_ok=True)
-                    h, w = frame.image.shape[:2]
-                    (output / "labels" / f"{stem}.txt").write_text(result.filter(score_thresh).to_yolo(w, h))
-                if result.boxes_3d is not None:
-                    (output / "kitti").mkdir(exist_ok=True)
-                    (output / "kitti" / f"{stem}.txt").write_text(result.to_kitti())
-                    cv2.imwrite(str(output / f"{stem}_bev.png"), result.plot_birds_eye_view(score_thresh))
-                image_index += 1
-    finally:
-        for writer in writers.values():
-            writer.release()
+    frames = iter_frames(source, skipped=summary.skipped)
+    with open(output / "results.jsonl", "w") as lines:
+        try:
+            for frame, result in tqdm(predictor.stream(frames, lambda f: read_calibration(calib, f.path)), desc="predict", unit="image"):
+                image_rows = predictor.task.coco_rows(result, summary.images, predictor.category_ids)
+                lines.write(json.dumps({"image_id": summary.images, "file": str(frame.path), "frame": frame.frame_index, "detections": image_rows}) + "\n")
+                lines.flush()
+                rows += image_rows
+                _write_outputs(frame, result, output, score_thresh, save_txt, writers)
+                summary.images += 1
+                summary.detections += len(result)
+        finally:
+            for writer in writers.values():
+                writer.release()
     (output / "results.json").write_text(json.dumps(rows))
-    return output
+    for path, reason in summary.skipped:
+        log.warning("skipped %s: %s", path, reason)
+    return summary
+
+
+def _write_outputs(frame, result: Results, output: Path, score_thresh: float, save_txt: bool, writers: dict) -> None:
+    """The drawn image (or video frame), YOLO labels and KITTI lines of one frame."""
+    drawn = result.plot(score_thresh)
+    if frame.frame_index is None:
+        cv2.imwrite(str(output / frame.name), drawn)
+    else:
+        if frame.path not in writers:
+            fps, w, h = video_properties(frame.path)
+            writers[frame.path] = cv2.VideoWriter(str(output / f"{frame.path.stem}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        writers[frame.path].write(drawn)
+    stem = Path(frame.name).stem
+    if save_txt:
+        (output / "labels").mkdir(exist_ok=True)
+        h, w = frame.image.shape[:2]
+        (output / "labels" / f"{stem}.txt").write_text(result.filter(score_thresh).to_yolo(w, h))
+    if result.boxes_3d is not None:
+        (output / "kitti").mkdir(exist_ok=True)
+        (output / "kitti" / f"{stem}.txt").write_text(result.to_kitti())
+        cv2.imwrite(str(output / f"{stem}_bev.png"), result.plot_birds_eye_view(score_thresh))

@@ -14,17 +14,13 @@ from centernet.engine import visualize
 from centernet.evaluation.coco import detections_to_coco_results
 
 
-Boxes3D = Objects3D
-"""The 3D part of ``Results``: the one KITTI object type, built from ``(dims, locations,
-rotation_y, alpha, calib)``; the 2D boxes, labels and scores are ``Results``' own."""
-
-
 @dataclass
 class Results:
     """Detections of one image in original image pixels.
 
     ``boxes`` ``[N, 4]`` xyxy, ``scores`` ``[N]``, ``labels`` ``[N]`` 0-based class indices into
-    ``names``; ``keypoints`` ``[N, 17, 3]`` (x, y, confidence) for pose; ``boxes_3d`` for 3D.
+    ``names``; ``keypoints`` ``[N, 17, 3]`` (x, y, confidence) for pose; ``boxes_3d`` for 3D (the one KITTI
+    object type, ``data.kitti.Objects3D``; the 2D boxes, labels and scores are ``Results``' own).
     """
 
     boxes: np.ndarray
@@ -34,7 +30,7 @@ class Results:
     image: np.ndarray | None = None
     path: Path | None = None
     keypoints: np.ndarray | None = None
-    boxes_3d: Boxes3D | None = None
+    boxes_3d: Objects3D | None = None
     heatmap: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -52,7 +48,7 @@ class Results:
             self.image,
             self.path,
             None if self.keypoints is None else self.keypoints[keep],
-            None if b3 is None else Boxes3D(b3.dims[keep], b3.locations[keep], b3.rotation_y[keep], b3.alpha[keep], b3.calib),
+            None if b3 is None else b3.subset(keep),
             self.heatmap,
         )
 
@@ -119,36 +115,3 @@ class Results:
         ).subset(np.argsort(np.asarray(self.labels), kind="stable"))
         return "".join(line + "\n" for line in format_kitti_lines(objects))
 
-
-def results_from_task_output(
-    task_name: str,
-    processed,
-    names: Sequence[str],
-    image: np.ndarray | None = None,
-    path: Path | None = None,
-    calib: np.ndarray | None = None,
-) -> Results:
-    """Turn a task's ``post_process`` output (the original's per-image form) into ``Results``, best first.
-
-    ``ctdet``: ``{cls1: [n, 5]}`` rows ``[x1, y1, x2, y2, score]``; ``multi_pose``: ``[K, 39]`` rows
-    ``[box, score, 17 x (x, y)]``; ``ddd``: ``{cls1: [n, 13]}`` rows ``[alpha, box, h, w, l, x, y, z,
-    rotation_y, score]``.
-    """
-    if task_name == "multi_pose":
-        rows = np.asarray(processed, dtype=np.float32).reshape(-1, 39)
-        joints = rows[:, 5:39].reshape(-1, 17, 2)
-        keypoints = np.concatenate([joints, np.ones((len(rows), 17, 1), np.float32)], axis=2)
-        order = np.argsort(-rows[:, 4], kind="stable")
-        return Results(rows[order, :4], rows[order, 4], np.zeros(len(rows), np.int64)[order], names, image, path, keypoints[order])
-    width = 13 if task_name == "ddd" else 5
-    parts = [(np.asarray(rows, np.float32).reshape(-1, width), cls1 - 1) for cls1, rows in sorted(processed.items())]
-    rows = np.concatenate([p for p, _ in parts]) if parts else np.zeros((0, width), np.float32)
-    labels = np.concatenate([np.full(len(p), c, np.int64) for p, c in parts]) if parts else np.zeros(0, np.int64)
-    order = np.argsort(-rows[:, -1], kind="stable")
-    rows, labels = rows[order], labels[order]
-    if task_name == "ddd":
-        if calib is None:
-            raise ValueError(f"{path or 'image'}: 3D results need the camera calibration")
-        boxes_3d = Boxes3D(rows[:, 5:8], rows[:, 8:11], rows[:, 11], rows[:, 0], np.asarray(calib, np.float32).reshape(3, 4))
-        return Results(rows[:, 1:5], rows[:, 12], labels, names, image, path, boxes_3d=boxes_3d)
-    return Results(rows[:, :4], rows[:, 4], labels, names, image, path)

@@ -326,8 +326,9 @@ def read_metadata(path: str | PathLike[str]) -> ExportMetadata:
 class OnnxDetector:
     """Runs an exported ctdet graph with onnxruntime, with the PyTorch path's pre-processing.
 
-    Both decoded and raw (``decode=False``) ctdet graphs are accepted: a raw graph's maps are
-    decoded with ``CtdetTask.decode`` on the host.
+    Both decoded and raw (``decode=False``) ctdet graphs are accepted. A raw graph runs as the
+    network of the one ``Predictor`` (the PyTorch path's pre-processing, decoding, merge and
+    threshold); a decoded graph takes the same pre-processing and does the decoding itself.
 
     Args:
         path: ONNX file from ``export_onnx``.
@@ -364,17 +365,14 @@ class OnnxDetector:
         return np.stack(inputs), np.stack(trans)
 
     def _detect(self, inputs: np.ndarray, trans: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(boxes [B, K, 4], scores [B, K], labels [B, K])`` in original-image pixels."""
-        if self.metadata.decoded:
-            boxes, scores, labels = self.session.run(list(DECODED_OUTPUTS), {"images": inputs, "trans": trans})
-            return boxes, scores, labels
-        maps = self.session.run(list(self.metadata.heads), {"images": inputs})
-        outputs: HeadOutputs = {name: torch.from_numpy(m) for name, m in zip(self.metadata.heads, maps)}
-        num_classes = self.metadata.heads["hm"]
-        task = CtdetTask(num_classes, **CtdetTask.options_for_heads(self.metadata.heads, num_classes))
-        decoded = decode_to_image(task, outputs, torch.from_numpy(trans), self.metadata.K)
-        boxes, scores, labels = (t.numpy() for t in decoded)
+        """A decoded graph's ``(boxes [B, K, 4], scores [B, K], labels [B, K])`` in original-image pixels."""
+        boxes, scores, labels = self.session.run(list(DECODED_OUTPUTS), {"images": inputs, "trans": trans})
         return boxes, scores, labels
+
+    def _raw_heads(self, inputs: torch.Tensor) -> HeadOutputs:
+        """The raw graph as a network: ``[B, 3, H, W]`` -> head maps (what ``Predictor`` calls)."""
+        maps = self.session.run(list(self.metadata.heads), {"images": inputs.cpu().numpy()})
+        return {name: torch.from_numpy(m) for name, m in zip(self.metadata.heads, maps)}
 
     def predict(self, images: Sequence[np.ndarray], batch_size: int = 8) -> list[Results]:
         """Detect objects in BGR uint8 images ``[H, W, 3]`` of any sizes.
@@ -383,6 +381,15 @@ class OnnxDetector:
             One ``Results`` per image: boxes in its pixels, sorted by decreasing score.
         """
         step = self.max_batch or batch_size
+        if not self.metadata.decoded:
+            from centernet.engine.predictor import Predictor
+            from centernet.tasks.base import task_for_heads
+
+            heads = self.metadata.heads
+            task = task_for_heads(self.metadata.task, heads["hm"], heads)  # e.g. cat_spec_wh's 2C size head
+            predictor = Predictor(self._raw_heads, task, self.spec, self.class_names, K=self.metadata.K,
+                                  score_thresh=self.score_thresh, batch_size=step)
+            return predictor.detect(list(images))
         results = []
         for start in range(0, len(images), step):
             chunk = images[start : start + step]

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -20,13 +21,19 @@ import torch
 from centernet.tasks.common import get_affine_transform
 
 if TYPE_CHECKING:
+    from centernet.data.records import DetectionDataset
     from centernet.data.transforms import AugmentedImage, AugmentRandom, TrainAugmentation
+    from centernet.engine.evaluate import EvaluationReport
+    from centernet.engine.results import Results
 
 HeadOutputs = dict[str, torch.Tensor]
 
 # Per-image ground-truth rows ``encode`` returns for debugging, as the original's ``meta``; their
 # length varies per image, so they are never batched.
 DEBUG_ONLY_KEYS = frozenset({"gt_det"})
+
+# Boxes per image the original keeps after merging 2D detections (``BaseDetector.max_per_image``).
+MAX_PER_IMAGE = 100
 
 # Task name -> module defining it (each module holds one ``Task`` subclass with that ``name``).
 TASK_MODULES = {"ctdet": "centernet.tasks.ctdet", "multi_pose": "centernet.tasks.multi_pose", "ddd": "centernet.tasks.ddd"}
@@ -59,6 +66,37 @@ class ImageMeta:
     calib: np.ndarray | None = None
     augmented: bool = False
 
+    @classmethod
+    def from_original(
+        cls, meta: Mapping[str, Any], input_hw: tuple[int, int] | None = None, image_hw: tuple[int, int] | None = None
+    ) -> ImageMeta:
+        """The meta of the original detector's ``pre_process`` (``{'c', 's', 'out_height', 'out_width'}``).
+
+        The original's ``s`` takes every form its detectors give it: a Python or NumPy scalar
+        (fix-res, ``max(h, w)``), a 0-d array, or the 2-vector ``[w, h]`` (keep-res, ddd); each is
+        kept as it is (scalar -> float, vector -> float32 ``[2]``). ``out_height`` / ``out_width``
+        may also come as ``out_hw``; the input defaults to 4x the output map.
+        """
+        scale = np.asarray(meta["s"], dtype=np.float32)
+        if scale.size == 1:
+            window: float | np.ndarray = float(scale.reshape(()))
+        elif scale.size == 2:
+            window = scale.reshape(2)
+        else:
+            raise ValueError(f"original meta 's' must be a scalar or [w, h], got shape {scale.shape}")
+        if "out_hw" in meta:
+            out_hw = tuple(int(v) for v in np.asarray(meta["out_hw"]).reshape(2))
+        else:
+            out_hw = (int(meta["out_height"]), int(meta["out_width"]))
+        return cls(
+            center=np.asarray(meta["c"], dtype=np.float32).reshape(2),
+            scale=window,
+            input_hw=input_hw or (out_hw[0] * 4, out_hw[1] * 4),
+            output_hw=out_hw,
+            image_hw=image_hw or out_hw,
+            calib=None if meta.get("calib") is None else np.asarray(meta["calib"], np.float32).reshape(3, 4),
+        )
+
     def input_transform(self, rot: float | None = None, inv: bool = False) -> np.ndarray:
         """``[2, 3]`` float64 map from (mirrored) source pixels to input pixels (``inv``: back)."""
         rot = self.rot if rot is None else rot
@@ -86,6 +124,13 @@ class Task(ABC):
     """
 
     name: ClassVar[str]
+    # Whether the original tests this task at several scales (``--test_scales``) and with a flip.
+    multi_scale: ClassVar[bool] = True
+    flip_test: ClassVar[bool] = True
+    # Whether inference needs each image's camera matrix (``meta.calib``).
+    needs_calib: ClassVar[bool] = False
+    # The file the original's ``run_eval`` writes: ``"coco"`` (results.json) or ``"kitti"`` (<frame>.txt).
+    result_format: ClassVar[str] = "coco"
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
@@ -210,6 +255,61 @@ class Task(ABC):
         stacked = np.concatenate(rows) if rows else np.zeros((0, width), np.float32)
         labels = np.concatenate([np.full(len(r), c - 1, dtype=np.int64) for c, r in zip(ids, rows)] + [np.zeros(0, np.int64)])
         return {"boxes": stacked[:, :4], "scores": stacked[:, 4], "labels": labels}
+
+    # ------------------------------------------------------------------ test-time behaviour
+    def merge_outputs(self, per_scale: Sequence[Any], nms: bool = False, max_per_image: int = MAX_PER_IMAGE) -> Any:
+        """One image's final detections from its per-scale ``post_process`` results (source pixels).
+
+        The original detector's ``merge_outputs``: this default is ctdet's (per class, soft-NMS with
+        several scales or ``nms``, then the ``max_per_image`` cut keeping ties); tasks override it.
+        """
+        from centernet.tasks.tta import merge_ctdet
+
+        return merge_ctdet(per_scale, self.num_classes, max_per_image=max_per_image, nms=nms)
+
+    def to_results(
+        self,
+        merged: Any,
+        names: Sequence[str],
+        image: np.ndarray | None = None,
+        path: Path | None = None,
+        calib: np.ndarray | None = None,
+    ) -> Results:
+        """``merge_outputs`` of one image as ``Results`` (best first); this default reads per-class 2D rows."""
+        from centernet.engine.results import Results
+
+        found = self.detections(merged)
+        order = np.argsort(-found["scores"], kind="stable")
+        return Results(found["boxes"][order], found["scores"][order], found["labels"][order], names, image, path)
+
+    def coco_rows(self, result: Results, image_id: int, category_ids: Sequence[int]) -> list[dict]:
+        """COCO results rows of one image as the original's ``convert_eval_format`` writes them.
+
+        ``bbox`` ``[x1, y1, x2 - x1, y2 - y1]`` with the differences taken in float32, every number
+        rounded to 2 decimals; ``category_id`` is the data set's id of the label.
+        """
+        boxes = np.asarray(result.boxes, np.float32).reshape(-1, 4)
+        sizes = boxes[:, 2:4] - boxes[:, 0:2]  # float32, as the original's numpy rows
+        return [
+            {
+                "image_id": int(image_id),
+                "category_id": int(category_ids[int(label)]),
+                "bbox": [_two_decimals(v) for v in (box[0], box[1], size[0], size[1])],
+                "score": _two_decimals(score),
+            }
+            for box, size, score, label in zip(boxes, sizes, np.asarray(result.scores, np.float32), result.labels)
+        ]
+
+    def score(self, data: DetectionDataset, predictions: Mapping[int, Results]) -> EvaluationReport:
+        """This task's standard metric of ``predictions`` (record index -> results): COCO box AP (+ VOC mAP)."""
+        from centernet.engine.evaluate import score_coco
+
+        return score_coco(self, data, predictions, keypoints=False)
+
+
+def _two_decimals(value: float) -> float:
+    """The original's ``float("{:.2f}".format(v))``."""
+    return float(f"{float(value):.2f}")
 
 
 def get_task(name: str, num_classes: int, **options: Any) -> Task:

@@ -13,7 +13,7 @@ original image pixels and camera coordinates in metres; angles in radians.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -468,6 +468,10 @@ class DddTask(Task):
     """
 
     name = "ddd"
+    multi_scale = False  # the original has neither multi-scale nor flip testing for 3D
+    flip_test = False
+    needs_calib = True
+    result_format = "kitti"
 
     def __init__(
         self,
@@ -476,6 +480,7 @@ class DddTask(Task):
         regress_offset: bool = True,
         loss_weights: Mapping[str, float] | None = None,
         max_objects: int = MAX_OBJECTS,
+        peak_thresh: float = PEAK_THRESH,
     ) -> None:
         if num_classes != len(CLASS_NAMES):
             raise ValueError(f"ddd trains the KITTI classes {CLASS_NAMES}; got num_classes={num_classes}")
@@ -484,6 +489,7 @@ class DddTask(Task):
         self.regress_offset = regress_offset
         self.disabled_heads = frozenset(name for name, on in (("wh", regress_box_size), ("reg", regress_offset)) if not on)
         self.max_objects = max_objects
+        self.peak_thresh = peak_thresh
         self.loss_weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
 
     @classmethod
@@ -591,3 +597,29 @@ class DddTask(Task):
             "locations": rows[:, 8:11],
             "rotation_y": rows[:, 11],
         }
+
+    # ------------------------------------------------------------------ test-time behaviour
+    def merge_outputs(self, per_scale: Sequence[Mapping[int, np.ndarray]], nms: bool = False, max_per_image: int = 100):
+        """The original ``DddDetector.merge_outputs``: one scale, rows scoring above ``peak_thresh``."""
+        if len(per_scale) != 1:
+            raise ValueError("ddd is tested at one scale only (the original defines no multi-scale 3D test)")
+        return keep_confident(per_scale[0], self.peak_thresh)
+
+    def to_results(self, merged, names, image=None, path=None, calib=None):
+        """3D ``Results`` (2D boxes, scores and ``boxes_3d``) of one frame, best first."""
+        from centernet.data.kitti import Objects3D
+        from centernet.engine.results import Results
+
+        if calib is None:
+            raise ValueError(f"{path or 'image'}: 3D results need the camera calibration")
+        found = self.detections(merged)
+        o = np.argsort(-found["scores"], kind="stable")
+        boxes_3d = Objects3D(found["dims"][o], found["locations"][o], found["rotation_y"][o], found["alpha"][o],
+                           np.asarray(calib, np.float32).reshape(3, 4))
+        return Results(found["boxes"][o], found["scores"][o], found["labels"][o], names, image, path, boxes_3d=boxes_3d)
+
+    def score(self, data, predictions):
+        """KITTI AP11 / AP40 (2D, AOS, BEV, 3D) of the frames, scores at the 2 decimals the original writes."""
+        from centernet.engine.evaluate import score_kitti
+
+        return score_kitti(data, predictions)

@@ -589,3 +589,32 @@ class MultiPoseTask(Task):
             "labels": np.zeros(len(rows), np.int64),
             "keypoints": keypoints,
         }
+
+    # ------------------------------------------------------------------ test-time behaviour
+    def merge_outputs(self, per_scale: Sequence[np.ndarray], nms: bool = False, max_per_image: int = 100) -> np.ndarray:
+        """The original ``MultiPoseDetector.merge_outputs``: all scales' rows, soft-NMS, no cut."""
+        from centernet.tasks.tta import merge_multi_pose
+
+        return merge_multi_pose(per_scale, nms=nms)
+
+    def to_results(self, merged: np.ndarray, names, image=None, path=None, calib=None):
+        """Pose ``Results`` (boxes, scores, ``keypoints [N, J, 3]``) of one image, best first."""
+        from centernet.engine.results import Results
+
+        found = self.detections(np.asarray(merged, np.float32).reshape(-1, 5 + 2 * NUM_JOINTS))
+        order = np.argsort(-found["scores"], kind="stable")
+        return Results(
+            found["boxes"][order], found["scores"][order], found["labels"][order], names, image, path, found["keypoints"][order]
+        )
+
+    def coco_rows(self, result, image_id: int, category_ids: Sequence[int]) -> list[dict]:
+        """COCO keypoint results of one image as the original writes them (``coco_keypoint_results``)."""
+        joints = np.asarray(result.keypoints, np.float32)[:, :, :2].reshape(len(result), -1)
+        rows = np.concatenate([np.asarray(result.boxes, np.float32), np.asarray(result.scores, np.float32)[:, None], joints], axis=1)
+        return coco_keypoint_results(image_id, rows)
+
+    def score(self, data, predictions):
+        """COCO keypoint OKS AP."""
+        from centernet.engine.evaluate import score_coco
+
+        return score_coco(self, data, predictions, keypoints=True)

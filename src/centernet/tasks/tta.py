@@ -1,4 +1,7 @@
-"""Test-time augmentation: Gaussian soft-NMS, multi-scale and flip merging, the multi-scale driver.
+"""Test-time augmentation maths: Gaussian soft-NMS and the merge of several test scales.
+
+The driver that runs the scales is ``engine.predictor.Predictor``; the tasks' ``merge_outputs`` call
+``merge_ctdet`` / ``merge_multi_pose``.
 
 Everything here reproduces what the original CenterNet does at test time with ``--test_scales``,
 ``--flip_test``, ``--nms`` and ``--keep_res`` (``BaseDetector.run``, ``CtdetDetector.merge_outputs``,
@@ -13,19 +16,15 @@ that are arguably bugs but shape the published numbers:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
-import torch
 
-from centernet.data.transforms import InputSpec
-from centernet.tasks.base import HeadOutputs, ImageMeta, Task
+from centernet.tasks.base import MAX_PER_IMAGE
 
 # Soft-NMS overlap re-scoring, as the original's ``method`` argument numbers them.
 HARD_NMS, LINEAR_NMS, GAUSSIAN_NMS = 0, 1, 2
 
-# Boxes per image the original keeps after merging (``BaseDetector.max_per_image``, not an option).
-MAX_PER_IMAGE = 100
 
 
 def soft_nms(
@@ -247,136 +246,14 @@ def merge_multi_pose(per_scale_results: Sequence[np.ndarray], nms: bool = False)
     return merged
 
 
-def scaled_input(
-    image: np.ndarray, scale: float, spec: InputSpec, flip: bool = False
-) -> tuple[torch.Tensor, ImageMeta]:
-    """Network input of one test scale, as the original ``BaseDetector.pre_process``.
-
-    The pre-processing itself is ``spec.inference_input`` (resize by ``scale``, letterbox or
-    keep-res warp, normalisation); with ``flip`` the horizontally mirrored input follows.
-
-    Args:
-        image: ``[H, W, 3]`` uint8 BGR image.
-        scale: test scale.
-        spec: input size, padding, normalisation and channel order of the network.
-        flip: append the mirrored input (the original's flip test).
-
-    Returns:
-        ``([1 or 2, 3, H_in, W_in] float32 tensor, meta)``; the meta maps output-map pixels to the
-        *resized* image (divide by ``scale`` for source pixels).
-    """
-    network_input, meta = spec.inference_input(image, scale)
-    batch = network_input[None]
-    if flip:
-        batch = np.concatenate((batch, batch[:, :, :, ::-1]), axis=0)
-    return torch.from_numpy(np.ascontiguousarray(batch)), meta
-
-
 # A task's post-processed detections of one image: per-class rows (ctdet) or one array (pose).
 PerScaleResult = Mapping[int, np.ndarray] | np.ndarray
 
-# How each task's original detector merges its scales (the original has no multi-scale 3D).
-_MERGERS: dict[str, Callable[[list, int, bool, int], PerScaleResult]] = {
-    "ctdet": lambda per_scale, num_classes, nms, max_per_image: merge_ctdet(
-        per_scale, num_classes, max_per_image=max_per_image, nms=nms
-    ),
-    "multi_pose": lambda per_scale, num_classes, nms, max_per_image: merge_multi_pose(per_scale, nms=nms),
-}
 
-
-def detect_multi_scale(
-    model: Callable[[torch.Tensor], HeadOutputs | list[HeadOutputs]],
-    task: Task,
-    image: np.ndarray,
-    scales: Sequence[float],
-    spec: InputSpec,
-    *,
-    flip: bool = False,
-    nms: bool = False,
-    K: int = 100,  # the original's option name
-    max_per_image: int = MAX_PER_IMAGE,
-    device: torch.device | str | None = None,
-) -> PerScaleResult:
-    """Detect on one image with test-time augmentation, as the original ``BaseDetector.run``.
-
-    Runs :func:`detect_scale` for every scale in order, then :func:`merge_scales`.
-
-    Args:
-        model: any callable mapping a normalised ``[B, 3, H, W]`` batch to raw head maps
-            (``name -> [B, C, H/4, W/4]``, or a list of such dicts, one per stack); a module
-            should be in ``eval()`` mode.
-        task: the task whose ``decode`` / ``post_process`` turn head maps into detections
-            (``ctdet`` or ``multi_pose``).
-        image: ``[H, W, 3]`` uint8 BGR image.
-        scales: test scales (the original's ``--test_scales``).
-        spec: the network's input pre-processing (fix-res or keep-res, normalisation).
-        flip, K, device: as :func:`detect_scale`.
-        nms: the original's ``--nms``: soft-NMS even with a single scale.
-        max_per_image: 2D boxes kept after merging (ties at the cut all kept).
-
-    Returns:
-        As :func:`merge_scales`, in pixels of ``image``.
-    """
-    per_scale = [
-        detect_scale(model, task, image, scale, spec, flip=flip, K=K, device=device) for scale in scales
-    ]
-    return merge_scales(task, per_scale, nms=nms, max_per_image=max_per_image)
-
-
-def detect_scale(
-    model: Callable[[torch.Tensor], HeadOutputs | list[HeadOutputs]],
-    task: Task,
-    image: np.ndarray,
-    scale: float,
-    spec: InputSpec,
-    *,
-    flip: bool = False,
-    K: int = 100,  # the original's option name
-    device: torch.device | str | None = None,
-) -> PerScaleResult:
-    """Detections of one test scale in source-image pixels (the original's per-scale ``run`` body).
-
-    Pre-processes (:func:`scaled_input`), runs the network without gradients, decodes with the
-    task (activation, flip merge, peak filter, top-``K``), post-processes to the resized image and
-    divides every coordinate by ``scale``.
-
-    Args:
-        model: callable mapping a normalised ``[B, 3, H, W]`` batch to raw head maps.
-        task: supplies ``decode`` and ``post_process``.
-        image: ``[H, W, 3]`` uint8 BGR image.
-        scale: the test scale.
-        spec: the network's input pre-processing.
-        flip: the original's flip test (average with the mirrored input's outputs).
-        K: detections decoded.
-        device: where the input goes; by default the device of the model's parameters (CPU for a
-            callable without parameters).
-
-    Returns:
-        The task's post-processed form with coordinates in pixels of ``image``: ctdet a dict 1-based
-        class -> ``[n, 5]`` float32 rows, multi_pose ``[K, 39]`` float32 rows.
-    """
-    if device is None:
-        parameter = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
-        device = parameter.device if parameter is not None else torch.device("cpu")
-    inputs, meta = scaled_input(image, scale, spec, flip)
-    with torch.no_grad():
-        dets = task.decode(model(inputs.to(device)), K=K, flip=flip)
-    return _to_source_pixels(task.post_process(dets[0].cpu(), meta), scale)
-
-
-def merge_scales(
-    task: Task, per_scale_results: Sequence[PerScaleResult], nms: bool = False, max_per_image: int = MAX_PER_IMAGE
-) -> PerScaleResult:
-    """Merge per-scale results as the task's original detector (:func:`merge_ctdet`, :func:`merge_multi_pose`)."""
-    if task.name not in _MERGERS:
-        raise ValueError(f"multi-scale testing is defined for {sorted(_MERGERS)}, not {task.name!r}")
-    return _MERGERS[task.name](list(per_scale_results), task.num_classes, nms, max_per_image)
-
-
-def _to_source_pixels(result: PerScaleResult, scale: float) -> PerScaleResult:
+def to_source_pixels(result: PerScaleResult, scale: float) -> PerScaleResult:
     """Divide every coordinate column (all but the score, column 4) of float32 rows by ``scale``."""
     if isinstance(result, Mapping):
-        return {cls: _to_source_pixels(rows, scale) for cls, rows in result.items()}
+        return {cls: to_source_pixels(rows, scale) for cls, rows in result.items()}
     rows = np.array(result, dtype=np.float32)  # a copy: float32 division, as the original's in-place /=
     rows[:, :4] /= scale
     rows[:, 5:] /= scale

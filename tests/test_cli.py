@@ -88,6 +88,41 @@ def test_predict_on_a_glob_and_a_video(trained, image_folder, tmp_path):
     assert len(list(out2.glob("*.png"))) == 3
 
 
+def test_predict_from_a_webcam_writes_its_video(trained, image_folder, tmp_path, monkeypatch):
+    """``--source 0``: a webcam (OpenCV's capture stood in for: no camera here) gives a drawn video."""
+    pictures = [cv2.imread(str(p)) for p in sorted(image_folder.glob("*.png"))]
+
+    class Camera:
+        def __init__(self, target):
+            assert target == 0
+            self.pictures = list(pictures)
+
+        def isOpened(self):
+            return True
+
+        def read(self):
+            return (True, self.pictures.pop(0)) if self.pictures else (False, None)
+
+        def get(self, prop):
+            return 12.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
+        def release(self):
+            pass
+
+    real_capture = cv2.VideoCapture
+    monkeypatch.setattr(cv2, "VideoCapture", Camera)
+    out = tmp_path / "cam"
+    assert main(["predict", "--weights", str(trained / "best.pt"), "--source", "0", "--output", str(out)]) == 0
+    monkeypatch.setattr(cv2, "VideoCapture", real_capture)
+    capture = cv2.VideoCapture(str(out / "webcam0.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == len(pictures)
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
+    assert (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (64, 64)
+    capture.release()
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert [json.loads(line)["frame"] for line in lines] == [0, 1, 2]
+
+
 def test_python_api_mirrors_the_cli(trained, image_folder):
     import centernet
 

@@ -212,7 +212,7 @@ def test_predict_writes_each_image_as_made_and_counts_skipped_files(setup, tmp_p
         (folder / p.name).symlink_to(p)
     (folder / "broken.jpg").write_bytes(b"not an image")
     summary = predict_module.predict_to_folder(setup.weights, folder, tmp_path / "out", overrides=OPTIONS[2:])
-    assert summary.images == 2 and [p.name for p, _ in summary.skipped] == ["broken.jpg"]
+    assert summary.images == 2 and [Path(p).name for p, _ in summary.skipped] == ["broken.jpg"]
     assert "1 files skipped" in str(summary)
     assert len((tmp_path / "out" / "results.jsonl").read_text().splitlines()) == 2
 

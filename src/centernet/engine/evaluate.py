@@ -258,8 +258,6 @@ def evaluate_checkpoint(
     if split is not None:
         cfg.data.val_split = split
     data = load_split(cfg, "val")
-    if detector.task.name != cfg.task:
-        raise ValueError(f"{weights}: a {detector.task.name} model, but the experiment is {cfg.task} (task=...); evaluate it on {detector.task.name} data")
     require_task_annotations(data, detector.task.name)
     if len(data.class_names) != detector.num_classes:
         raise ValueError(f"{weights}: trained for {detector.num_classes} classes, data set {cfg.data.source} has {len(data.class_names)}")

@@ -20,7 +20,7 @@ from centernet.config import Config
 from centernet.data.kitti import read_calib
 from centernet.engine.predictor import Predictor
 from centernet.engine.results import Results
-from centernet.engine.sources import iter_frames, video_properties
+from centernet.engine.sources import iter_frames
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +161,10 @@ def _write_outputs(frame, result: Results, output: Path, score_thresh: float, sa
         cv2.imwrite(str(output / frame.name), drawn)
     else:
         if frame.path not in writers:
-            fps, w, h = video_properties(frame.path)
-            writers[frame.path] = cv2.VideoWriter(str(output / f"{frame.path.stem}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+            # The frame itself gives the size, the source its rate: a webcam or stream has no file to ask.
+            h, w = drawn.shape[:2]
+            fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+            writers[frame.path] = cv2.VideoWriter(str(output / f"{frame.path.stem}.mp4"), fourcc, frame.fps or 25.0, (w, h))
         writers[frame.path].write(drawn)
     stem = Path(frame.name).stem
     if save_txt:

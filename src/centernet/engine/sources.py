@@ -191,12 +191,3 @@ def _stream_frames(target: int | str) -> Iterator[Frame]:
     if not delivered:
         raise OSError(f"prediction source {_redacted(target)!r}: opened but delivered no frame")
 
-
-def video_properties(path: Path) -> tuple[float, int, int]:
-    """Frames per second, width and height of a video file."""
-    capture = cv2.VideoCapture(str(path))
-    try:
-        fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-        return float(fps), int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    finally:
-        capture.release()

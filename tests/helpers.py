@@ -32,3 +32,26 @@ def fixed_input_batch(task, data, spec):
         inputs.append(network_input)
         targets.append(task.encode(record.annotations(), meta))
     return torch.from_numpy(np.stack(inputs)), collate(targets)
+
+
+def raccoon_overfit_overrides(project, annotations) -> list[str]:
+    """The learning tests' shared setting: four raccoon photos at 128, no augmentation, validated on themselves."""
+    return [
+        f"project={project}",
+        "name=raccoon",
+        f"data.source={annotations}",
+        f"data.val_source={annotations}",  # validate on the training images themselves
+        "data.max_images=4",
+        "data.input_size=[128,128]",
+        "data.num_workers=0",
+        "augment.random_crop=false",
+        "augment.scale=0",
+        "augment.shift=0",
+        "augment.flip=0",
+        "augment.color=false",
+        "train.batch_size=4",
+        "train.lr=2e-3",
+        "train.schedule_epochs=null",
+        "train.save_images=0",
+        "train.seed=1",
+    ]

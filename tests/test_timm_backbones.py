@@ -33,6 +33,7 @@ from centernet.models.pretrained import (
     load_pretrained_backbone,
 )
 from centernet.tasks.base import get_task
+from tests.helpers import raccoon_overfit_overrides
 
 pytest.importorskip("timm", reason="timm_* architectures need timm: pip install 'centernet[timm]'")
 import timm  # noqa: E402
@@ -220,27 +221,11 @@ def test_pretrained_lite0_learns_a_few_raccoons_faster_than_res18_from_scratch(t
     cfg = load_config(
         "ctdet_effl0_raccoon_384",
         [
-            f"project={tmp_path}",
-            "name=raccoon",
-            f"data.source={annotations}",
-            f"data.val_source={annotations}",  # validate on the training images themselves
-            "data.max_images=4",
-            "data.input_size=[128,128]",
-            "data.num_workers=0",
-            "augment.random_crop=false",
-            "augment.scale=0",
-            "augment.shift=0",
-            "augment.flip=0",
-            "augment.color=false",
-            "train.batch_size=4",
-            "train.lr=2e-3",
+            *raccoon_overfit_overrides(tmp_path, annotations),
             f"train.epochs={FINE_TUNE_EPOCHS}",
-            "train.schedule_epochs=null",
             f"train.lr_steps=[{FINE_TUNE_EPOCHS}]",  # no drop
             "train.warmup_iters=0",
             f"train.val_interval={FINE_TUNE_EPOCHS}",
-            "train.save_images=0",
-            "train.seed=1",
             "train.cpu_bf16=false",
             "train.channels_last=false",
         ],

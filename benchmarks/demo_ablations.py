@@ -11,6 +11,7 @@ AP (flip test) and the wall time. The log of a run is committed beside ``RESULTS
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 
@@ -42,6 +43,7 @@ def main() -> None:
         parser.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     torch.set_num_threads(args.threads)
     print(f"machine: {platform.processor() or platform.machine()}, {args.threads} torch threads, torch {torch.__version__}")
+    print("load average at start (1, 5, 15 min): {:.2f} {:.2f} {:.2f} on {} cores".format(*os.getloadavg(), os.cpu_count()), flush=True)
     rows = []
     for name in names:
         started = time.time()
@@ -49,6 +51,7 @@ def main() -> None:
         minutes = (time.time() - started) / 60
         rows.append((name, " ".join(VARIANTS[name]) or "(the recipe)", summary["AP"], summary["AP50"], summary["AP75"], minutes))
         print(f"{name}: AP {summary['AP']:.3f} AP50 {summary['AP50']:.3f} AP75 {summary['AP75']:.3f} in {minutes:.1f} min", flush=True)
+    print("load average at end (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print("\n| variant | overrides | AP | AP50 | AP75 | minutes |\n|---|---|---|---|---|---|")
     for name, overrides, ap, ap50, ap75, minutes in rows:
         print(f"| {name} | `{overrides}` | {ap:.3f} | {ap50:.3f} | {ap75:.3f} | {minutes:.1f} |")

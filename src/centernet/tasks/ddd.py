@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from centernet.data.kitti import KITTI_CLASSES, KITTI_TYPE_RULES
 from centernet.tasks.base import HeadOutputs, ImageMeta, Task, final_stack
 from centernet.tasks.common import (
     affine_transform,
@@ -37,22 +38,23 @@ from centernet.tasks.common import (
 if TYPE_CHECKING:
     from centernet.data.transforms import AugmentedImage, AugmentRandom, TrainAugmentation
 
-CLASS_NAMES = ("Pedestrian", "Car", "Cyclist")
+CLASS_NAMES = KITTI_CLASSES
 """Trained classes, in heat-map channel order (result class ids are 1-based in this order)."""
 
-KITTI_TYPES = ("Pedestrian", "Car", "Cyclist", "Van", "Truck", "Person_sitting", "Tram", "Misc", "DontCare")
+# The target encoder's view of the one KITTI class table (``data.kitti.KITTI_TYPE_RULES``).
+KITTI_TYPES = tuple(KITTI_TYPE_RULES)
 """Every KITTI object type; the original's converted COCO json numbers them 1..9 in this order."""
 
 IGNORED_AS = {
-    "Van": ("Car",),
-    "Truck": ("Car",),
-    "Person_sitting": ("Pedestrian",),
-    "DontCare": CLASS_NAMES,
+    kitti_type: (target,) if target is not None else CLASS_NAMES
+    for kitti_type, (target, ignore) in KITTI_TYPE_RULES.items()
+    if ignore
 }
 """Types that look like a trained class (or may hide any): their region is neither positive nor
-background for the listed classes' channels. ``Tram`` and ``Misc`` are skipped altogether."""
+background for the listed classes' channels (``DontCare``: every class)."""
 
-SKIPPED_TYPES = ("Tram", "Misc")
+SKIPPED_TYPES = tuple(t for t, (target, ignore) in KITTI_TYPE_RULES.items() if target is None and not ignore)
+"""Types skipped altogether (``Tram``, ``Misc``)."""
 
 HEADS = {"hm": len(CLASS_NAMES), "dep": 1, "rot": 8, "dim": 3, "wh": 2, "reg": 2}
 """Head name -> channels, in the original's options order (checkpoint compatible)."""

@@ -19,7 +19,7 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 _THREADS = max(1, min(2, (os.cpu_count() or 1) // _WORKERS))
 os.environ["OMP_NUM_THREADS"] = str(_THREADS)
 
-import torch  # noqa: E402
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = Path(os.environ.get("CENTERNET_REFERENCE_DIR", ROOT.parent / "shared" / "reference"))

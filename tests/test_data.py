@@ -244,14 +244,14 @@ def test_synthetic_shapes_are_their_class_colour() -> None:
 
 
 def test_synthetic_ground_truth_scores_perfectly() -> None:
-    from centernet.evaluation.coco import build_coco_ground_truth, detections_to_coco_results, evaluate_coco
+    from centernet.evaluation.coco import build_coco_ground_truth, coco_box_rows, evaluate_coco
 
     dataset = synthetic_dataset(num_images=8, image_size=192, seed=5)
     coco_gt = build_coco_ground_truth(dataset.ground_truth(), dataset.class_names, dataset.category_ids)
     results = []
     for record in dataset:
         scores = np.ones(len(record))
-        results += detections_to_coco_results(
+        results += coco_box_rows(
             record.image_id, record.boxes, scores, record.labels, dataset.category_ids
         )
     assert evaluate_coco(coco_gt, results)["AP"] > 0.99

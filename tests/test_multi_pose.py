@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from centernet.evaluation.coco import coco_keypoint_results
 from centernet.tasks.base import ImageMeta
 from centernet.tasks.common import flip_lr, flip_lr_pairs
 from centernet.tasks.multi_pose import (
@@ -14,7 +15,6 @@ from centernet.tasks.multi_pose import (
     IGNORE_VALUE,
     NUM_JOINTS,
     MultiPoseTask,
-    coco_keypoint_results,
     flip_joint_offsets,
     flip_pose_annotations,
 )

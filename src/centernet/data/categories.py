@@ -22,8 +22,8 @@ COCO_CATEGORY_IDS: tuple[int, ...] = (
 
 def default_categories(task: str, num_classes: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """Class names and category ids for a checkpoint that carries none (the original's data sets by size)."""
-    from centernet.evaluation.voc import VOC_CLASSES
     from centernet.data.kitti import KITTI_CLASSES as KITTI_CLASS_NAMES
+    from centernet.evaluation.voc import VOC_CLASSES
 
     if task == "ctdet" and num_classes == len(COCO_CLASS_NAMES):
         return COCO_CLASS_NAMES, COCO_CATEGORY_IDS

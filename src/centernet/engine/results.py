@@ -11,7 +11,7 @@ import numpy as np
 
 from centernet.data.kitti import Objects3D, format_kitti_lines
 from centernet.engine import visualize
-from centernet.evaluation.coco import detections_to_coco_results
+from centernet.evaluation.coco import coco_box_rows, coco_keypoint_results
 
 
 @dataclass
@@ -83,9 +83,16 @@ class Results:
         return path
 
     def to_coco(self, image_id: int, category_ids: Sequence[int] | None = None) -> list[dict]:
-        """Rows in the COCO results format (``category_ids`` default ``1..C``)."""
+        """Rows in the COCO results format, as ``val --save-json`` writes them (``category_ids`` default ``1..C``).
+
+        Boxes (and joints, for pose results) rounded to 2 decimals as the original's result files.
+        """
+        if self.keypoints is not None:
+            joints = np.asarray(self.keypoints, np.float32)[:, :, :2].reshape(len(self), -1)
+            rows = np.concatenate([np.asarray(self.boxes, np.float32), np.asarray(self.scores, np.float32)[:, None], joints], axis=1)
+            return coco_keypoint_results(image_id, rows)
         ids = list(category_ids) if category_ids is not None else list(range(1, len(self.names) + 1))
-        return detections_to_coco_results(image_id, self.boxes, self.scores, self.labels, ids, self.keypoints)
+        return coco_box_rows(image_id, self.boxes, self.scores, self.labels, ids)
 
     def to_yolo(self, width: int, height: int, score_thresh: float = 0.0) -> str:
         """YOLO txt lines ``class cx cy w h score`` normalised by the image size."""

@@ -79,32 +79,60 @@ def build_coco_ground_truth(
     return coco
 
 
-def detections_to_coco_results(
+def coco_box_rows(
     image_id: int,
     boxes: np.ndarray,
     scores: np.ndarray,
     labels: np.ndarray,
     category_ids: Sequence[int],
-    keypoints: np.ndarray | None = None,
 ) -> list[dict]:
-    """Rows in the COCO results format (``bbox`` as ``[x, y, w, h]``, optional ``keypoints``)."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    results = []
-    for i in range(len(boxes)):
-        x1, y1, x2, y2 = boxes[i]
-        row = {
+    """COCO box results of one image as the original's ``convert_eval_format`` writes them.
+
+    ``bbox`` ``[x1, y1, x2 - x1, y2 - y1]`` with the differences taken in float32, every number
+    rounded to 2 decimals; ``category_id`` is ``category_ids[label]``.
+    """
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    sizes = boxes[:, 2:4] - boxes[:, 0:2]  # float32, as the original's numpy rows
+    return [
+        {
             "image_id": int(image_id),
-            "category_id": int(category_ids[int(labels[i])]),
-            "bbox": [round(float(x1), 2), round(float(y1), 2), round(float(x2 - x1), 2), round(float(y2 - y1), 2)],
-            "score": round(float(scores[i]), 5),
+            "category_id": int(category_ids[int(label)]),
+            "bbox": [two_decimals(v) for v in (box[0], box[1], size[0], size[1])],
+            "score": two_decimals(score),
         }
-        if keypoints is not None:
-            joints = np.asarray(keypoints[i], dtype=np.float64).reshape(-1, keypoints.shape[-1])
-            if joints.shape[1] == 2:
-                joints = np.concatenate([joints, np.ones((len(joints), 1))], axis=1)
-            row["keypoints"] = [round(float(v), 2) for v in joints.reshape(-1)]
-        results.append(row)
+        for box, size, score, label in zip(boxes, sizes, np.asarray(scores, np.float32).reshape(-1), np.asarray(labels).reshape(-1))
+    ]
+
+
+def coco_keypoint_results(image_id: int, rows: np.ndarray) -> list[dict]:
+    """COCO keypoint-detection results of one image, as the original writes them.
+
+    Boxes become ``[x, y, w, h]``, every joint gets visibility 1, and box, joints and score are
+    rounded to 2 decimals; the category is 1 (person).
+
+    Args:
+        image_id: COCO image id.
+        rows: ``[N, 5 + 2J]`` rows of ``multi_pose_post_process`` (image pixels).
+    """
+    results = []
+    for row in np.asarray(rows, dtype=np.float32):
+        x1, y1, x2, y2, score = (float(v) for v in row[:5])
+        joints = np.concatenate([row[5:].reshape(-1, 2), np.ones((len(row[5:]) // 2, 1), np.float32)], axis=1)
+        results.append(
+            {
+                "image_id": int(image_id),
+                "category_id": 1,
+                "bbox": [two_decimals(v) for v in (x1, y1, x2 - x1, y2 - y1)],
+                "score": two_decimals(score),
+                "keypoints": [two_decimals(v) for v in joints.reshape(-1).tolist()],
+            }
+        )
     return results
+
+
+def two_decimals(value: float) -> float:
+    """The original's ``float("{:.2f}".format(v))``."""
+    return float(f"{float(value):.2f}")
 
 
 def evaluate_coco(coco_gt: COCO, results: list[dict], iou_type: str = "bbox") -> CocoMetrics:

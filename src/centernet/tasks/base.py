@@ -283,33 +283,14 @@ class Task(ABC):
         return Results(found["boxes"][order], found["scores"][order], found["labels"][order], names, image, path)
 
     def coco_rows(self, result: Results, image_id: int, category_ids: Sequence[int]) -> list[dict]:
-        """COCO results rows of one image as the original's ``convert_eval_format`` writes them.
-
-        ``bbox`` ``[x1, y1, x2 - x1, y2 - y1]`` with the differences taken in float32, every number
-        rounded to 2 decimals; ``category_id`` is the data set's id of the label.
-        """
-        boxes = np.asarray(result.boxes, np.float32).reshape(-1, 4)
-        sizes = boxes[:, 2:4] - boxes[:, 0:2]  # float32, as the original's numpy rows
-        return [
-            {
-                "image_id": int(image_id),
-                "category_id": int(category_ids[int(label)]),
-                "bbox": [_two_decimals(v) for v in (box[0], box[1], size[0], size[1])],
-                "score": _two_decimals(score),
-            }
-            for box, size, score, label in zip(boxes, sizes, np.asarray(result.scores, np.float32), result.labels)
-        ]
+        """COCO results rows of one image as the original's ``convert_eval_format`` writes them."""
+        return result.to_coco(image_id, category_ids)
 
     def score(self, data: DetectionDataset, predictions: Mapping[int, Results]) -> EvaluationReport:
         """This task's standard metric of ``predictions`` (record index -> results): COCO box AP (+ VOC mAP)."""
         from centernet.engine.evaluate import score_coco
 
         return score_coco(self, data, predictions, keypoints=False)
-
-
-def _two_decimals(value: float) -> float:
-    """The original's ``float("{:.2f}".format(v))``."""
-    return float(f"{float(value):.2f}")
 
 
 def get_task(name: str, num_classes: int, **options: Any) -> Task:

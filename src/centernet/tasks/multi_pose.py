@@ -392,36 +392,6 @@ def multi_pose_post_process(
     return np.concatenate([boxes, dets[:, 4:5], joints.reshape(num_people, 2 * num_joints)], axis=1).astype(np.float32)
 
 
-def _two_decimals(value: float) -> float:
-    return float(f"{value:.2f}")
-
-
-def coco_keypoint_results(image_id: int, rows: np.ndarray) -> list[dict]:
-    """COCO keypoint-detection results of one image, as the original writes them.
-
-    Boxes become ``[x, y, w, h]``, every joint gets visibility 1, and box, joints and score are
-    rounded to 2 decimals; the category is 1 (person).
-
-    Args:
-        image_id: COCO image id.
-        rows: ``[N, 5 + 2J]`` rows of ``multi_pose_post_process`` (image pixels).
-    """
-    results = []
-    for row in np.asarray(rows, dtype=np.float32):
-        x1, y1, x2, y2, score = (float(v) for v in row[:5])
-        joints = np.concatenate([row[5:].reshape(-1, 2), np.ones((len(row[5:]) // 2, 1), np.float32)], axis=1)
-        results.append(
-            {
-                "image_id": int(image_id),
-                "category_id": 1,
-                "bbox": [_two_decimals(v) for v in (x1, y1, x2 - x1, y2 - y1)],
-                "score": _two_decimals(score),
-                "keypoints": [_two_decimals(v) for v in joints.reshape(-1).tolist()],
-            }
-        )
-    return results
-
-
 # ----------------------------------------------------------------------------------------------
 # Task
 # ----------------------------------------------------------------------------------------------
@@ -608,10 +578,8 @@ class MultiPoseTask(Task):
         )
 
     def coco_rows(self, result, image_id: int, category_ids: Sequence[int]) -> list[dict]:
-        """COCO keypoint results of one image as the original writes them (``coco_keypoint_results``)."""
-        joints = np.asarray(result.keypoints, np.float32)[:, :, :2].reshape(len(result), -1)
-        rows = np.concatenate([np.asarray(result.boxes, np.float32), np.asarray(result.scores, np.float32)[:, None], joints], axis=1)
-        return coco_keypoint_results(image_id, rows)
+        """COCO keypoint results of one image as the original writes them (``Results.to_coco``)."""
+        return result.to_coco(image_id)
 
     def score(self, data, predictions):
         """COCO keypoint OKS AP."""

@@ -290,7 +290,7 @@ def test_training_refuses_bad_images_before_its_first_step(tmp_path: Path) -> No
     assert main(["train", f"project={tmp_path}", "name=cli", f"data.source={json_path}"]) == 2
 
 
-def test_skipped_bad_images_are_counted_and_training_runs_through(tmp_path: Path, capsys) -> None:
+def test_skipped_bad_images_are_counted_and_training_runs_through(tmp_path: Path, caplog) -> None:
     def clip_and_degenerate(data: dict) -> None:
         data["annotations"][0]["bbox"] = [50, 50, 30, 30]  # reaches outside: clipped
         data["annotations"].append({"id": 900, "image_id": 2, "category_id": 1, "bbox": [5, 5, 0, 4]})  # no area
@@ -299,8 +299,9 @@ def test_skipped_bad_images_are_counted_and_training_runs_through(tmp_path: Path
     json_path = _coco(tmp_path, num_images=6, edit=clip_and_degenerate)
     _break("corrupt", tmp_path / "images" / "im4.jpg")
     _break("missing", tmp_path / "images" / "im5.jpg")
-    summary = Trainer(_tiny(tmp_path, json_path, "data.on_bad_image=skip", "train.val_interval=1")).fit()
-    out = capsys.readouterr().out
+    with caplog.at_level("INFO", logger="centernet.train"):
+        summary = Trainer(_tiny(tmp_path, json_path, "data.on_bad_image=skip", "train.val_interval=1")).fit()
+    out = caplog.text
     expected = (
         "4 images, 4 boxes; boxes clipped 1, dropped 1 (degenerate), skipped 3 (unknown class or bad image); "
         "bad images skipped 2"

@@ -158,7 +158,7 @@ class Trainer:
             require_task_annotations(split.data, cfg.task)
             summary = prepare_training_data(split.data, cfg.data.on_bad_image)
             if self.ctx.is_main:
-                print(f"{which} data: {summary}", flush=True)
+                logger.info("%s data: %s", which, summary)
         self.class_names = self.train_set.class_names
         self.task = self.train_set.task
         self.model = build_model(cfg.model.arch, self.task.heads, cfg.model.head_conv)

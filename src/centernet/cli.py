@@ -188,14 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs one verb; a bad input (config, data, image, checkpoint, run folder) ends in one ``error:`` line, exit 2."""
+    from centernet.extras import MissingExtraError
     from centernet.models.checkpoint import CheckpointError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError, OSError) as err:
+    except (ConfigError, CheckpointError, MissingExtraError, FileNotFoundError, ValueError, OSError) as err:
         # DataFormatError is a ValueError, ImageReadError and the run folder's errors are OSErrors;
-        # each message already names the file and the problem.
+        # each message already names the file and the problem (MissingExtraError: the pip command).
         print(f"error: {err}", file=sys.stderr)
         return 2
 

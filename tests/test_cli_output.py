@@ -150,6 +150,30 @@ def test_predict_counts_what_passed_and_names_files_in_its_results(weights, imag
     assert [line["detections"][0]["file_name"] for line in lines] == ["im0.png", "im1.png", "im2.png"]
 
 
+@pytest.mark.parametrize(
+    ("scores", "says"),
+    [
+        ([0.2, 0.057], "no detection reached --conf 0.3 (highest score 0.200), so nothing is drawn or written to txt labels; lower it, e.g. --conf 0.2"),
+        ([0.004], "the network is not confident about anything here"),
+        ([], "no detections at all"),
+        ([0.5, 0.1], None),
+    ],
+)
+def test_predict_summary_explains_an_empty_result(scores, says, tmp_path):
+    from centernet.engine.predict import PredictSummary
+    from centernet.engine.results import Results
+
+    summary = PredictSummary(tmp_path, score_thresh=0.3)
+    n = len(scores)
+    summary.add(Results(np.zeros((n, 4)), np.array(scores, dtype=np.float32), np.zeros(n, int), ["thing"]))
+    lines = str(summary).splitlines()
+    assert lines[0].startswith(f"1 images/frames, {n} detections, {sum(s >= 0.3 for s in scores)} at or above --conf 0.3 ")
+    if says is None:
+        assert len(lines) == 1, lines
+    else:
+        assert len(lines) == 2 and says in lines[1], lines
+
+
 def test_predict_checks_the_source_before_the_model_and_leaves_no_folder(tmp_path, capsys):
     # The weights do not exist either: the source is what is reported, so it was checked first.
     out = tmp_path / "runs" / "predict"

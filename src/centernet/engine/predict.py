@@ -123,7 +123,7 @@ class PredictSummary:
     def __str__(self) -> str:
         lines = [
             f"{self.images} images/frames, {self.detections} detections, {self.passed} at or above --conf "
-            + f"{self.score_thresh:g} (drawn and in txt labels), {len(self.skipped)} files skipped; results in {self.output}"
+            + f"{self.score_thresh:g} (drawn, and in --save-txt labels), {len(self.skipped)} files skipped; results in {self.output}"
         ]
         if self.images and self.passed == 0:
             lines.append(self._none_passed())
@@ -135,8 +135,8 @@ class PredictSummary:
         suggestion = math.floor(self.max_score * 100) / 100
         hint = f"; lower it, e.g. --conf {suggestion:g}" if suggestion > 0 else "; the network is not confident about anything here"
         return (
-            f"no detection reached --conf {self.score_thresh:g} (highest score {self.max_score:.3f}): "
-            f"the drawn images and txt labels are empty{hint}"
+            f"no detection reached --conf {self.score_thresh:g} (highest score {self.max_score:.3f}), "
+            f"so nothing is drawn or written to txt labels{hint}"
         )
 
 

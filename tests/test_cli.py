@@ -141,8 +141,8 @@ def test_data_check_summarises(capsys):
     assert "synthetic" in capsys.readouterr().out
 
 
-def test_errors_are_one_clear_line(tmp_path, capsys):
-    assert main(["predict", "--weights", str(tmp_path / "missing.pt"), "--source", str(tmp_path)]) == 2
+def test_errors_are_one_clear_line(tmp_path, image_folder, capsys):
+    assert main(["predict", "--weights", str(tmp_path / "missing.pt"), "--source", str(image_folder)]) == 2
     assert "missing.pt" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml" in capsys.readouterr().err

@@ -3,6 +3,12 @@
 Entry points: ``CenterNet`` (the detector, torchvision's contract), ``build_model`` (raw networks),
 ``load_original_checkpoint``, and ``train`` / ``evaluate`` / ``predict`` / ``export``.
 """
+import importlib as _importlib
+
+# The subpackage centernet.export is loaded before the API function takes its name: a package loaded
+# later (by the first export) would rebind ``centernet.export`` to itself, and a second
+# ``centernet.export(...)`` would fail with "'module' object is not callable".
+_importlib.import_module("centernet.export")
 from centernet.api import evaluate, export, predict, train
 from centernet.config import Config, load_config
 from centernet.detector import CenterNet

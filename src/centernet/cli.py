@@ -120,12 +120,14 @@ def _add_test_options(p: argparse.ArgumentParser) -> None:
     """The test options ``val`` and ``predict`` share (shorthands of the ``test.*`` overrides)."""
     g = p.add_argument_group("test options (shorthands of test.* overrides)")
     g.add_argument("--flip", action="store_true", help="flip test (test.flip=true)")
-    g.add_argument("--scales", type=float, nargs="+", default=None, help="multi-scale test, e.g. 0.5 0.75 1 1.25 1.5 (test.scales)")
+    g.add_argument("--scales", type=float, nargs="+", default=None, help="multi-scale test, e.g. 0.5 0.75 1 1.25 1.5 (test.scales; default: the experiment's, 1)")
     g.add_argument("--nms", action="store_true", help="Gaussian soft-NMS also for one scale (test.nms=true)")
-    g.add_argument("--K", type=int, default=None, help="peaks decoded per image and scale (test.K)")
-    g.add_argument("--score-thresh", type=float, default=None, help="drop detections below this score (test.score_thresh)")
-    g.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (test.device)")
-    g.add_argument("--precision", choices=("float32", "float16", "bfloat16"), default=None, help="network precision (test.precision)")
+    g.add_argument("--K", type=int, default=None, help="peaks decoded per image and scale (test.K; default: the experiment's, 100)")
+    g.add_argument("--score-thresh", type=float, default=None,
+                   help="drop detections below this score (test.score_thresh; default: the experiment's, 0 = keep all)")
+    g.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (test.device; default: the experiment's, auto)")
+    g.add_argument("--precision", choices=("float32", "float16", "bfloat16"), default=None,
+                   help="network precision (test.precision; default: the experiment's, float32)")
     g.add_argument("--half", action="store_true", help="float16 autocast (test.precision=float16)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (test.precision=bfloat16)")
 
@@ -141,32 +143,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("val", help="evaluate a checkpoint (COCO AP, OKS AP or KITTI AP)")
     p.add_argument("config", nargs="*", help="optional recipe (YAML or shipped name) and overrides (default: the checkpoint's own)")
-    p.add_argument("--weights", required=True, help="our checkpoint (.pt) or an original CenterNet .pth")
-    p.add_argument("--split", default=None, help="data split (default: the recipe's val split)")
-    p.add_argument("--save-json", default=None, help="write the COCO results list (the original's results.json) here")
-    p.add_argument("--save-kitti", default=None, help="3D: write one KITTI <frame>.txt per frame into this folder")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--weights", required=True, help="our checkpoint (.pt) or an original CenterNet .pth (required)")
+    p.add_argument("--split", default=None, help="data split (default: the experiment's data.val_split)")
+    p.add_argument("--save-json", default=None, help="write the COCO results list (the original's results.json) here (default: not written)")
+    p.add_argument("--save-kitti", default=None, help="3D: write one KITTI <frame>.txt per frame into this folder (default: not written)")
+    p.add_argument("--batch", type=int, default=8, help="images per network call (default: %(default)s)")
     _add_test_options(p)
     p.set_defaults(func=_cmd_val)
 
     p = verbs.add_parser("predict", help="detect on an image, folder, glob or video")
     p.add_argument("config", nargs="*", help="optional recipe (YAML or shipped name) and data.* / test.* overrides")
-    p.add_argument("--weights", required=True)
-    p.add_argument("--source", required=True, help="image, folder, glob pattern or video")
-    p.add_argument("--output", default="runs/predict", help="folder for drawn images/video and results")
-    p.add_argument("--conf", type=float, default=0.3, help="score threshold for drawing and txt output")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--weights", required=True, help="our checkpoint (.pt) or an original CenterNet .pth (required)")
+    p.add_argument("--source", required=True, help="image, folder, glob pattern, video, webcam index or stream URL (required)")
+    p.add_argument("--output", default="runs/predict", help="folder for drawn images/video and results (default: %(default)s)")
+    p.add_argument("--conf", type=float, default=0.3,
+                   help="score a detection needs to be drawn and written to txt labels; the summary says how many passed (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=8, help="images per network call (default: %(default)s)")
     p.add_argument("--save-txt", action="store_true", help="also write YOLO txt labels")
-    p.add_argument("--calib", default=None, help="KITTI calib file or folder (3D models need one)")
+    p.add_argument("--calib", default=None, help="KITTI calib file or folder (3D models need one; default: none)")
     _add_test_options(p)
     p.set_defaults(func=_cmd_predict)
 
     p = verbs.add_parser("export", help="export to ONNX with decoding in the graph")
-    p.add_argument("--weights", required=True)
-    p.add_argument("--format", default="onnx")
-    p.add_argument("--output", default=None)
-    p.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"))
-    p.add_argument("--K", type=int, default=100)
+    p.add_argument("--weights", required=True, help="our checkpoint (.pt) or an original CenterNet .pth (required)")
+    p.add_argument("--format", default="onnx", help="output format (default: %(default)s)")
+    p.add_argument("--output", default=None, help="the .onnx file to write (default: the weights' path with .onnx)")
+    p.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="network input, multiples of 32 (default: the checkpoint's input size)")
+    p.add_argument("--K", type=int, default=100, help="detections per image of the decoded graph (default: %(default)s)")
     p.add_argument("--raw-heads", action="store_true", help="export the raw head maps without decoding")
     p.set_defaults(func=_cmd_export)
 
@@ -174,13 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     data_verbs = p.add_subparsers(dest="data_verb", required=True)
     q = data_verbs.add_parser("check", help="summarise and validate a data set before training")
     q.add_argument("path", help="COCO json, VOC folder, YOLO data yaml, KITTI folder or 'synthetic'")
-    q.add_argument("--split", default=None)
+    q.add_argument("--split", default=None, help="split to check: a YOLO yaml key, a VOC / KITTI split file, a COCO instances_<split> json "
+                   "(default: val for YOLO, COCO and synthetic; every image for VOC and KITTI)")
     q.add_argument("--workers", type=int, default=None, help="decoding threads (default: one per CPU)")
     q.add_argument("--no-decode", action="store_true", help="annotations only: skip decoding every image")
     q.set_defaults(func=_cmd_data_check)
 
     p = verbs.add_parser("demo", help="train res_18 on the built-in synthetic shapes, evaluate, predict")
-    p.add_argument("--output", default="runs/demo")
+    p.add_argument("--output", default="runs/demo", help="folder for the demo's run, metrics and drawn images (default: %(default)s)")
     p.add_argument("overrides", nargs="*", help="section.field=value overrides of the demo recipe")
     p.set_defaults(func=_cmd_demo)
     return parser
@@ -188,14 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs one verb; a bad input (config, data, image, checkpoint, run folder) ends in one ``error:`` line, exit 2."""
+    from centernet.extras import MissingExtraError
     from centernet.models.checkpoint import CheckpointError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError, OSError) as err:
+    except (ConfigError, CheckpointError, MissingExtraError, FileNotFoundError, ValueError, OSError) as err:
         # DataFormatError is a ValueError, ImageReadError and the run folder's errors are OSErrors;
-        # each message already names the file and the problem.
+        # each message already names the file and the problem (MissingExtraError: the pip command).
         print(f"error: {err}", file=sys.stderr)
         return 2
 

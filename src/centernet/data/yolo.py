@@ -84,6 +84,20 @@ def _parse_labels(label_path: Path, keypoint_shape: tuple[int, int] | None) -> l
     return rows
 
 
+def _snap_rounding(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``boxes [N, 4]`` xyxy with corners past the image edge by float rounding only put on the edge.
+
+    Normalised text coordinates printed with a few decimals (``0.5 0.5 1.000001 1``) land a few
+    1e-4 px outside the image; that is the writer's rounding, not a box reaching outside, so it must
+    not be reported as a clipped box. Rounding is an excess of at most 1e-3 px or 1e-6 of the side,
+    whichever is larger; anything more is left for ``validate_record`` to clip and report.
+    """
+    limits = np.array([width, height, width, height], dtype=np.float64)
+    tolerance = np.maximum(1e-3, 1e-6 * limits)
+    boxes = np.where((boxes < 0) & (boxes >= -tolerance), 0.0, boxes)
+    return np.where((boxes > limits) & (boxes <= limits + tolerance), limits, boxes)
+
+
 def read_yolo(yaml_path: str | Path, split: str = "val") -> DetectionDataset:
     """Reads one split of a YOLO data set.
 
@@ -151,7 +165,7 @@ def read_yolo(yaml_path: str | Path, split: str = "val") -> DetectionDataset:
             image_id=index + 1,
             width=width,
             height=height,
-            boxes=np.array(boxes, dtype=np.float64).reshape(-1, 4),
+            boxes=_snap_rounding(np.array(boxes, dtype=np.float64).reshape(-1, 4), width, height),
             labels=[label for _, label, _ in known],
             annotation_ids=[number for number, _, _ in known],
             keypoints=None

@@ -148,7 +148,7 @@ def evaluate_network(
         network, task, InputSpec.from_config(cfg), data.class_names, data.category_ids, cfg.test,
         device=None, batch_size=max(1, cfg.train.batch_size // 2),
     )
-    shard = predictor.detect_dataset(data, range(ctx.rank, len(data), ctx.world_size))
+    shard = predictor.detect_dataset(data, range(ctx.rank, len(data), ctx.world_size), progress="validate" if ctx.is_main else None)
     merged: dict[int, Results] = {}
     for part in ctx.gather(shard):
         merged.update(part)
@@ -265,7 +265,7 @@ def evaluate_checkpoint(
         detector.network, detector.task, detector_spec(detector, cfg), data.class_names, data.category_ids, cfg.test,
         batch_size=batch_size,
     )
-    predictions = predictor.detect_dataset(data, range(len(data)))
+    predictions = predictor.detect_dataset(data, range(len(data)), progress="val")
     if save_kitti is not None:
         if detector.task.result_format != "kitti":
             raise ValueError(f"--save-kitti: a {detector.task.name} network gives no 3D results; use --save-json")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,7 @@ from centernet.config import Config
 from centernet.data.kitti import read_calib
 from centernet.engine.predictor import Predictor
 from centernet.engine.results import Results
-from centernet.engine.sources import iter_frames
+from centernet.engine.sources import count_frames, iter_frames
 
 log = logging.getLogger(__name__)
 
@@ -94,16 +96,58 @@ def predict(
 
 @dataclass
 class PredictSummary:
-    """What ``predict_to_folder`` wrote: its folder, images / frames done, files skipped (``(path, reason)``)."""
+    """What ``predict_to_folder`` wrote: its folder, images / frames done, detections, files skipped.
+
+    ``detections`` counts every result row (after ``test.score_thresh``); ``passed`` those scoring at
+    least ``score_thresh`` (``--conf``), which are the ones drawn and written as txt labels, so a run
+    where none passed says so instead of leaving empty pictures without a word.
+    """
 
     output: Path
+    score_thresh: float = 0.3
     images: int = 0
     detections: int = 0
+    passed: int = 0
+    max_score: float | None = None
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
+    def add(self, result: Results) -> None:
+        """Count one image's or frame's results."""
+        scores = np.asarray(result.scores, dtype=np.float64)
+        self.images += 1
+        self.detections += len(scores)
+        self.passed += int((scores >= self.score_thresh).sum())
+        if len(scores):
+            self.max_score = max(self.max_score or 0.0, float(scores.max()))
+
     def __str__(self) -> str:
-        line = f"{self.images} images/frames, {self.detections} detections, {len(self.skipped)} files skipped; results in {self.output}"
-        return "\n".join([line, *(f"skipped {path}: {reason}" for path, reason in self.skipped)])
+        lines = [
+            f"{self.images} images/frames, {self.detections} detections, {self.passed} at or above --conf "
+            + f"{self.score_thresh:g} (drawn, and in --save-txt labels), {len(self.skipped)} files skipped; results in {self.output}"
+        ]
+        if self.images and self.passed == 0:
+            lines.append(self._none_passed())
+        return "\n".join([*lines, *(f"skipped {path}: {reason}" for path, reason in self.skipped)])
+
+    def _none_passed(self) -> str:
+        if self.max_score is None:
+            return "no detections at all: the network found nothing (or test.score_thresh / --score-thresh removed everything)"
+        suggestion = math.floor(self.max_score * 100) / 100
+        hint = f"; lower it, e.g. --conf {suggestion:g}" if suggestion > 0 else "; the network is not confident about anything here"
+        return (
+            f"no detection reached --conf {self.score_thresh:g} (highest score {self.max_score:.3f}), "
+            f"so nothing is drawn or written to txt labels{hint}"
+        )
+
+
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost folder of ``folder``'s path that does not exist yet (what ``mkdir(parents=True)`` creates)."""
+    missing = None
+    for candidate in [folder, *folder.parents]:
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
 
 
 def predict_to_folder(
@@ -123,35 +167,55 @@ def predict_to_folder(
 
     ``results.jsonl``: one line per image or frame, flushed at once: ``{"image_id", "file",
     "frame", "detections"}`` with ``detections`` in the COCO results format of the task (``image_id``
-    = position in the source, 0-based; ``category_id`` = the checkpoint's category ids). At the end
-    ``results.json`` holds all rows as one COCO results list. 3D models also write KITTI result
-    files under ``kitti/``; ``save_txt`` writes YOLO txt labels under ``labels/``. ``score_thresh``
-    applies to drawing and the txt labels (``test.score_thresh`` to the detections themselves).
+    = position in the source, 0-based; ``category_id`` = the checkpoint's category ids), each row
+    also naming its ``file_name`` (and a video's ``frame``). At the end ``results.json`` holds all
+    rows as one list. 3D models also write KITTI result files under ``kitti/``; ``save_txt`` writes
+    YOLO txt labels under ``labels/``. ``score_thresh`` applies to drawing and the txt labels
+    (``test.score_thresh`` to the detections themselves); the summary counts what passed it.
+
+    The source is checked before the model loads, and a folder this call created is removed again
+    when it fails before finishing one image.
     """
+    total = count_frames(source)  # a missing source fails here, before the checkpoint is read
     predictor = predictor_for(weights, recipe, [*overrides, *_test_overrides(flip, scales)], batch_size)
     output = Path(output)
+    created = _first_missing(output)
     output.mkdir(parents=True, exist_ok=True)
-    summary = PredictSummary(output)
+    summary = PredictSummary(output, float(score_thresh))
+    try:
+        _predict_into(predictor, iter_frames(source, skipped=summary.skipped), total, calib, save_txt, summary)
+    except BaseException:
+        if created is not None and summary.images == 0:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    for path, reason in summary.skipped:
+        log.warning("skipped %s: %s", path, reason)
+    return summary
+
+
+def _predict_into(predictor: Predictor, frames, total: int | None, calib, save_txt: bool, summary: PredictSummary) -> None:
+    """The loop of ``predict_to_folder``: results files, drawn outputs and the summary's counts."""
+    output = summary.output
     writers: dict[Path, cv2.VideoWriter] = {}
     rows: list[dict] = []
-    frames = iter_frames(source, skipped=summary.skipped)
+    results = predictor.stream(frames, lambda f: read_calibration(calib, f.path))
     with open(output / "results.jsonl", "w") as lines:
         try:
-            for frame, result in tqdm(predictor.stream(frames, lambda f: read_calibration(calib, f.path)), desc="predict", unit="image"):
-                image_rows = predictor.task.coco_rows(result, summary.images, predictor.category_ids)
+            for frame, result in tqdm(results, total=total, desc="predict", unit="image"):
+                where = {"file_name": frame.path.name} if frame.frame_index is None else {"file_name": frame.path.name, "frame": frame.frame_index}
+                image_rows = [
+                    {"image_id": row["image_id"], **where, **row}
+                    for row in predictor.task.coco_rows(result, summary.images, predictor.category_ids)
+                ]
                 lines.write(json.dumps({"image_id": summary.images, "file": str(frame.path), "frame": frame.frame_index, "detections": image_rows}) + "\n")
                 lines.flush()
                 rows += image_rows
-                _write_outputs(frame, result, output, score_thresh, save_txt, writers)
-                summary.images += 1
-                summary.detections += len(result)
+                _write_outputs(frame, result, output, summary.score_thresh, save_txt, writers)
+                summary.add(result)
         finally:
             for writer in writers.values():
                 writer.release()
     (output / "results.json").write_text(json.dumps(rows))
-    for path, reason in summary.skipped:
-        log.warning("skipped %s: %s", path, reason)
-    return summary
 
 
 def _write_outputs(frame, result: Results, output: Path, score_thresh: float, save_txt: bool, writers: dict) -> None:

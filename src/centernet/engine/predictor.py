@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from centernet.config import TestConfig
 from centernet.data.transforms import InputSpec
@@ -266,15 +267,21 @@ class Predictor:
         calibs = [calib_of(frame) for frame in batch] if (calib_of is not None and self.task.needs_calib) else None
         yield from zip(batch, self.detect([f.image for f in batch], calibs, [f.path for f in batch]))
 
-    def detect_dataset(self, data, indices: Iterable[int], keep_images: bool = False) -> dict[int, Results]:
-        """``Results`` of the records ``indices`` of a ``DetectionDataset``, keyed by record index."""
+    def detect_dataset(self, data, indices: Iterable[int], keep_images: bool = False, progress: str | None = None) -> dict[int, Results]:
+        """``Results`` of the records ``indices`` of a ``DetectionDataset``, keyed by record index.
+
+        ``progress``: a label for a tqdm bar on stderr counting images out of ``len(indices)``
+        (``None``: silent), so a long ``val`` or validation pass is never minutes without a sign.
+        """
         indices = list(indices)
         out: dict[int, Results] = {}
-        for start in range(0, len(indices), self.batch_size):
-            chunk = indices[start:start + self.batch_size]
-            images = [data.load_image(i) for i in chunk]
-            calibs = [data.records[i].calib for i in chunk]
-            paths = [data.records[i].path for i in chunk]
-            found = self.detect(images, calibs, paths, keep_images=keep_images)
-            out.update(zip(chunk, found))
+        with tqdm(total=len(indices), desc=progress, unit="image", disable=progress is None, dynamic_ncols=True) as bar:
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start:start + self.batch_size]
+                images = [data.load_image(i) for i in chunk]
+                calibs = [data.records[i].calib for i in chunk]
+                paths = [data.records[i].path for i in chunk]
+                found = self.detect(images, calibs, paths, keep_images=keep_images)
+                out.update(zip(chunk, found))
+                bar.update(len(chunk))
         return out

@@ -25,6 +25,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from centernet.config import Config, ConfigError  # noqa: E402
 
@@ -278,6 +279,7 @@ class RunFolder:
             points = [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key)]
             ax.plot(*zip(*points), marker="o", ms=3, label=key)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 0.5 ticks on short runs
         ax.set_ylabel(ylabel)
         if log:
             ax.set_yscale("log")

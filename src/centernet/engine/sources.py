@@ -117,6 +117,36 @@ def resolve_source(source: str | Path) -> tuple[list[Path], bool]:
     return files, any(videos)
 
 
+def count_frames(source: str | int | Path) -> int | None:
+    """How many pictures ``iter_frames(source)`` will give at most, for a progress bar's total.
+
+    Images count one each and videos their reported frame count; ``None`` for a webcam or stream,
+    or a video that reports no count. Files that turn out unreadable are skipped later, so the
+    count can be higher than what is read.
+
+    Raises:
+        FileNotFoundError: A file source that names nothing (checked before any model is loaded).
+    """
+    if is_stream(source):
+        return None
+    files, has_videos = resolve_source(source)
+    if not has_videos:
+        return len(files)
+    total = 0
+    for path in files:
+        if path.suffix.lower() not in VIDEO_SUFFIXES:
+            total += 1
+            continue
+        capture = cv2.VideoCapture(str(path))
+        opened = capture.isOpened()
+        frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if opened else 0
+        capture.release()
+        if opened and frames <= 0:
+            return None  # a container without a frame count: no total rather than a wrong one
+        total += frames  # a video that does not open is skipped when read: it adds nothing
+    return total
+
+
 def _capture_frames(capture: cv2.VideoCapture, path: Path) -> Iterator[Frame]:
     """Every frame of an opened capture, until it ends; releases it."""
     try:

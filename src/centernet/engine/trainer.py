@@ -38,6 +38,7 @@ from centernet.engine.dataset import EpochSampler, TrainingDataset, collate
 from centernet.engine.distributed import DistributedContext
 from centernet.engine.evaluate import evaluate_network
 from centernet.engine.run_folder import RunFolder
+from centernet.extras import MissingExtraError, require
 from centernet.models import build_model
 from centernet.models.checkpoint import load_checkpoint, save_checkpoint
 from centernet.models.heads import HEAD_INITS, reinit_regression_heads
@@ -115,10 +116,15 @@ class TensorBoardHook(TrainerHook):
 
 
 def tensorboard_available() -> bool:
-    """Whether ``torch.utils.tensorboard`` can write (the ``tensorboard`` package is installed)."""
+    """Whether ``torch.utils.tensorboard`` can write (the ``tensorboard`` package is installed).
+
+    ``train.tensorboard`` is on by default and the package is an extra, so a missing one is a
+    warning naming the extra (and the field that silences it), not an error: training goes on.
+    """
     try:
-        import tensorboard  # noqa: F401
-    except ImportError:
+        require("tensorboard", "tensorboard", "train.tensorboard (TensorBoard event files)")
+    except MissingExtraError as err:
+        logger.warning("%s; or set train.tensorboard=false. No event files are written.", err)
         return False
     return True
 

@@ -42,10 +42,24 @@ def draw_boxes(
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
         text = f"{names[int(label)] if int(label) < len(names) else int(label)} {score:.2f}"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, 1)
-        top = max(y1 - th - base, 0)
-        cv2.rectangle(canvas, (x1, top), (x1 + tw, top + th + base), color, -1)
-        cv2.putText(canvas, text, (x1, top + th), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, (0, 0, 0), 1, cv2.LINE_AA)
+        left, top = label_origin((x1, y1), (tw, th + base), canvas.shape[:2])
+        cv2.rectangle(canvas, (left, top), (left + tw, top + th + base), color, -1)
+        cv2.putText(canvas, text, (left, top + th), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, (0, 0, 0), 1, cv2.LINE_AA)
     return canvas
+
+
+def label_origin(corner: tuple[int, int], size: tuple[int, int], image_hw: tuple[int, int]) -> tuple[int, int]:
+    """Top-left pixel of a box's label of ``size`` (width, height), kept whole inside the image.
+
+    The label sits above the box's top-left ``corner``; where that would cross the top edge it moves
+    just inside the box, and it slides left from the right edge (and right from the left one), so a
+    box at an image border never has its label cut off.
+    """
+    (x1, y1), (width, height), (image_h, image_w) = corner, size, image_hw
+    top = y1 - height if y1 - height >= 0 else y1
+    top = min(max(top, 0), max(image_h - height, 0))
+    left = min(max(x1, 0), max(image_w - width, 0))
+    return left, top
 
 
 def draw_heatmap_overlay(image_bgr: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:

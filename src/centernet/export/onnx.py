@@ -43,6 +43,7 @@ from torch import nn
 
 from centernet.data.transforms import InputSpec
 from centernet.engine.results import Results
+from centernet.extras import require
 from centernet.tasks.base import HeadOutputs, ImageMeta, final_stack
 from centernet.tasks.common import get_affine_transform
 from centernet.tasks.ctdet import CtdetTask
@@ -266,9 +267,13 @@ def export_onnx(
 
     Raises:
         ValueError: ``decode`` for a task other than ctdet, or ``K`` out of range.
+        MissingExtraError: onnx or onnxscript is not installed (``pip install "centernet[export]"``).
     """
     from centernet.detector import CenterNet
 
+    # torch's dynamo exporter imports both lazily, deep inside; check before loading any weights.
+    require("onnx", "export", "ONNX export")
+    require("onnxscript", "export", "ONNX export")
     input_hw = (int(input_size[0]), int(input_size[1])) if input_size is not None else None
     if isinstance(weights_or_detector, CenterNet):
         detector = weights_or_detector
@@ -317,8 +322,7 @@ def export_onnx(
 
 def read_metadata(path: str | PathLike[str]) -> ExportMetadata:
     """The metadata of a graph written by ``export_onnx`` (reads the header only, not the weights)."""
-    import onnx
-
+    onnx = require("onnx", "export", "reading ONNX metadata")
     model = onnx.load(str(path), load_external_data=False)
     return ExportMetadata.from_props({p.key: p.value for p in model.metadata_props})
 
@@ -339,8 +343,7 @@ class OnnxDetector:
     def __init__(
         self, path: str | PathLike[str], providers: Sequence[str] | None = None, score_thresh: float = 0.0
     ) -> None:
-        import onnxruntime as ort
-
+        ort = require("onnxruntime", "export", "OnnxDetector")
         self.path = Path(path)
         self.session = ort.InferenceSession(str(self.path), providers=list(providers or ["CPUExecutionProvider"]))
         self.metadata = ExportMetadata.from_props(self.session.get_modelmeta().custom_metadata_map)

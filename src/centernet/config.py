@@ -197,21 +197,27 @@ class ConfigError(ValueError):
     """A config file or override names a field that does not exist or has the wrong type."""
 
 
+def _join(where: str, key: str) -> str:
+    """The dotted name of ``key`` inside ``where`` (``where`` empty: the key alone)."""
+    return f"{where}.{key}" if where else key
+
+
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    """``where`` names what the values came from (a file, a section of it; empty: the top of an override)."""
     if not isinstance(values, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(values).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+        raise ConfigError(f"{where or 'config'}: unknown field(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
     kwargs = {}
     for key, value in values.items():
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value, f"{where}.{key}")
+            kwargs[key] = _build(hint, value, _join(where, key))
         else:
-            kwargs[key] = _coerce(value, hint, f"{where}.{key}")
+            kwargs[key] = _coerce(value, hint, _join(where, key))
     return cls(**kwargs)
 
 
@@ -282,11 +288,23 @@ def resolve_recipe(path: str | Path) -> Path:
 
 
 def _apply(tree: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> None:
+    """Sets each override in ``tree``, each checked on its own first, so that a misspelt field or a
+    wrong type is reported against the command line, not against the recipe file it lands in."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.field=value")
         key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"command-line override {item!r}: the value is not valid YAML ({err})") from None
+        alone: dict[str, Any] = {}
+        try:
+            _set_dotted(alone, key.strip(), value)
+            _build(Config, alone, "")
+        except ConfigError as err:
+            raise ConfigError(f"command-line override {item!r}: {err}") from None
+        _set_dotted(tree, key.strip(), value)
 
 
 def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:

@@ -268,12 +268,56 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+#: The fields a resumed run may change. A resume continues ``last.pt`` exactly: the network, the
+#: data, the augmentation, the optimiser and the schedule must stay what the checkpoint was
+#: trained with, or the run would silently become another experiment with a mixed history. These
+#: fields change neither the samples nor the maths of a step: how the loader is fed
+#: (``data.num_workers``), how long the run goes on (``train.epochs``: the lr drops stay the ones the
+#: run started with, restored with the scheduler), what is written and when (validation and
+#: checkpoint intervals, drawn images, TensorBoard), and the device it runs on.
+RESUME_SAFE_FIELDS: tuple[str, ...] = (
+    "data.num_workers",
+    "train.epochs",
+    "train.val_interval",
+    "train.checkpoint_interval",
+    "train.save_images",
+    "train.tensorboard",
+    "train.device",
+)
+
+
 RECIPES_DIR = Path(__file__).parent / "configs"
 
 
 def list_recipes() -> list[str]:
     """Names of the recipes shipped with the package (``configs/<name>.yaml``)."""
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_purpose(path: Path, width: int = 100) -> str:
+    """A recipe's purpose: the first sentence of its leading comment, cut to ``width`` characters."""
+    words = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        words += line.lstrip("#").split()
+    text = " ".join(words)
+    sentence = text.split(". ", 1)[0].rstrip(".")
+    return sentence if len(sentence) <= width else sentence[: width - 3].rsplit(" ", 1)[0] + "..."
+
+
+def recipe_table() -> str:
+    """``centernet recipes``: one line per shipped recipe with its task, architecture, data and purpose."""
+    rows = [("name", "task", "arch", "data", "purpose")]
+    for name in list_recipes():
+        cfg = load_config(name)
+        rows.append((name, cfg.task, cfg.model.arch, cfg.data.source, recipe_purpose(RECIPES_DIR / f"{name}.yaml")))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(f"{cell:<{w}}" for cell, w in zip(row[:4], widths)) + f"  {row[4]}" for row in rows]
+    lines.append(
+        "Train one with `centernet train NAME section.field=value ...`; `centernet config NAME` prints every field."
+    )
+    return "\n".join(lines)
 
 
 def resolve_recipe(path: str | Path) -> Path:

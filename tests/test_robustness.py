@@ -488,6 +488,6 @@ def test_data_and_checkpoints_of_another_task_are_refused_before_any_step(tmp_pa
     CenterNet(arch="res_18", task="multi_pose", num_classes=1, head_conv=8, input_size=(SIZE, SIZE)).save(pose)
     # The task comes from the checkpoint's heads; an experiment naming another task is refused.
     for extra, words in ((["task=ctdet"], "a multi_pose network (from its heads), but the experiment is ctdet"), ([], "has no keypoint annotations")):
-        assert main(["val", "--weights", str(pose), f"data.source={json_path}", "data.num_workers=0", "--split", "all", *extra]) == 2
+        assert main(["val", "--weights", str(pose), f"data.source={json_path}", "data.num_workers=0", *extra, "--split", "all"]) == 2
         err = capsys.readouterr().err.strip()
         assert words in err and "\n" not in err, err

@@ -344,8 +344,11 @@ def inspect_dataset(
     labels = np.concatenate([r.labels for r in records]) if records else np.zeros(0, dtype=np.int64)
     trained = np.concatenate([~r.ignore for r in records]) if records else np.zeros(0, dtype=bool)
     flags = {name: int(sum(getattr(r, name).sum() for r in records)) for name in ("crowd", "difficult", "ignore")}
+    # Without a split a YOLO yaml, a COCO root and the synthetic set give their val split, other sources all of it.
+    val_by_default = Path(dataset.source).suffix in (".yaml", ".yml") or str(dataset.source) != str(spec)
+    default = "split val" if val_by_default else "every image"
     lines = [
-        f"Data set: {dataset.source}" + (f" (split {split})" if split else " (no --split: every image)"),
+        f"Data set: {dataset.source}" + (f" (split {split})" if split else f" (no --split: {default})"),
         f"Images: {len(records)} ({sum(len(r) == 0 for r in records)} without objects)",
         f"Objects: {len(labels)} ({', '.join(f'{v} {k}' for k, v in flags.items())}"
         f", {int((labels < 0).sum())} of no class)",

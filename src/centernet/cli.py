@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from centernet.config import RESUME_SAFE_FIELDS, ConfigError, load_config
+from centernet.config import RESUME_SAFE_FIELDS, ConfigError, list_recipes, load_config
 
 
 def _split_config(items: list[str]) -> tuple[str | None, list[str]]:
@@ -37,10 +37,10 @@ def _train_config(args: argparse.Namespace):
             folder = Path(args.resume)
         elif "=" in args.resume:
             items.append(args.resume)  # ``--resume name=x``: an override, the recipe form
-        elif Path(args.resume).suffix in (".yaml", ".yml") or "/" not in args.resume:
+        elif Path(args.resume).suffix in (".yaml", ".yml") or args.resume in list_recipes():
             items.insert(0, args.resume)  # ``--resume recipe``: the recipe form
         else:
-            raise FileNotFoundError(f"--resume {args.resume}: no such run folder")
+            raise FileNotFoundError(f"--resume {args.resume}: no such run folder (nor a recipe)")
     path, overrides = _split_config(items)
     if not args.resume:
         return load_config(path, overrides)

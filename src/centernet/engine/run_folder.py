@@ -167,7 +167,8 @@ def resume_config(folder: str | Path, overrides: list[str] | tuple[str, ...] = (
 
         stored = Config.from_dict(load_checkpoint(folder / "last.pt")["config"], str(folder / "last.pt"))
     else:
-        raise FileNotFoundError(f"--resume {folder}: not a run folder (it holds no config.yaml and no last.pt)")
+        where = "it holds no config.yaml and no last.pt" if folder.is_dir() else "the folder does not exist"
+        raise FileNotFoundError(f"--resume {folder}: no run to continue there ({where})")
     stored.project, stored.name = str(folder.parent), folder.name
     resumed = with_overrides(stored, overrides)
     before, after = _fields(stored), _fields(resumed)

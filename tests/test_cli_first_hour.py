@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+import centernet
 from centernet.cli import main
-from centernet.config import RESUME_SAFE_FIELDS, list_recipes, load_config
+from centernet.config import RESUME_SAFE_FIELDS, ConfigError, list_recipes, load_config
 from centernet.detector import CenterNet
 from centernet.engine.dataset import load_split
 from centernet.engine.trainer import lr_schedule_description
@@ -115,6 +116,9 @@ def test_resume_continues_from_the_folder_config_and_extends(tiny_run: Path, tmp
     assert "lr schedule: " in caplog.text and "restored from last.pt" in caplog.text
     # The recipe form finds the same folder from project= / name= and repeats no field.
     assert main(["train", f"project={moved.parent}", "name=tiny", "train.epochs=2", "--resume"]) == 0
+    # The Python API takes the run folder too, with the same rule for overrides.
+    with pytest.raises(ConfigError, match=r"train.lr \(None -> 1.0\) cannot change in a resumed run"):
+        centernet.train(None, "train.lr=1", resume=moved)
 
 
 # ---------------------------------------------------------------- 3: recipes, their fields, the lr drops

@@ -180,6 +180,21 @@ def test_ctrl_c_ends_in_one_line_with_the_resume_command(tmp_path: Path) -> None
     )
 
 
+def test_ctrl_c_in_val_and_predict_is_one_line_and_exit_130(tmp_path: Path, monkeypatch, capsys) -> None:
+    import centernet.engine.evaluate
+    import centernet.engine.predict
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(centernet.engine.evaluate, "evaluate_checkpoint", interrupt)
+    monkeypatch.setattr(centernet.engine.predict, "predict_to_folder", interrupt)
+    assert main(["val", "--weights", "w.pt"]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted: val stopped"
+    assert main(["predict", "--weights", "w.pt", "--source", "x.jpg", "--output", str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err.strip() == f"interrupted: the images done so far are in {tmp_path / 'out'} (results.jsonl)"
+
+
 # ---------------------------------------------------------------- 5: a misspelt override
 
 

@@ -52,7 +52,7 @@ def learning_curve(neck: str, data: Path, epochs: int, every: int, project: Path
     cfg = load_config(
         "ctdet_effl0_raccoon_384",
         [
-            f"project={project}", f"name={neck}", f"data.source={annotations}", f"data.val_source={annotations}",
+            f"project={project}", f"name={neck}", f"data.source={annotations}", f"data.val_source={annotations}", "data.val_split=all",
             "data.max_images=4", "data.input_size=[128,128]", "data.num_workers=0", "augment.random_crop=false",
             "augment.scale=0", "augment.shift=0", "augment.flip=0", "augment.color=false", f"model.arch={arch}",
             "train.batch_size=4", "train.lr=2e-3", f"train.epochs={epochs}", "train.schedule_epochs=null",

@@ -41,6 +41,7 @@ def raccoon_overfit_overrides(project, annotations) -> list[str]:
         "name=raccoon",
         f"data.source={annotations}",
         f"data.val_source={annotations}",  # validate on the training images themselves
+        "data.val_split=all",
         "data.max_images=4",
         "data.input_size=[128,128]",
         "data.num_workers=0",

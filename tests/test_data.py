@@ -22,6 +22,7 @@ from centernet.data import (
     synthetic_dataset,
 )
 from centernet.data.kitti import KITTI_TYPE_RULES
+from centernet.data.records import DataFormatError
 
 
 def _write_image(path: Path, width: int, height: int, value: int = 120) -> Path:
@@ -123,14 +124,15 @@ def test_kitti_all_frames_and_split_file(data_dir: Path, tmp_path: Path) -> None
     lines = [line for line in labels[0].read_text().splitlines() if line.strip()]
     assert len(everything[0]) == len(lines)
     assert everything[0].annotation_ids.tolist() == list(range(1, len(lines) + 1))
-    # A split file in ImageSets/ selects frames; a missing one is reported, not fatal.
+    # A split file in ImageSets/ selects frames; a missing one is an error naming those there are.
     root = tmp_path / "kitti"
     (root / "ImageSets").mkdir(parents=True)
     (root / "training").symlink_to(data_dir / "kitti_mini" / "training")
     (root / "ImageSets" / "val.txt").write_text(f"{labels[2].stem}\n{labels[1].stem}\n")
     assert [r.path.stem for r in read_kitti(root, "val")] == [labels[2].stem, labels[1].stem]
-    missing = read_kitti(root, "test")
-    assert len(missing) == len(labels) and missing.report.counts()["missing_split"] == 1
+    with pytest.raises(DataFormatError, match=r"no split 'test' \(looked for .*ImageSets/test.txt.*\); splits there: val; split 'all'"):
+        read_kitti(root, "test")
+    assert len(read_kitti(root, "all")) == len(labels)
 
 
 # ---------------------------------------------------------------- formats built here
@@ -210,6 +212,9 @@ def test_voc_reader_split_classes_and_difficult(tmp_path: Path) -> None:
     assert len(read_voc(root, "train", difficult="drop")[1]) == 1
     everything = read_voc(root)
     assert [r.path.stem for r in everything] == ["img1", "img2", "img3"]
+    assert [r.path.stem for r in read_voc(root, "all")] == ["img1", "img2", "img3"]
+    with pytest.raises(DataFormatError, match=r"no split 'val' \(looked for .*ImageSets/Main/val.txt or .*val.txt\); splits there: train"):
+        read_voc(root, "val")
     assert everything.report.counts()["empty_image"] == 1
 
 

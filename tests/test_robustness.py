@@ -76,6 +76,7 @@ def _tiny(project: Path, source: Path, *extra: str):
             "name=run",
             f"data.source={source}",
             f"data.val_source={source}",
+            "data.val_split=all",  # validate on the training file itself
             f"data.input_size=[{SIZE},{SIZE}]",
             "data.num_workers=0",
             "model.head_conv=8",
@@ -287,7 +288,7 @@ def test_training_refuses_bad_images_before_its_first_step(tmp_path: Path) -> No
         Trainer(_tiny(tmp_path, json_path))
     assert not (tmp_path / "run").exists()
     # the CLI: one line naming the file, exit code 2
-    assert main(["train", f"project={tmp_path}", "name=cli", f"data.source={json_path}"]) == 2
+    assert main(["train", f"project={tmp_path}", "name=cli", f"data.source={json_path}", "data.val_split=all"]) == 2
 
 
 def test_skipped_bad_images_are_counted_and_training_runs_through(tmp_path: Path, caplog) -> None:
@@ -481,13 +482,13 @@ def test_required_fixtures_that_are_missing_fail_the_session(tmp_path: Path) -> 
 def test_data_and_checkpoints_of_another_task_are_refused_before_any_step(tmp_path: Path, capsys) -> None:
     json_path = _coco(tmp_path)
     for task, words in (("multi_pose", "has no keypoint annotations"), ("ddd", "")):
-        code = main(["train", f"task={task}", f"project={tmp_path}", f"name={task}", f"data.source={json_path}", "data.num_workers=0"])
+        code = main(["train", f"task={task}", f"project={tmp_path}", f"name={task}", f"data.source={json_path}", "data.val_split=all", "data.num_workers=0"])
         err = capsys.readouterr().err.strip()
         assert code == 2 and err.startswith("error: ") and words in err and "\n" not in err, (task, err)
     pose = tmp_path / "pose.pt"
     CenterNet(arch="res_18", task="multi_pose", num_classes=1, head_conv=8, input_size=(SIZE, SIZE)).save(pose)
     # The task comes from the checkpoint's heads; an experiment naming another task is refused.
     for extra, words in ((["task=ctdet"], "a multi_pose network (from its heads), but the experiment is ctdet"), ([], "has no keypoint annotations")):
-        assert main(["val", "--weights", str(pose), f"data.source={json_path}", "data.num_workers=0", *extra]) == 2
+        assert main(["val", "--weights", str(pose), f"data.source={json_path}", "data.num_workers=0", *extra, "--split", "all"]) == 2
         err = capsys.readouterr().err.strip()
         assert words in err and "\n" not in err, err

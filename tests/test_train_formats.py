@@ -94,7 +94,7 @@ def test_unknown_source_is_a_clear_error(tmp_path):
 
 def test_pose_from_coco_keypoints(tmp_path, data_dir):
     keypoints = data_dir / "coco_mini" / "annotations" / "person_keypoints_val2017.json"
-    rows = _train(tmp_path, "pose", "task=multi_pose", f"data.source={keypoints}")
+    rows = _train(tmp_path, "pose", "task=multi_pose", f"data.source={keypoints}", "data.train_split=all")
     assert {"hp_loss", "hm_hp_loss", "hp_offset_loss"} <= set(rows[0])
 
 
@@ -104,6 +104,8 @@ def test_3d_from_kitti_folders(tmp_path, data_dir):
         "ddd",
         "task=ddd",
         f"data.source={data_dir / 'kitti_mini'}",
+        "data.train_split=all",  # kitti_mini has no ImageSets/: every frame, said explicitly
+        "data.val_split=all",
         "data.input_size=[64,192]",
         "data.mean=[0.485,0.456,0.406]",
         "data.std=[0.229,0.224,0.225]",

@@ -17,7 +17,7 @@ def kitti_set(data_dir):
         [
             "task=ddd",
             f"data.source={data_dir / 'kitti_mini'}",
-            "data.train_split=train",  # no ImageSets/: every frame
+            "data.train_split=all",  # no ImageSets/: every frame
             "data.input_size=[96, 320]",
             "augment.flip=1.0",
             "augment.color=true",

@@ -13,15 +13,25 @@ def _config(recipe: str | Path | Config | None, overrides: Sequence[str]) -> Con
     return load_config(recipe, list(overrides))
 
 
-def train(recipe: str | Path | Config | None = None, *overrides: str, resume: bool = False, hooks: Sequence = ()) -> dict:
+def train(
+    recipe: str | Path | Config | None = None, *overrides: str, resume: bool | str | Path = False, hooks: Sequence = ()
+) -> dict:
     """Train a recipe (path, shipped name or ``Config``) with ``section.field=value`` overrides.
 
     Example: ``centernet.train("ctdet_res18_voc_70e", "data.source=my_voc", "train.epochs=10")``.
+    ``resume``: ``True`` continues the run folder the experiment names; a run folder
+    (``"runs/exp"``) continues that run from its own ``config.yaml`` (no recipe then; the
+    overrides may change only ``config.RESUME_SAFE_FIELDS``, such as ``train.epochs``).
     ``hooks``: ``centernet.engine.trainer.TrainerHook`` objects (step, epoch-end, validation-end).
     Returns the last validation metrics and the run folder.
     """
+    from centernet.engine.run_folder import resume_config
     from centernet.engine.trainer import train as run
 
+    if isinstance(resume, (str, Path)):
+        if recipe is not None:
+            raise ValueError(f"resume={resume}: the run folder's config.yaml is the experiment; give no recipe")
+        return run(resume_config(resume, list(overrides)), resume=True, hooks=hooks)
     return run(_config(recipe, overrides), resume=resume, hooks=hooks)
 
 

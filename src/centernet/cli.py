@@ -1,4 +1,4 @@
-"""Command line: ``centernet train | val | predict | export | data check | demo``.
+"""Command line: ``centernet train | val | predict | export | data check | demo | recipes | config``.
 
 Every verb takes an optional YAML recipe and ``section.field=value`` overrides, e.g.
 ``centernet train configs/ctdet_res18_voc_70e.yaml train.epochs=10 data.source=my_voc/``.
@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from centernet.config import ConfigError, load_config
+from centernet.config import RESUME_SAFE_FIELDS, ConfigError, list_recipes, load_config
 
 
 def _split_config(items: list[str]) -> tuple[str | None, list[str]]:
@@ -19,15 +19,49 @@ def _split_config(items: list[str]) -> tuple[str | None, list[str]]:
     return None, items
 
 
+def _train_config(args: argparse.Namespace):
+    """The experiment ``train`` runs: the recipe and overrides, or with ``--resume`` the run folder's own.
+
+    ``--resume RUN_FOLDER`` names the folder; a bare ``--resume`` finds it from the recipe and
+    ``project=`` / ``name=``. Either way the folder's ``config.yaml`` is the experiment and the
+    overrides may change only ``RESUME_SAFE_FIELDS``. (A recipe file given as ``--resume``'s value,
+    ``train --resume recipe.yaml``, is taken as the recipe.)
+    """
+    from pathlib import Path
+
+    from centernet.engine.run_folder import RunFolder, resume_config
+
+    items, folder = list(args.config), None
+    if isinstance(args.resume, str):
+        if Path(args.resume).is_dir():
+            folder = Path(args.resume)
+        elif "=" in args.resume:
+            items.append(args.resume)  # ``--resume name=x``: an override, the recipe form
+        elif Path(args.resume).suffix in (".yaml", ".yml") or args.resume in list_recipes():
+            items.insert(0, args.resume)  # ``--resume recipe``: the recipe form
+        else:
+            raise FileNotFoundError(f"--resume {args.resume}: no such run folder (nor a recipe)")
+    path, overrides = _split_config(items)
+    if not args.resume:
+        return load_config(path, overrides)
+    if folder is not None:
+        if path is not None:
+            raise ConfigError(f"--resume {folder}: the run folder's config.yaml is the experiment; give no recipe ({path})")
+        return resume_config(folder, overrides)
+    located = load_config(path, overrides)
+    locating = [item for item in overrides if item.split("=", 1)[0].strip() in ("project", "name")]
+    return resume_config(RunFolder.path_of(located), [item for item in overrides if item not in locating])
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import logging
 
     from centernet.engine.trainer import train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # epoch and validation lines
-    path, overrides = _split_config(args.config)
-    cfg = load_config(path, overrides)
-    summary = train(cfg, resume=args.resume)
+    cfg = _train_config(args)
+    args.experiment = cfg  # for the Ctrl-C message (the run folder, possibly renamed by on_existing_run)
+    summary = train(cfg, resume=bool(args.resume))
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -116,6 +150,40 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from centernet.config import recipe_table
+
+    print(recipe_table())
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    """Prints the resolved experiment (recipe, task defaults, dataclass defaults, overrides) as YAML."""
+    import yaml
+
+    path, overrides = _split_config(args.config)
+    print(yaml.safe_dump(load_config(path, overrides).to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """The one line a Ctrl-C ends with: what was stopped and, for ``train``, how to continue it."""
+    cfg = getattr(args, "experiment", None)
+    if args.verb == "train" and cfg is not None:
+        from centernet.engine.run_folder import RunFolder
+
+        folder = RunFolder.path_of(cfg)
+        if not (folder / "last.pt").is_file():
+            return f"interrupted: no checkpoint yet ({folder / 'last.pt'} is written at each epoch end); nothing to resume"
+        return (
+            f"interrupted: the last checkpoint is {folder / 'last.pt'} (written at each epoch end and every "
+            f"train.checkpoint_interval steps); continue with: centernet train --resume {folder}"
+        )
+    if args.verb == "predict":
+        return f"interrupted: the images done so far are in {args.output} (results.jsonl)"
+    return f"interrupted: {args.verb} stopped"
+
+
 def _add_test_options(p: argparse.ArgumentParser) -> None:
     """The test options ``val`` and ``predict`` share (shorthands of the ``test.*`` overrides)."""
     g = p.add_argument_group("test options (shorthands of test.* overrides)")
@@ -136,10 +204,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="centernet", description="CenterNet: Objects as Points")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
-    p = verbs.add_parser("train", help="train a model from a recipe")
-    p.add_argument("config", nargs="*", help="recipe YAML then section.field=value overrides")
-    p.add_argument("--resume", action="store_true", help="continue the run folder's last.pt exactly")
+    p = verbs.add_parser(
+        "train",
+        help="train a model from a recipe",
+        description="Train a recipe (a YAML file or a shipped name) with section.field=value overrides.",
+        epilog="`centernet recipes` lists the shipped recipes; `centernet config NAME [overrides]` prints every "
+        "field of one, resolved, as YAML (the names to override).",
+    )
+    p.add_argument("config", nargs="*", help="recipe (YAML or shipped name) then section.field=value overrides")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="RUN_FOLDER",
+        help="continue a run's last.pt exactly, from the run folder's own config.yaml: RUN_FOLDER "
+        "(runs/<name>), or without it the folder the recipe / name= names; overrides may change only "
+        + ", ".join(RESUME_SAFE_FIELDS),
+    )
     p.set_defaults(func=_cmd_train)
+
+    p = verbs.add_parser("recipes", help="list the shipped recipes (name, task, arch, data, purpose)")
+    p.set_defaults(func=_cmd_recipes)
+
+    p = verbs.add_parser("config", help="print a recipe's resolved fields as YAML")
+    p.add_argument("config", nargs="*", help="recipe (YAML or shipped name; none: the defaults) then section.field=value overrides")
+    p.set_defaults(func=_cmd_config)
 
     p = verbs.add_parser("val", help="evaluate a checkpoint (COCO AP, OKS AP or KITTI AP)")
     p.add_argument("config", nargs="*", help="optional recipe (YAML or shipped name) and overrides (default: the checkpoint's own)")
@@ -204,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         # each message already names the file and the problem (MissingExtraError: the pip command).
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: no traceback, where things stand, the shell's 128 + SIGINT
+        print(f"\n{_interrupted(args)}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

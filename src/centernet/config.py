@@ -197,21 +197,27 @@ class ConfigError(ValueError):
     """A config file or override names a field that does not exist or has the wrong type."""
 
 
+def _join(where: str, key: str) -> str:
+    """The dotted name of ``key`` inside ``where`` (``where`` empty: the key alone)."""
+    return f"{where}.{key}" if where else key
+
+
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    """``where`` names what the values came from (a file, a section of it; empty: the top of an override)."""
     if not isinstance(values, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(values).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+        raise ConfigError(f"{where or 'config'}: unknown field(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
     kwargs = {}
     for key, value in values.items():
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value, f"{where}.{key}")
+            kwargs[key] = _build(hint, value, _join(where, key))
         else:
-            kwargs[key] = _coerce(value, hint, f"{where}.{key}")
+            kwargs[key] = _coerce(value, hint, _join(where, key))
     return cls(**kwargs)
 
 
@@ -262,12 +268,56 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+#: The fields a resumed run may change. A resume continues ``last.pt`` exactly: the network, the
+#: data, the augmentation, the optimiser and the schedule must stay what the checkpoint was
+#: trained with, or the run would silently become another experiment with a mixed history. These
+#: fields change neither the samples nor the maths of a step: how the loader is fed
+#: (``data.num_workers``), how long the run goes on (``train.epochs``: the lr drops stay the ones the
+#: run started with, restored with the scheduler), what is written and when (validation and
+#: checkpoint intervals, drawn images, TensorBoard), and the device it runs on.
+RESUME_SAFE_FIELDS: tuple[str, ...] = (
+    "data.num_workers",
+    "train.epochs",
+    "train.val_interval",
+    "train.checkpoint_interval",
+    "train.save_images",
+    "train.tensorboard",
+    "train.device",
+)
+
+
 RECIPES_DIR = Path(__file__).parent / "configs"
 
 
 def list_recipes() -> list[str]:
     """Names of the recipes shipped with the package (``configs/<name>.yaml``)."""
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_purpose(path: Path, width: int = 100) -> str:
+    """A recipe's purpose: the first sentence of its leading comment, cut to ``width`` characters."""
+    words = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        words += line.lstrip("#").split()
+    text = " ".join(words)
+    sentence = text.split(". ", 1)[0].rstrip(".")
+    return sentence if len(sentence) <= width else sentence[: width - 3].rsplit(" ", 1)[0] + "..."
+
+
+def recipe_table() -> str:
+    """``centernet recipes``: one line per shipped recipe with its task, architecture, data and purpose."""
+    rows = [("name", "task", "arch", "data", "purpose")]
+    for name in list_recipes():
+        cfg = load_config(name)
+        rows.append((name, cfg.task, cfg.model.arch, cfg.data.source, recipe_purpose(RECIPES_DIR / f"{name}.yaml")))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(f"{cell:<{w}}" for cell, w in zip(row[:4], widths)) + f"  {row[4]}" for row in rows]
+    lines.append(
+        "Train one with `centernet train NAME section.field=value ...`; `centernet config NAME` prints every field."
+    )
+    return "\n".join(lines)
 
 
 def resolve_recipe(path: str | Path) -> Path:
@@ -282,11 +332,23 @@ def resolve_recipe(path: str | Path) -> Path:
 
 
 def _apply(tree: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> None:
+    """Sets each override in ``tree``, each checked on its own first, so that a misspelt field or a
+    wrong type is reported against the command line, not against the recipe file it lands in."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.field=value")
         key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"command-line override {item!r}: the value is not valid YAML ({err})") from None
+        alone: dict[str, Any] = {}
+        try:
+            _set_dotted(alone, key.strip(), value)
+            _build(Config, alone, "")
+        except ConfigError as err:
+            raise ConfigError(f"command-line override {item!r}: {err}") from None
+        _set_dotted(tree, key.strip(), value)
 
 
 def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:

@@ -34,7 +34,7 @@ import numpy as np
 from centernet.data.coco import read_coco
 from centernet.data.image_io import ImageReadError, verify_image
 from centernet.data.kitti import find_kitti_root, read_kitti
-from centernet.data.records import ISSUE_KINDS, DataFormatError, DetectionDataset, _load_from_path
+from centernet.data.records import ISSUE_KINDS, WHOLE_SET, DataFormatError, missing_split_error, DetectionDataset, _load_from_path
 from centernet.data.synthetic import synthetic_dataset
 from centernet.data.voc import find_voc_folders, read_voc
 from centernet.data.yolo import read_yolo
@@ -48,26 +48,62 @@ _CACHE_VERSION = 1
 
 
 def _coco_root_json(root: Path, split: str | None) -> Path | None:
-    candidates = sorted((root / "annotations").glob(f"instances_{split or 'val'}*.json"))
-    return candidates[0] if candidates else None
+    """The ``annotations/instances_<split>*.json`` of a COCO root; ``None`` when ``root`` has none at all.
+
+    Raises:
+        DataFormatError: The root has instances jsons but none of ``split`` (naming those there are).
+    """
+    jsons = sorted((root / "annotations").glob("instances_*.json"))
+    if not jsons:
+        return None
+    split = split or "val"
+    matches = [path for path in jsons if path.stem.removeprefix("instances_").startswith(split)]
+    if split == WHOLE_SET or not matches:
+        existing = [path.stem.removeprefix("instances_") for path in jsons]
+        looked_at = f"{root / 'annotations'}/instances_{split}*.json; a COCO root has one json per split"
+        raise missing_split_error(root, split, looked_at, existing, whole_set=False)
+    return matches[0]
 
 
-def load_dataset(spec: str | Path, split: str | None = "val", **options: Any) -> DetectionDataset:
+def _check_json_split(path: Path, split: str | None) -> None:
+    """A json file is one split: a split name must be ``all`` or said by the file's or its folder's name.
+
+    So ``train.json`` is the ``train`` split, ``annotations/instances_val2017.json`` the ``val`` and
+    ``val2017`` splits, ``valid/_annotations.coco.json`` the ``val`` split; validating on a training
+    file, or asking a file for a split it is not, needs ``all`` said explicitly.
+    """
+    if split in (None, WHOLE_SET):
+        return
+    names = (path.stem.lower(), path.parent.name.lower())
+    if not any(split.lower() in name for name in names):
+        raise DataFormatError(
+            f"{path}: a json file is one split, and neither its name nor its folder's says {split!r}; "
+            f"name the {split!r} split's own file (data.source / data.val_source), or use split "
+            f"'{WHOLE_SET}' to take this file whole"
+        )
+
+
+def load_dataset(spec: str | Path, split: str | None = None, **options: Any) -> DetectionDataset:
     """Reads a data set of any supported format, recognised from ``spec`` (see the module docstring).
 
     Args:
         spec: ``"synthetic"``, a json or yaml file, or a data set folder.
         split: ``train`` / ``val`` / ...: the YOLO yaml key, the KITTI / VOC split file, the COCO
-            root's json, the synthetic seed. Ignored for a json file (the file is the split).
-            ``None``: every frame / xml file (KITTI, VOC), ``val`` otherwise.
+            root's json, the synthetic seed; for a json file (itself one split) a name its file
+            or folder name says. A split not found is an error naming the splits there are.
+            ``"all"``: every image (every xml file, frame, YOLO split; a json file whole).
+            ``None``: the same for KITTI, VOC and a json file, ``val`` otherwise.
         **options: Passed to the reader (``crowd=`` for COCO, ``difficult=`` / ``class_names=``
             for VOC, ``class_names=`` / ``frames=`` for KITTI, ``num_images=`` / ``image_size=``
             / ``seed=`` for synthetic).
 
     Raises:
-        DataFormatError: ``spec`` is none of the above, or its reader found a fatal problem.
+        DataFormatError: ``spec`` is none of the above, it has no split ``split``, or its reader
+            found a fatal problem.
     """
     if str(spec) == SYNTHETIC:
+        if split not in (None, *_SYNTHETIC_SPLITS):
+            raise DataFormatError(f"{SYNTHETIC}: no split {split!r}; splits there: {', '.join(_SYNTHETIC_SPLITS)}")
         return synthetic_dataset(**{**_SYNTHETIC_SPLITS.get(split or "val", _SYNTHETIC_SPLITS["val"]), **options})
     path = Path(spec)
     if not path.exists():
@@ -76,6 +112,7 @@ def load_dataset(spec: str | Path, split: str | None = "val", **options: Any) ->
         )
     if path.is_file():
         if path.suffix == ".json":
+            _check_json_split(path, split)
             return read_coco(path, **options)
         if path.suffix in (".yaml", ".yml"):
             return read_yolo(path, split or "val", **options)
@@ -307,8 +344,11 @@ def inspect_dataset(
     labels = np.concatenate([r.labels for r in records]) if records else np.zeros(0, dtype=np.int64)
     trained = np.concatenate([~r.ignore for r in records]) if records else np.zeros(0, dtype=bool)
     flags = {name: int(sum(getattr(r, name).sum() for r in records)) for name in ("crowd", "difficult", "ignore")}
+    # Without a split a YOLO yaml, a COCO root and the synthetic set give their val split, other sources all of it.
+    val_by_default = Path(dataset.source).suffix in (".yaml", ".yml") or str(dataset.source) != str(spec)
+    default = "split val" if val_by_default else "every image"
     lines = [
-        f"Data set: {dataset.source}" + (f" (split {split})" if split else ""),
+        f"Data set: {dataset.source}" + (f" (split {split})" if split else f" (no --split: {default})"),
         f"Images: {len(records)} ({sum(len(r) == 0 for r in records)} without objects)",
         f"Objects: {len(labels)} ({', '.join(f'{v} {k}' for k, v in flags.items())}"
         f", {int((labels < 0).sum())} of no class)",

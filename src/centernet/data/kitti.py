@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from centernet.data.image_io import image_size
-from centernet.data.records import DataFormatError, DataReport, DetectionDataset, ImageRecord
+from centernet.data.records import WHOLE_SET, DataFormatError, DataReport, DetectionDataset, ImageRecord, missing_split_error
 from centernet.data.validation import validate_record
 
 KITTI_CLASSES: tuple[str, ...] = ("Pedestrian", "Car", "Cyclist")
@@ -391,16 +391,18 @@ def find_kitti_root(path: str | Path) -> Path | None:
     return None
 
 
-def _split_frames(root: Path, base: Path, split: str | None, report: DataReport) -> list[str]:
-    frames = sorted(p.stem for p in (base / "label_2").glob("*.txt"))
-    if split is None:
-        return frames
-    for folder in (root, base, base.parent):
+def _split_frames(root: Path, base: Path, split: str | None) -> list[str]:
+    """Frame ids of a split file ``ImageSets/<split>.txt``; every labelled frame for ``None`` / ``"all"``."""
+    if split in (None, WHOLE_SET):
+        return sorted(p.stem for p in (base / "label_2").glob("*.txt"))
+    folders = list(dict.fromkeys((root, base, base.parent)))
+    for folder in folders:
         split_file = folder / "ImageSets" / f"{split}.txt"
         if split_file.is_file():
             return [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
-    report.add("missing_split", root, f"no ImageSets/{split}.txt; using all {len(frames)} frames")
-    return frames
+    existing = sorted({p.stem for folder in folders for p in (folder / "ImageSets").glob("*.txt")})
+    looked_at = " or ".join(str(folder / "ImageSets" / f"{split}.txt") for folder in folders)
+    raise missing_split_error(root, split, looked_at, existing)
 
 
 def read_kitti(
@@ -414,21 +416,21 @@ def read_kitti(
     Args:
         root: The KITTI folder (holding ``training/``) or the ``training`` folder itself.
         split: Name of a split file ``ImageSets/<split>.txt`` (one frame id per line) looked up
-            in ``root``, the training folder and its parent; without one every frame is used and
-            the report says so. ``None``: every frame.
+            in ``root``, the training folder and its parent; a split without one is an error
+            naming those there are. ``None`` or ``"all"``: every labelled frame.
         frames: Explicit frame ids (``"000001"``), overriding ``split``.
         class_names: Trained classes, a subset of ``KITTI_TYPE_RULES``' targets.
 
     Raises:
-        DataFormatError: A frame without calib or label file, or a label line with the wrong
-            number of columns; the message names the file and line.
+        DataFormatError: A missing split file, a frame without calib or label file, or a label
+            line with the wrong number of columns; the message names the file and line.
     """
     root = Path(root)
     base = find_kitti_root(root)
     if base is None:
         raise DataFormatError(f"{root}: not a KITTI folder (expected image_2/ and label_2/, or training/ holding them)")
     report = DataReport()
-    frame_ids = list(frames) if frames is not None else _split_frames(root, base, split, report)
+    frame_ids = list(frames) if frames is not None else _split_frames(root, base, split)
     records = [
         read_kitti_frame(
             base / "image_2" / f"{frame}.png",

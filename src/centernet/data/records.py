@@ -40,6 +40,21 @@ class DataFormatError(ValueError):
     """An annotation or image file that cannot be read; the message names the file (and line / id)."""
 
 
+#: The split name that asks for every image of a data set, whatever split files it has. A split
+#: is never guessed: a name that is not found is an error, and the whole set is used only by this name.
+WHOLE_SET = "all"
+
+
+def missing_split_error(
+    source: str | Path, split: str, looked_at: str, existing: list[str], whole_set: bool = True
+) -> DataFormatError:
+    """The one error for a split that is not there: what was looked at, the splits there are, and
+    (where the format has it, ``whole_set``) that ``all`` takes every image."""
+    there = f"splits there: {', '.join(existing)}" if existing else "it has no split files"
+    whole = f"; split '{WHOLE_SET}' uses every image" if whole_set else ""
+    return DataFormatError(f"{source}: no split {split!r} (looked for {looked_at}); {there}{whole}")
+
+
 @dataclass(frozen=True)
 class DataIssue:
     """One problem (or notable fact) found while reading a data set.
@@ -72,7 +87,6 @@ ISSUE_KINDS: tuple[str, ...] = (
     "difficult",  # VOC difficult box (handled by the difficult policy)
     "empty_image",  # no object left: kept as a negative
     "size_mismatch",  # the annotation's image size differs from the image file's
-    "missing_split",  # no split file: every frame used
     "truncated_image",  # image decoded despite a missing end marker
     "bad_image",  # missing, undecodable, corrupt, or of another size than annotated: skipped (on_bad_image)
 )

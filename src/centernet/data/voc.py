@@ -4,8 +4,9 @@ Layouts (the first folder found wins):
 
 * annotations: ``Annotations/`` or ``annotations/``;
 * images: ``JPEGImages/`` or ``images/`` (file from the xml's ``<filename>``, else ``<stem>.*``);
-* split: ``ImageSets/Main/<split>.txt`` or ``<split>.txt`` (one xml stem per line); without a
-  split every xml file is read.
+* split: ``ImageSets/Main/<split>.txt`` or ``<split>.txt`` (one xml stem per line); a split
+  that is in neither is an error naming the splits there are; ``None`` or ``"all"`` reads every
+  xml file.
 
 Corners are kept as written (VOC's 1-based pixel indices, no ``-1``), the way COCO conversions such
 as the raccoon set's json take them. Image sizes come from the image file; a different ``<size>``
@@ -20,7 +21,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from centernet.data.image_io import image_size
-from centernet.data.records import DataFormatError, DataReport, DetectionDataset, FlagPolicy, ImageRecord
+from centernet.data.records import (
+    WHOLE_SET,
+    DataFormatError,
+    DataReport,
+    DetectionDataset,
+    FlagPolicy,
+    ImageRecord,
+    missing_split_error,
+)
 from centernet.data.validation import validate_record
 
 _ANNOTATION_DIRS = ("Annotations", "annotations")
@@ -36,6 +45,24 @@ def find_voc_folders(root: str | Path) -> tuple[Path, Path] | None:
     if annotations is None or images is None or not any(annotations.glob("*.xml")):
         return None
     return annotations, images
+
+
+def voc_splits(root: Path) -> list[str]:
+    """Split names a VOC folder offers (``ImageSets/Main/*.txt``, ``*.txt`` beside the folders).
+
+    VOC's per-class lists (``aeroplane_train.txt``) are left out where their split is listed itself.
+    """
+    names = {p.stem for folder in (root / "ImageSets" / "Main", root) for p in folder.glob("*.txt")}
+    return sorted(n for n in names if n.rpartition("_")[2] not in names or "_" not in n)
+
+
+def _split_stems(root: Path, split: str) -> list[str]:
+    """The xml stems a split file lists (its first column), or the error naming the splits there are."""
+    candidates = (root / "ImageSets" / "Main" / f"{split}.txt", root / f"{split}.txt")
+    split_file = next((f for f in candidates if f.is_file()), None)
+    if split_file is None:
+        raise missing_split_error(root, split, " or ".join(str(f) for f in candidates), voc_splits(root))
+    return [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
 
 
 def _text(element: ElementTree.Element, tag: str, xml_path: Path, where: str) -> str:
@@ -86,7 +113,7 @@ def read_voc(
 
     Args:
         root: The folder holding the annotation and image folders (see the module docstring).
-        split: Split file name without ``.txt``; ``None`` reads every xml file.
+        split: Split file name without ``.txt``; ``None`` or ``"all"`` reads every xml file.
         class_names: Classes in label order; ``None``: every name found, sorted (for VOC this
             is the original's 20-class order). Objects of other names are skipped and reported.
         difficult: Policy for ``<difficult>1</difficult>`` objects.
@@ -94,6 +121,10 @@ def read_voc(
     Returns:
         Records in split-file (or sorted file name) order with ``image_id`` = position + 1 and
         ``category_ids`` ``1..C``.
+
+    Raises:
+        DataFormatError: Not a VOC folder, a split with no split file (naming those there are), or
+            an unreadable xml file.
     """
     root = Path(root)
     folders = find_voc_folders(root)
@@ -105,17 +136,8 @@ def read_voc(
     annotation_dir, image_dir = folders
     report = DataReport()
     stems = sorted(p.stem for p in annotation_dir.glob("*.xml"))
-    if split is not None:
-        split_file = next(
-            (f for f in (root / "ImageSets" / "Main" / f"{split}.txt", root / f"{split}.txt") if f.is_file()), None
-        )
-        if split_file is None:
-            report.add(
-                "missing_split", root, f"no ImageSets/Main/{split}.txt or {split}.txt; using all {len(stems)} xml files"
-            )
-        else:
-            stems = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
-
+    if split not in (None, WHOLE_SET):
+        stems = _split_stems(root, split)
     parsed = []
     for stem in stems:
         xml_path = annotation_dir / f"{stem}.xml"

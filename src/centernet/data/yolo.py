@@ -19,9 +19,11 @@ import numpy as np
 import yaml
 
 from centernet.data.image_io import image_size
-from centernet.data.records import DataFormatError, DataReport, DetectionDataset, ImageRecord
+from centernet.data.records import WHOLE_SET, DataFormatError, DataReport, DetectionDataset, ImageRecord, missing_split_error
 from centernet.data.validation import validate_record
 
+#: Keys of an Ultralytics data yaml that are not splits.
+_NOT_SPLITS = frozenset({"path", "names", "nc", "kpt_shape", "flip_idx", "download", "yaml_file"})
 _IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 
@@ -103,7 +105,8 @@ def read_yolo(yaml_path: str | Path, split: str = "val") -> DetectionDataset:
 
     Args:
         yaml_path: The Ultralytics data yaml.
-        split: Key of the split in the yaml (``train``, ``val``, ``test``).
+        split: Key of the split in the yaml (``train``, ``val``, ``test``); ``"all"``: the images
+            of every split entry, in the yaml's order.
 
     Returns:
         Records in image order (sorted within folders), ``image_id`` = position + 1, boxes in
@@ -122,16 +125,17 @@ def read_yolo(yaml_path: str | Path, split: str = "val") -> DetectionDataset:
         raise DataFormatError(f"{yaml_path}: not a readable data yaml ({error})") from error
     if not isinstance(spec, dict) or "names" not in spec:
         raise DataFormatError(f"{yaml_path}: a YOLO data yaml needs 'names' and the split entries")
-    if split not in spec:
-        raise DataFormatError(
-            f"{yaml_path}: no split {split!r} (has {sorted(k for k in spec if k not in ('path', 'names'))})"
-        )
+    splits = [key for key in spec if key not in _NOT_SPLITS]
+    if split != WHOLE_SET and split not in splits:
+        raise missing_split_error(yaml_path, split, f"a {split!r} entry in {yaml_path}", splits)
     root = yaml_path.parent / str(spec.get("path", "."))
+    entries = [spec[key] for key in splits] if split == WHOLE_SET else [spec[split]]
+    images = [image for entry in entries for image in _split_images(yaml_path, root, entry)]
     class_names = _class_names(yaml_path, spec["names"])
     keypoint_shape = tuple(spec["kpt_shape"]) if "kpt_shape" in spec else None
     report = DataReport()
     records = []
-    for index, image_path in enumerate(_split_images(yaml_path, root, spec[split])):
+    for index, image_path in enumerate(images):
         width, height = image_size(image_path)
         label_path = label_path_of(image_path)
         rows = _parse_labels(label_path, keypoint_shape) if label_path.is_file() else []

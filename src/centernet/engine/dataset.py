@@ -1,6 +1,7 @@
 """Torch side of the data flow: records -> augmented input + task targets, deterministic per (seed, epoch, index)."""
 from __future__ import annotations
 
+import logging
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -9,19 +10,37 @@ from torch.utils.data import Dataset, Sampler
 
 from centernet.config import Config, ConfigError
 from centernet.data.check import SYNTHETIC, load_dataset
-from centernet.data.records import DetectionDataset, ImageRecord
+from centernet.data.records import WHOLE_SET, DetectionDataset, ImageRecord
 from centernet.data.transforms import NumpyAugmentRandom, TrainAugmentation, prepare_inference_input
 from centernet.tasks.base import DEBUG_ONLY_KEYS, get_task
 
+logger = logging.getLogger("centernet.data")
+
 
 def load_split(cfg: Config, which: str) -> DetectionDataset:
-    """Read the ``"train"`` or ``"val"`` split an experiment names (``data.*``)."""
+    """Read the ``"train"`` or ``"val"`` split an experiment names (``data.*``).
+
+    A split that is not found is an error naming the splits there are (never every image in its
+    place); ``all`` takes the whole source, and a warning says so, since validating on the whole
+    of a training source scores the training images.
+    """
     d = cfg.data
     if d.source == SYNTHETIC:
         data = load_dataset(SYNTHETIC, which, num_images=d.synthetic_images[which], image_size=d.synthetic_image_size)
     else:
         source = d.val_source if which == "val" and d.val_source else d.source
-        data = load_dataset(source, d.train_split if which == "train" else d.val_split)
+        split = d.train_split if which == "train" else d.val_split
+        data = load_dataset(source, split)
+        if split == WHOLE_SET:
+            shared = which == "val" and source == d.source
+            logger.warning(
+                "data.%s_split=all: %s uses every image of %s (%d images)%s",
+                which,
+                "training" if which == "train" else "validation",
+                source,
+                len(data.records),
+                ", the training images included" if shared else "",
+            )
     if d.max_images is not None:
         data.records = data.records[: d.max_images]
     return data

@@ -27,10 +27,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from centernet.config import Config, ConfigError  # noqa: E402
+from centernet.config import RESUME_SAFE_FIELDS, Config, ConfigError, load_config, with_overrides  # noqa: E402
 
 ON_EXISTING_RUN = ("error", "increment", "overwrite")
 LOCK_NAME = ".lock"
+
 
 
 class RunLockedError(FileExistsError):
@@ -136,6 +137,50 @@ class RunLock:
             self.release()
         except Exception:  # noqa: BLE001  (interpreter shutdown: the kernel drops the flock anyway)
             pass
+
+
+def _fields(cfg: Config) -> dict[str, object]:
+    """Every field of ``cfg`` by its dotted name (``train.epochs``), dict-valued fields whole."""
+    flat: dict[str, object] = {}
+    for key, value in cfg.to_dict().items():
+        if isinstance(value, dict) and key in ("model", "data", "augment", "train", "test"):
+            flat.update({f"{key}.{field}": inner for field, inner in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def resume_config(folder: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The experiment of the run in ``folder``: its own ``config.yaml`` (else ``last.pt``'s), with overrides.
+
+    The folder wherever it now is names the run (``project`` and ``name`` are set from it). An
+    override may change only ``RESUME_SAFE_FIELDS``; one that repeats the stored value is accepted.
+
+    Raises:
+        FileNotFoundError: ``folder`` holds no run (no ``config.yaml`` and no ``last.pt``).
+        ConfigError: An override would change another field; the message names each and the safe ones.
+    """
+    folder = Path(folder)
+    if (folder / "config.yaml").is_file():
+        stored = load_config(folder / "config.yaml")
+    elif (folder / "last.pt").is_file():
+        from centernet.models.checkpoint import load_checkpoint
+
+        stored = Config.from_dict(load_checkpoint(folder / "last.pt")["config"], str(folder / "last.pt"))
+    else:
+        where = "it holds no config.yaml and no last.pt" if folder.is_dir() else "the folder does not exist"
+        raise FileNotFoundError(f"--resume {folder}: no run to continue there ({where})")
+    stored.project, stored.name = str(folder.parent), folder.name
+    resumed = with_overrides(stored, overrides)
+    before, after = _fields(stored), _fields(resumed)
+    changed = [key for key in after if after[key] != before[key] and key not in RESUME_SAFE_FIELDS]
+    if changed:
+        raise ConfigError(
+            f"--resume {folder}: {', '.join(f'{key} ({before[key]!r} -> {after[key]!r})' for key in changed)} "
+            f"cannot change in a resumed run (it continues last.pt exactly, with {folder / 'config.yaml'}); "
+            f"fields a resume may change: {', '.join(RESUME_SAFE_FIELDS)}; for another experiment start a new name="
+        )
+    return resumed
 
 
 def _holds_a_run(folder: Path) -> bool:

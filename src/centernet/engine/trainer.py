@@ -290,6 +290,7 @@ class Trainer:
         if self.run:
             self.run.begin(cfg)  # the folder is ours alone from here on
             _remove_stale_temporaries(self.run.root)
+            logger.info(lr_schedule_description(cfg, sorted(self.scheduler.milestones.elements())))
         try:
             while self.state.epoch <= cfg.train.epochs and not self.stop_requested:
                 summary = self._run_epoch() or summary
@@ -397,6 +398,29 @@ def train(
     finally:
         if trainer.run:  # the folder's lock, however the run ended
             trainer.run.close()
+
+
+def lr_schedule_description(cfg: Config, milestones: Sequence[int]) -> str:
+    """The learning rates a run will use and the epochs of each, and why the drops are where they are.
+
+    ``milestones``: the epochs after which the lr drops (the scheduler's; a resumed run keeps the
+    ones it started with). Says when ``train.schedule_epochs`` moved the recipe's ``lr_steps``.
+    """
+    t = cfg.train
+    lr, start, spans = cfg.base_lr(), 1, []
+    for drop in [m for m in milestones if m < t.epochs] + [t.epochs]:
+        if drop >= start:
+            spans.append(f"{lr:.3g} for epoch{'s' if drop > start else ''} {start}{f'-{drop}' if drop > start else ''}")
+        lr, start = lr * t.lr_drop, drop + 1
+    line = "lr schedule: " + ", ".join(spans)
+    if list(milestones) != cfg.lr_milestones():
+        line += " (the drops this run started with, restored from last.pt)"
+    elif list(milestones) != list(t.lr_steps):
+        line += (
+            f" (train.lr_steps {list(t.lr_steps)} were written for train.schedule_epochs={t.schedule_epochs}, "
+            f"moved to {list(milestones)} for train.epochs={t.epochs}; train.schedule_epochs=null keeps them as written)"
+        )
+    return line
 
 
 def _format(values: dict) -> str:

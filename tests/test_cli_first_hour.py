@@ -21,7 +21,7 @@ import centernet
 from centernet.cli import main
 from centernet.config import RESUME_SAFE_FIELDS, ConfigError, list_recipes, load_config
 from centernet.detector import CenterNet
-from centernet.engine.dataset import load_split
+from centernet.engine.dataset import TrainingDataset, load_split
 from centernet.engine.trainer import lr_schedule_description
 
 TINY = [
@@ -87,9 +87,15 @@ def test_data_check_split_and_the_whole_set_said_explicitly(data_dir: Path, caps
         assert len(load_split(cfg, "val")) == 200
     assert "data.val_split=all: validation uses every image of" in caplog.text
     assert "(200 images), the training images included" in caplog.text
-    # A json file is one split: its name must say the split, or ``all`` takes it whole.
+    # A json file is one split: training does not validate on its own json unless ``all`` is said,
+    # an explicit split must be the one the file's name says, and ``val`` scores the file it is given.
+    train_json = data_dir / "raccoon" / "train.json"
+    with pytest.raises(ValueError, match="train.json: validation would score the training file itself.*data.val_split=all"):
+        TrainingDataset.from_config(load_config(None, [f"data.source={train_json}"]), "val")
     with pytest.raises(ValueError, match="train.json: a json file is one split.*'val'.*split 'all'"):
-        load_split(load_config(None, [f"data.source={data_dir / 'raccoon' / 'train.json'}"]), "val")
+        load_split(load_config(None, [f"data.source={train_json}"]), "val", "val")
+    both = load_config(None, [f"data.source={train_json}", f"data.val_source={data_dir / 'raccoon' / 'val.json'}"])
+    assert len(TrainingDataset.from_config(both, "val").data) == len(load_split(both, "val")) > 0
 
 
 # ---------------------------------------------------------------- 2: resume from the run folder

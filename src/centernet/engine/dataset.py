@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from typing import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -10,26 +11,32 @@ from torch.utils.data import Dataset, Sampler
 
 from centernet.config import Config, ConfigError
 from centernet.data.check import SYNTHETIC, load_dataset
-from centernet.data.records import WHOLE_SET, DetectionDataset, ImageRecord
+from centernet.data.records import WHOLE_SET, DataFormatError, DetectionDataset, ImageRecord
 from centernet.data.transforms import NumpyAugmentRandom, TrainAugmentation, prepare_inference_input
 from centernet.tasks.base import DEBUG_ONLY_KEYS, get_task
 
 logger = logging.getLogger("centernet.data")
 
 
-def load_split(cfg: Config, which: str) -> DetectionDataset:
+def load_split(cfg: Config, which: str, split: str | None = None) -> DetectionDataset:
     """Read the ``"train"`` or ``"val"`` split an experiment names (``data.*``).
 
     A split that is not found is an error naming the splits there are (never every image in its
     place); ``all`` takes the whole source, and a warning says so, since validating on the whole
-    of a training source scores the training images.
+    of a training source scores the training images. ``split`` (``val --split``) replaces the
+    experiment's own. A json file is itself one split: it is read whole, unless a split is asked
+    for by ``split`` (then its name must say it) or ``all`` is said.
     """
     d = cfg.data
     if d.source == SYNTHETIC:
-        data = load_dataset(SYNTHETIC, which, num_images=d.synthetic_images[which], image_size=d.synthetic_image_size)
+        data = load_dataset(SYNTHETIC, split or which, num_images=d.synthetic_images[which], image_size=d.synthetic_image_size)
     else:
         source = d.val_source if which == "val" and d.val_source else d.source
-        split = d.train_split if which == "train" else d.val_split
+        configured = d.train_split if which == "train" else d.val_split
+        if split is None and _is_json_file(source):
+            split = configured if configured == WHOLE_SET else None  # the file is the split
+        elif split is None:
+            split = configured
         data = load_dataset(source, split)
         if split == WHOLE_SET:
             shared = which == "val" and source == d.source
@@ -44,6 +51,10 @@ def load_split(cfg: Config, which: str) -> DetectionDataset:
     if d.max_images is not None:
         data.records = data.records[: d.max_images]
     return data
+
+
+def _is_json_file(source: str) -> bool:
+    return str(source).lower().endswith(".json") and Path(source).is_file()
 
 
 # The option of each task that caps the objects encoded per image (the original's max_objs).
@@ -138,7 +149,19 @@ class TrainingDataset(Dataset):
 
     @classmethod
     def from_config(cls, cfg: Config, which: str) -> TrainingDataset:
-        """The ``"train"`` (augmented, with targets) or ``"val"`` data set of an experiment."""
+        """The ``"train"`` (augmented, with targets) or ``"val"`` data set of an experiment.
+
+        Raises:
+            DataFormatError: Validation would read the training json itself (a json file is one
+                split) without ``data.val_split=all`` saying so.
+        """
+        d = cfg.data
+        if which == "val" and not d.val_source and _is_json_file(d.source) and d.val_split != WHOLE_SET:
+            raise DataFormatError(
+                f"{d.source}: validation would score the training file itself (a json file is one split); "
+                f"give the validation json as data.val_source=..., or say data.val_split={WHOLE_SET} "
+                "to validate on the training images knowingly"
+            )
         return cls(load_split(cfg, which), cfg, train=which == "train")
 
     @property

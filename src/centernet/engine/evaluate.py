@@ -255,9 +255,10 @@ def evaluate_checkpoint(
 
     detector = CenterNet.from_checkpoint(weights)
     cfg = experiment_for(detector, weights, recipe, overrides)
-    if split is not None:
-        cfg.data.val_split = split
-    data = load_split(cfg, "val")
+    named = [o.split("=", 1)[0].strip() for o in overrides]
+    if "data.source" in named and "data.val_source" not in named:
+        cfg.data.val_source = None  # the source named on the command line is the one scored
+    data = load_split(cfg, "val", split)
     require_task_annotations(data, detector.task.name)
     if len(data.class_names) != detector.num_classes:
         raise ValueError(f"{weights}: trained for {detector.num_classes} classes, data set {cfg.data.source} has {len(data.class_names)}")

@@ -94,7 +94,7 @@ def test_unknown_source_is_a_clear_error(tmp_path):
 
 def test_pose_from_coco_keypoints(tmp_path, data_dir):
     keypoints = data_dir / "coco_mini" / "annotations" / "person_keypoints_val2017.json"
-    rows = _train(tmp_path, "pose", "task=multi_pose", f"data.source={keypoints}", "data.train_split=all")
+    rows = _train(tmp_path, "pose", "task=multi_pose", f"data.source={keypoints}", "data.val_split=all")
     assert {"hp_loss", "hm_hp_loss", "hp_offset_loss"} <= set(rows[0])
 
 

@@ -309,7 +309,7 @@ def _int8_graph(network: nn.Module, meta: ExportMetadata, sample_images: torch.T
         return graph
     with torch.no_grad():
         maps = dict(zip(heads, raw(sample_images)))
-    decoder = HeadDecoder(meta.heads["hm"], meta.K)
+    decoder = HeadDecoder(meta.heads["hm"], meta.K).eval()
     samples = (maps["hm"], maps["wh"], maps["reg"], sample_trans)
     decoder_graph = _trace(decoder, samples, HeadDecoder.inputs, DECODED_OUTPUTS, opset, dynamic_batch)
     return attach_decoder(graph, decoder_graph, heads)

@@ -86,10 +86,11 @@ def test_int8_graph_quantises_the_network_and_keeps_the_decoder_float(exported) 
     network = [node for node in graph.graph.node if not node.name.startswith(DECODER_PREFIX)]
     decoder = [node for node in graph.graph.node if node.name.startswith(DECODER_PREFIX)]
     convs = [node for node in network if node.op_type == "Conv"]
-    # The decoder (sigmoid, sliding-max peak filter, top-K, gathers) holds no QDQ pair. Every convolution but the three heads' last ones reads de-quantised weights.
+    # Every convolution but the three heads' last ones reads de-quantised weights.
     dequantized = {out for node in network if node.op_type == "DequantizeLinear" for out in node.output}
     quantized_convs = [conv for conv in convs if conv.input[1] in dequantized]
     assert len(quantized_convs) == len(convs) - 3
+    # The decoder (sigmoid, sliding-max peak filter, top-K, gathers) holds no QDQ pair.
     decoder_ops = {node.op_type for node in decoder}
     assert {"Sigmoid", "Max", "TopK", "GatherElements"} <= decoder_ops and not decoder_ops & QDQ_OPS
     assert [i.name for i in graph.graph.input] == ["images", "trans"]

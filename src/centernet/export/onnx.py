@@ -418,7 +418,7 @@ def read_metadata(path: str | PathLike[str]) -> ExportMetadata:
 class OnnxDetector:
     """Runs an exported ctdet graph with onnxruntime, with the PyTorch path's pre-processing.
 
-    Both decoded and raw (``decode=False``) ctdet graphs are accepted. A raw graph runs as the
+    Both decoded and raw (``decode=False``) ctdet graphs are accepted, float32 or INT8 alike. A raw graph runs as the
     network of the one ``Predictor`` (the PyTorch path's pre-processing, decoding, merge and
     threshold); a decoded graph takes the same pre-processing and does the decoding itself.
 
@@ -426,15 +426,25 @@ class OnnxDetector:
         path: ONNX file from ``export_onnx``.
         providers: onnxruntime execution providers (default: CPU).
         score_thresh: detections scoring below it are dropped from the results.
+        threads: onnxruntime intra-op threads (default: onnxruntime's, one per core).
     """
 
     def __init__(
-        self, path: str | PathLike[str], providers: Sequence[str] | None = None, score_thresh: float = 0.0
+        self,
+        path: str | PathLike[str],
+        providers: Sequence[str] | None = None,
+        score_thresh: float = 0.0,
+        threads: int | None = None,
     ) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(self.path), providers=list(providers or ["CPUExecutionProvider"]))
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(
+            str(self.path), options, providers=list(providers or ["CPUExecutionProvider"])
+        )
         self.metadata = ExportMetadata.from_props(self.session.get_modelmeta().custom_metadata_map)
         if self.metadata.task != "ctdet":
             raise ValueError(f"{self.path}: OnnxDetector runs 2D detection graphs, not {self.metadata.task!r}")

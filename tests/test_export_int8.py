@@ -68,16 +68,33 @@ def detector() -> CenterNet:
     return detector.eval()
 
 
+def _cli(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "centernet.cli", *argv], check=False, capture_output=True, text=True, timeout=300)
+
+
 @pytest.fixture(scope="module")
-def exported(detector, calibration_dir, tmp_path_factory) -> dict[str, Path]:
-    """The float32 decoded graph, and the INT8 decoded and raw graphs, of ``detector``."""
+def weights(detector, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("weights") / "model.pt"
+    detector.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cli_raw_export(weights, calibration_dir) -> subprocess.CompletedProcess:
+    """``centernet export --int8 --raw-heads`` of ``weights`` (writes ``model_int8.onnx`` beside it)."""
+    return _cli("export", "--weights", str(weights), "--K", str(K), "--raw-heads", "--int8",
+                "--calibration-images", str(calibration_dir))
+
+
+@pytest.fixture(scope="module")
+def exported(detector, calibration_dir, weights, cli_raw_export, tmp_path_factory) -> dict[str, Path]:
+    """The float32 decoded graph and the INT8 decoded graph of ``detector``, and the CLI's INT8 raw graph."""
     folder = tmp_path_factory.mktemp("int8")
+    assert cli_raw_export.returncode == 0, cli_raw_export.stderr
     return {
         "float32": export_onnx(detector, folder / "float32.onnx", K=K),
         "int8": export_onnx(detector, folder / "int8.onnx", K=K, int8=True, calibration_images=calibration_dir),
-        "int8_raw": export_onnx(
-            detector, folder / "int8_raw.onnx", K=K, decode=False, int8=True, calibration_images=calibration_dir
-        ),
+        "int8_raw": weights.with_name("model_int8.onnx"),
     }
 
 
@@ -149,19 +166,12 @@ def test_calibration_images_are_evenly_spaced_by_name(calibration_dir) -> None:
     assert len(calibration_files(calibration_dir, 10)) == len(CALIBRATION)
 
 
-def _cli(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "centernet.cli", *argv], check=False, capture_output=True, text=True, timeout=300)
-
-
-def test_cli_int8_export_and_its_errors(detector, calibration_dir, tmp_path) -> None:
-    weights = tmp_path / "model.pt"
-    detector.save(weights)
-    done = _cli("export", "--weights", str(weights), "--int8", "--calibration-images", str(calibration_dir),
-                "--calibration-count", "2")
-    assert done.returncode == 0, done.stderr
-    written = tmp_path / "model_int8.onnx"
-    assert done.stdout.strip() == f"exported {written}"
-    assert read_metadata(written).precision == "int8"
+def test_cli_int8_export_and_its_errors(weights, cli_raw_export, tmp_path) -> None:
+    assert cli_raw_export.returncode == 0, cli_raw_export.stderr
+    written = weights.with_name("model_int8.onnx")
+    assert cli_raw_export.stdout.strip() == f"exported {written}"
+    metadata = read_metadata(written)
+    assert metadata.precision == "int8" and not metadata.decoded and metadata.K == K
 
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -76,7 +76,10 @@ def predict(
 
 
 def export(weights, output: str | Path | None = None, **options) -> Path:
-    """Export to ONNX with decoding in the graph (see ``centernet.export.onnx.export_onnx``)."""
+    """Export to ONNX with decoding in the graph (see ``centernet.export.onnx.export_onnx``).
+
+    ``int8=True, calibration_images="folder/"`` quantises the network statically to INT8.
+    """
     from centernet.export.onnx import export_onnx
 
     return export_onnx(weights, output, **options)

@@ -127,8 +127,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from centernet.export.onnx import export_onnx
 
     if args.format != "onnx":
-        raise SystemExit(f"unsupported export format {args.format!r}; only 'onnx' is available")
-    path = export_onnx(args.weights, args.output, input_size=args.input_size, K=args.K, decode=not args.raw_heads)
+        raise ValueError(f"unsupported export format {args.format!r}; only 'onnx' is available")
+    path = export_onnx(
+        args.weights,
+        args.output,
+        input_size=args.input_size,
+        K=args.K,
+        decode=not args.raw_heads,
+        int8=args.int8,
+        calibration_images=args.calibration_images,
+        calibration_count=args.calibration_count,
+    )
     print(f"exported {path}")
     return 0
 
@@ -262,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="network input, multiples of 32 (default: the checkpoint's input size)")
     p.add_argument("--K", type=int, default=100, help="detections per image of the decoded graph (default: %(default)s)")
     p.add_argument("--raw-heads", action="store_true", help="export the raw head maps without decoding")
+    p.add_argument("--int8", action="store_true", help="statically quantised INT8 network (QDQ), decoder kept float32")
+    p.add_argument("--calibration-images", default=None, metavar="DIR", help="images to calibrate --int8 on")
+    p.add_argument("--calibration-count", type=int, default=64, metavar="N", help="calibration images used (default 64)")
     p.set_defaults(func=_cmd_export)
 
     p = verbs.add_parser("data", help="data set tools")

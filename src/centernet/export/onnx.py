@@ -24,6 +24,11 @@ size; a keep-res model is exported, and then run, letterboxed to its ``input_siz
 metadata (task, class names, mean/std, channel order, input size, K...) travels in the ONNX
 ``metadata_props`` as JSON values and is read back by ``read_metadata`` and ``OnnxDetector``.
 Deformable convolutions export as ONNX ``DeformConv`` (opset 19) through the dynamo exporter.
+
+``int8=True`` writes the same inputs and outputs with a statically quantised network (QDQ
+``QuantizeLinear`` / ``DequantizeLinear`` pairs, calibrated on ``calibration_images``) and the
+decoder kept in float; ``centernet.export.int8`` says why and how. The metadata's ``precision``
+tells the two apart; ``OnnxDetector`` runs both the same way.
 """
 from __future__ import annotations
 
@@ -79,6 +84,7 @@ class ExportMetadata:
         down_ratio: output stride of the network.
         K: detections per image of a decoded graph.
         decoded: whether the graph holds the decoder (outputs ``boxes, scores, labels``).
+        precision: ``"float32"``, or ``"int8"`` for a statically quantised network.
     """
 
     task: str
@@ -92,6 +98,7 @@ class ExportMetadata:
     down_ratio: int
     K: int
     decoded: bool
+    precision: str = "float32"
 
     def input_spec(self) -> InputSpec:
         """The pre-processing the graph expects (fix-res letterbox at ``input_hw``)."""
@@ -117,7 +124,8 @@ class ExportMetadata:
         version = props.get("centernet_metadata_version")
         if version is None or not version.isdigit() or int(version) > METADATA_VERSION:
             raise ValueError(f"not a CenterNet ONNX export (metadata version {version!r})")
-        values = {name: json.loads(props[name]) for name in cls.__dataclass_fields__}
+        # Graphs written before ``precision`` existed are float32.
+        values = {name: json.loads(props[name]) for name in cls.__dataclass_fields__ if name in props}
         return cls(
             task=values["task"],
             arch=values["arch"],
@@ -130,6 +138,7 @@ class ExportMetadata:
             down_ratio=int(values["down_ratio"]),
             K=int(values["K"]),
             decoded=bool(values["decoded"]),
+            precision=str(values.get("precision", "float32")),
         )
 
 
@@ -149,7 +158,7 @@ def output_to_image_transform(meta: ImageMeta) -> np.ndarray:
     return get_affine_transform(meta.center, meta.scale, meta.rot, out_wh, inv=True).astype(np.float32)
 
 
-def _metadata(detector: CenterNet, input_hw: tuple[int, int] | None, K: int, decode: bool) -> ExportMetadata:
+def _metadata(detector: CenterNet, input_hw: tuple[int, int] | None, K: int, decode: bool, precision: str) -> ExportMetadata:
     """The deployment metadata of a detector exported at ``input_hw`` (default: its own size)."""
     spec = detector.spec
     names = detector.class_names or [str(i) for i in range(detector.num_classes)]
@@ -165,6 +174,7 @@ def _metadata(detector: CenterNet, input_hw: tuple[int, int] | None, K: int, dec
         down_ratio=spec.down_ratio,
         K=K,
         decoded=decode,
+        precision=precision,
     )
 
 
@@ -209,6 +219,28 @@ class DecodedCtdet(nn.Module):
         return decode_to_image(self.task, self.network(images), trans, self.K)
 
 
+class HeadDecoder(nn.Module):
+    """``decode_to_image`` alone: the float decoder attached to an INT8 network.
+
+    Args:
+        num_classes: channels of ``hm``.
+        K: detections per image.
+    """
+
+    inputs = ("hm", "wh", "reg", "trans")
+
+    def __init__(self, num_classes: int, K: int) -> None:
+        super().__init__()
+        self.task = CtdetTask(num_classes)
+        self.K = K
+
+    def forward(
+        self, hm: torch.Tensor, wh: torch.Tensor, reg: torch.Tensor, trans: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Head maps ``[B, C, Ho, Wo]`` and ``trans [B, 2, 3]`` -> ``boxes``, ``scores``, ``labels`` (``DecodedCtdet``'s)."""
+        return decode_to_image(self.task, {"hm": hm, "wh": wh, "reg": reg}, trans, self.K)
+
+
 class RawHeads(nn.Module):
     """Network returning the last stack's head maps as a tuple in ``heads`` order."""
 
@@ -238,6 +270,52 @@ def _graph(network: nn.Module, meta: ExportMetadata) -> tuple[nn.Module, tuple[s
     return DecodedCtdet(network, num_classes, meta.K), ("images", "trans"), DECODED_OUTPUTS
 
 
+def _trace(
+    module: nn.Module, samples: tuple[torch.Tensor, ...], input_names: Sequence[str], output_names: Sequence[str],
+    opset: int, dynamic_batch: bool,
+):
+    """``module`` as an ``onnx.ModelProto`` through the dynamo exporter (batch axis dynamic if asked)."""
+    dynamic_shapes = None
+    if dynamic_batch:
+        batch_dim = torch.export.Dim("batch")
+        dynamic_shapes = tuple({0: batch_dim} for _ in input_names)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        # The exporter reports progress on stdout, and warns that inputs sharing the batch Dim
+        # share one axis name, which is what we mean.
+        warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
+        program = torch.onnx.export(
+            module,
+            samples,
+            None,
+            input_names=list(input_names),
+            output_names=list(output_names),
+            opset_version=opset,
+            dynamo=True,
+            dynamic_shapes=dynamic_shapes,
+            verbose=False,
+        )
+    return program.model_proto
+
+
+def _int8_graph(network: nn.Module, meta: ExportMetadata, sample_images: torch.Tensor, sample_trans: torch.Tensor,
+                files: Sequence[Path], opset: int, dynamic_batch: bool):
+    """The quantised raw-heads network, with the float decoder attached when ``meta.decoded``."""
+    from centernet.export.int8 import attach_decoder, quantize_network
+
+    heads = list(meta.heads)
+    raw = RawHeads(network, heads).eval()
+    raw_graph = _trace(raw, (sample_images,), ("images",), heads, opset, dynamic_batch)
+    graph = quantize_network(raw_graph, meta.input_spec(), files)
+    if not meta.decoded:
+        return graph
+    with torch.no_grad():
+        maps = dict(zip(heads, raw(sample_images)))
+    decoder = HeadDecoder(meta.heads["hm"], meta.K).eval()
+    samples = (maps["hm"], maps["wh"], maps["reg"], sample_trans)
+    decoder_graph = _trace(decoder, samples, HeadDecoder.inputs, DECODED_OUTPUTS, opset, dynamic_batch)
+    return attach_decoder(graph, decoder_graph, heads)
+
+
 def export_onnx(
     weights_or_detector: str | PathLike[str] | CenterNet,
     output: str | PathLike[str] | None = None,
@@ -246,14 +324,17 @@ def export_onnx(
     decode: bool = True,
     opset: int = 19,
     dynamic_batch: bool = True,
+    int8: bool = False,
+    calibration_images: str | PathLike[str] | None = None,
+    calibration_count: int = 64,
 ) -> Path:
     """Export a model to one self-contained ONNX file.
 
     Args:
         weights_or_detector: our checkpoint (``.pt``), an original CenterNet ``.pth``, or a
             ``centernet.CenterNet`` detector.
-        output: file to write; default: the checkpoint's path with suffix ``.onnx`` (a detector:
-            ``<arch>_<task>.onnx`` in the working folder).
+        output: file to write; default: the checkpoint's path with suffix ``.onnx`` (``_int8.onnx``
+            with ``int8``; a detector: ``<arch>_<task>.onnx`` in the working folder).
         input_size: network input ``(height, width)``, multiples of 32 (128 for Hourglass);
             default: the detector's ``input_size`` (a keep-res model is exported letterboxed to it).
         K: detections per image of the decoded graph.
@@ -261,12 +342,19 @@ def export_onnx(
             head maps (pose, 3D, or to decode elsewhere).
         opset: ONNX opset (19 or later for ``DeformConv``).
         dynamic_batch: make the batch axis dynamic; else the graph takes exactly one image.
+        int8: quantise the network statically to INT8 (QDQ; the decoder stays float32).
+        calibration_images: folder of images whose activation ranges calibrate ``int8``
+            (representative of deployment: the training or validation photos).
+        calibration_count: how many of its images to use (evenly spaced by name).
 
     Returns:
         The written file.
 
     Raises:
-        ValueError: ``decode`` for a task other than ctdet, or ``K`` out of range.
+        ValueError: ``decode`` for a task other than ctdet, ``K`` out of range, ``int8`` without
+            calibration images (or calibration images without ``int8``), a folder without images.
+        FileNotFoundError: ``calibration_images`` is not a folder.
+        ImageReadError: a calibration image cannot be read (named).
         MissingExtraError: onnx or onnxscript is not installed (``pip install "centernet[export]"``).
     """
     from centernet.detector import CenterNet
@@ -274,14 +362,28 @@ def export_onnx(
     # torch's dynamo exporter imports both lazily, deep inside; check before loading any weights.
     require("onnx", "export", "ONNX export")
     require("onnxscript", "export", "ONNX export")
+    if int8 != (calibration_images is not None):
+        raise ValueError(
+            "INT8 export needs calibration images (CLI: --int8 --calibration-images DIR)"
+            if int8
+            else "calibration images are only read by an INT8 export (CLI: add --int8)"
+        )
+    files = []
+    if int8:
+        require("onnxruntime", "export", "INT8 export")
+        from centernet.export.int8 import calibration_files
+
+        files = calibration_files(calibration_images, calibration_count)  # bad images fail before the export
     input_hw = (int(input_size[0]), int(input_size[1])) if input_size is not None else None
+    suffix = "_int8.onnx" if int8 else ".onnx"
     if isinstance(weights_or_detector, CenterNet):
         detector = weights_or_detector
-        default_output = Path(f"{detector.arch}_{detector.task.name}.onnx")
+        default_output = Path(f"{detector.arch}_{detector.task.name}{suffix}")
     else:
         detector = CenterNet.from_checkpoint(weights_or_detector)
-        default_output = Path(weights_or_detector).with_suffix(".onnx")
-    meta = _metadata(detector, input_hw, K, decode)
+        default_output = Path(weights_or_detector).with_suffix("")
+        default_output = default_output.with_name(default_output.name + suffix)
+    meta = _metadata(detector, input_hw, K, decode, "int8" if int8 else "float32")
     output = Path(output) if output is not None else default_output
     module, input_names, output_names = _graph(detector.network, meta)
     was_training = detector.network.training
@@ -293,30 +395,21 @@ def export_onnx(
     device = next(detector.network.parameters()).device
     sample_images = torch.zeros(batch, 3, height, width, device=device)
     sample_trans = torch.eye(2, 3, device=device).expand(batch, 2, 3).contiguous()
-    args = (sample_images, sample_trans)[: len(input_names)]
-    dynamic_shapes = None
-    if dynamic_batch:
-        batch_dim = torch.export.Dim("batch")
-        dynamic_shapes = {name: {0: batch_dim} for name in input_names}
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        # The exporter reports progress on stdout, and warns that inputs sharing the batch Dim
-        # share one axis name, which is what we mean.
-        warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
-        program = torch.onnx.export(
-            module,
-            args,
-            None,
-            input_names=list(input_names),
-            output_names=list(output_names),
-            opset_version=opset,
-            dynamo=True,
-            dynamic_shapes=dynamic_shapes,
-            verbose=False,
-        )
-    detector.network.train(was_training)
-    program.model.metadata_props.update(meta.to_props())
+    try:
+        if int8:
+            graph = _int8_graph(detector.network, meta, sample_images, sample_trans, files, opset, dynamic_batch)
+        else:
+            samples = (sample_images, sample_trans)[: len(input_names)]
+            graph = _trace(module, samples, input_names, output_names, opset, dynamic_batch)
+    finally:
+        detector.network.train(was_training)
+    del graph.metadata_props[:]
+    for key, value in meta.to_props().items():
+        graph.metadata_props.add(key=key, value=value)
     output.parent.mkdir(parents=True, exist_ok=True)
-    program.save(output, external_data=False)
+    import onnx
+
+    onnx.save(graph, str(output))
     return output
 
 
@@ -330,7 +423,7 @@ def read_metadata(path: str | PathLike[str]) -> ExportMetadata:
 class OnnxDetector:
     """Runs an exported ctdet graph with onnxruntime, with the PyTorch path's pre-processing.
 
-    Both decoded and raw (``decode=False``) ctdet graphs are accepted. A raw graph runs as the
+    Both decoded and raw (``decode=False``) ctdet graphs are accepted, float32 or INT8 alike. A raw graph runs as the
     network of the one ``Predictor`` (the PyTorch path's pre-processing, decoding, merge and
     threshold); a decoded graph takes the same pre-processing and does the decoding itself.
 
@@ -338,14 +431,24 @@ class OnnxDetector:
         path: ONNX file from ``export_onnx``.
         providers: onnxruntime execution providers (default: CPU).
         score_thresh: detections scoring below it are dropped from the results.
+        threads: onnxruntime intra-op threads (default: onnxruntime's, one per core).
     """
 
     def __init__(
-        self, path: str | PathLike[str], providers: Sequence[str] | None = None, score_thresh: float = 0.0
+        self,
+        path: str | PathLike[str],
+        providers: Sequence[str] | None = None,
+        score_thresh: float = 0.0,
+        threads: int | None = None,
     ) -> None:
         ort = require("onnxruntime", "export", "OnnxDetector")
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(self.path), providers=list(providers or ["CPUExecutionProvider"]))
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(
+            str(self.path), options, providers=list(providers or ["CPUExecutionProvider"])
+        )
         self.metadata = ExportMetadata.from_props(self.session.get_modelmeta().custom_metadata_map)
         if self.metadata.task != "ctdet":
             raise ValueError(f"{self.path}: OnnxDetector runs 2D detection graphs, not {self.metadata.task!r}")

@@ -272,8 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--K", type=int, default=100, help="detections per image of the decoded graph (default: %(default)s)")
     p.add_argument("--raw-heads", action="store_true", help="export the raw head maps without decoding")
     p.add_argument("--int8", action="store_true", help="statically quantised INT8 network (QDQ), decoder kept float32")
-    p.add_argument("--calibration-images", default=None, metavar="DIR", help="images to calibrate --int8 on")
-    p.add_argument("--calibration-count", type=int, default=64, metavar="N", help="calibration images used (default 64)")
+    p.add_argument("--calibration-images", default=None, metavar="DIR", help="folder of images to calibrate --int8 on (default: none; required with --int8)")
+    p.add_argument("--calibration-count", type=int, default=64, metavar="N", help="calibration images used (default: %(default)s)")
     p.set_defaults(func=_cmd_export)
 
     p = verbs.add_parser("data", help="data set tools")

@@ -50,6 +50,8 @@ def _test_overrides(args: argparse.Namespace) -> list[str]:
     precision = "float16" if args.half else "bfloat16" if args.bf16 else args.precision
     if precision is not None:
         out.append(f"test.precision={precision}")
+    if args.compile:
+        out.append("test.compile=true")
     return out
 
 
@@ -128,6 +130,7 @@ def _add_test_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=("float32", "float16", "bfloat16"), default=None, help="network precision (test.precision)")
     g.add_argument("--half", action="store_true", help="float16 autocast (test.precision=float16)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (test.precision=bfloat16)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the network, CUDA graphs on a GPU (test.compile=true)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-
-from centernet.data.image_io import load_image
 from pipelines import COCO_MINI, centernet_variants
 from timing import PeakMemory, interleaved, synchronizer
+
+from centernet.data.image_io import load_image
 
 PAPER_FPS = {"res_18": 142, "dla_34": 52}  # the paper's Table 1, Titan Xp, batch 1
 GOAL_FPS = {"res_18": 1000, "dla_34": 400}  # batch 1, H100
@@ -58,8 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     started = time.perf_counter()
     lines = [
-        f"## GPU inference ({torch.cuda.get_device_name(device)}, torch {torch.__version__}, {args.size}x{args.size}, "
-        f"medians of {args.repeats} interleaved rounds)\n",
+        (f"## GPU inference ({torch.cuda.get_device_name(device)}, torch {torch.__version__}, {args.size}x{args.size}, "
+         f"medians of {args.repeats} interleaved rounds)\n"),
         "| model | batch | variant | network ms | end-to-end ms / batch | images/s | paper FPS (Titan Xp, b1) | goal (b1) | verdict | peak MiB |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from timing import failure_note
 
 from centernet.data.check import load_dataset
 from centernet.data.image_io import load_image
@@ -43,7 +44,6 @@ from centernet.engine.predictor import Predictor
 from centernet.export.onnx import export_onnx, output_to_image_transform
 from centernet.models import build_model
 from centernet.tasks.ctdet import CtdetTask
-from timing import failure_note
 
 DATA_DIR = Path(os.environ.get("CENTERNET_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 COCO_MINI = DATA_DIR / "coco_mini"
@@ -220,7 +220,7 @@ def torchvision_variants(size: int, batch: int, images: Sequence[np.ndarray], de
         "fasterrcnn_mobilenet_v3_large_fpn": (
             lambda: detection.fasterrcnn_mobilenet_v3_large_fpn(**common, min_size=size, max_size=size, box_score_thresh=0.0), ""),
         "ssdlite320_mobilenet_v3_large": (
-            lambda: detection.ssdlite320_mobilenet_v3_large(**common, score_thresh=0.0), "own resize to 320"),
+            lambda: detection.ssdlite320_mobilenet_v3_large(**common, score_thresh=0.0), "own resize to 320, score threshold 0"),
     }
     batch_images = batch_of(images, batch)
     out = []

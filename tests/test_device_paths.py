@@ -156,3 +156,12 @@ def test_one_process_ddp_training_on_gloo(tmp_path):
     done = run_one_process_training(tmp_path, "cpu", [*TINY, "train.epochs=1"])
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "ddp1" / "last.pt").is_file() and (tmp_path / "ddp1" / "results.csv").is_file()
+
+
+@pytest.mark.parametrize("verb", [["val"], ["predict", "--source", "images/"]])
+def test_compile_flag_of_val_and_predict_sets_test_compile(verb):
+    from centernet.cli import _test_overrides, build_parser
+
+    args = build_parser().parse_args([*verb, "--weights", "model.pt", "--compile"])
+    assert "test.compile=true" in _test_overrides(args)
+    assert "test.compile=true" not in _test_overrides(build_parser().parse_args([*verb, "--weights", "model.pt"]))

@@ -215,7 +215,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="variants besides eager (default all three; --quick: onnx)")
     parser.add_argument("--no-torchvision", action="store_true", help="skip the torchvision detectors and YOLOv8n")
     parser.add_argument("--no-training", action="store_true", help="skip the training input / step throughput")
-    parser.add_argument("--warmup", type=int, default=2)
+    # The first runs of a network on the CPU are several times slower (oneDNN primitives, allocator).
+    parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=20, help=f"interleaved rounds (at least {MIN_REPEATS})")
     parser.add_argument("--train-images", type=int, default=80, help="coco_mini images for the input pipeline")
     parser.add_argument("--train-batch", type=int, default=8)
@@ -228,7 +229,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.variants is None:
         args.variants = ["onnx"] if args.quick else ["channels_last", "compile", "onnx"]
     if args.quick:
-        args.warmup, args.repeats = 1, MIN_REPEATS
+        args.repeats = MIN_REPEATS
         args.train_images, args.train_batch, args.train_steps = 16, 2, 2
     if args.repeats < MIN_REPEATS:
         parser.error(f"--repeats {args.repeats}: medians need at least {MIN_REPEATS} runs")

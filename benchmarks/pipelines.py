@@ -38,7 +38,7 @@ from timing import failure_note
 
 from centernet.data.check import load_dataset
 from centernet.data.image_io import load_image
-from centernet.data.transforms import InputSpec, TrainAugmentation
+from centernet.data.transforms import InputSpec, NumpyAugmentRandom, TrainAugmentation
 from centernet.detector import CenterNet
 from centernet.engine.predictor import Predictor
 from centernet.export.onnx import export_onnx, output_to_image_transform
@@ -279,7 +279,7 @@ def training_sample_rates(size: int, num_images: int, seed: int = 0) -> tuple[di
     dataset = load_dataset(COCO_MINI, split="train")
     task = CtdetTask(dataset.num_classes)
     augment = TrainAugmentation(spec=InputSpec(input_hw=(size, size)))
-    rng = np.random.default_rng(seed)
+    rng = NumpyAugmentRandom(np.random.default_rng(seed))
     spent = {"decode": 0.0, "augment": 0.0, "targets": 0.0}
     samples = []
     for i in range(num_images):
@@ -287,14 +287,14 @@ def training_sample_rates(size: int, num_images: int, seed: int = 0) -> tuple[di
         start = time.perf_counter()
         image = load_image(record.path)
         decoded = time.perf_counter()
-        network_input, meta = augment(image, rng)
+        sample = task.augment(image, augment, rng)
         augmented = time.perf_counter()
-        targets = task.encode(record.annotations(), meta)
+        targets = task.encode(record.annotations(), sample.meta)
         done = time.perf_counter()
         spent["decode"] += decoded - start
         spent["augment"] += augmented - decoded
         spent["targets"] += done - augmented
-        samples.append({"input": network_input, **targets})
+        samples.append({"input": sample.input, **targets})
     rates = {f"{stage} ms": 1000 * seconds / num_images for stage, seconds in spent.items()}
     rates["images/s"] = num_images / sum(spent.values())
     return rates, samples, dataset.num_classes

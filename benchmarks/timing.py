@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import resource
 import statistics
 import sys
@@ -125,8 +126,9 @@ def interleaved(
 
     Each task first runs ``warmup`` times (the first of them under ``memory``, whose peak is the
     task's). A task that raises is reported and dropped from the rounds; its ``Measurement`` keeps
-    the failure note. The order of the tasks turns by one each round, so that no task always runs
-    just after the same neighbour (a cache or thermal effect of one would always land on the other).
+    the failure note. Each round runs the tasks in a new random order (seeded: the same sequence
+    every run), so that no task always follows the same neighbour, whose cache or allocator state
+    would otherwise always land on it.
     """
     results = {name: Measurement() for name in tasks}
     alive = []
@@ -141,9 +143,9 @@ def interleaved(
             alive.append(name)
         except Exception as exc:  # compile / export back-ends fail in many ways: report, go on
             results[name].failure = failure_note(name, exc)
+    order = random.Random(0)
     for round_index in range(repeats):
-        shift = round_index % len(alive) if alive else 0
-        for name in alive[shift:] + alive[:shift]:
+        for name in order.sample(alive, len(alive)):
             if results[name].failure:
                 continue
             try:

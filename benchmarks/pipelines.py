@@ -43,6 +43,7 @@ from centernet.detector import CenterNet
 from centernet.engine.predictor import Predictor
 from centernet.export.onnx import export_onnx, output_to_image_transform
 from centernet.models import build_model
+from centernet.tasks.base import DEBUG_ONLY_KEYS
 from centernet.tasks.ctdet import CtdetTask
 
 DATA_DIR = Path(os.environ.get("CENTERNET_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -294,7 +295,7 @@ def training_sample_rates(size: int, num_images: int, seed: int = 0) -> tuple[di
         spent["decode"] += decoded - start
         spent["augment"] += augmented - decoded
         spent["targets"] += done - augmented
-        samples.append({"input": sample.input, **targets})
+        samples.append({"input": sample.input, **{k: v for k, v in targets.items() if k not in DEBUG_ONLY_KEYS}})
     rates = {f"{stage} ms": 1000 * seconds / num_images for stage, seconds in spent.items()}
     rates["images/s"] = num_images / sum(spent.values())
     return rates, samples, dataset.num_classes

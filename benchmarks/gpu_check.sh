@@ -25,14 +25,14 @@ trap 'rm -rf "$WORK"' EXIT
 started=$SECONDS
 status=0
 
-echo "== cuda tests (limit 270 s)"
-timeout 270 "$PYTHON" -m pytest -q -n 0 -m cuda tests/test_cuda.py -rA -p no:cacheprovider \
+echo "== cuda tests (limit 240 s)"
+timeout 240 "$PYTHON" -m pytest -q -n 0 -m cuda tests/test_cuda.py -rA -p no:cacheprovider \
     --junitxml="$WORK/cuda.xml" >"$WORK/tests.log" 2>&1 || status=$?
 tail -n 25 "$WORK/tests.log"
 
-echo "== GPU benchmark (limit 180 s)"
+echo "== GPU benchmark (limit 210 s)"
 bench_status=0
-timeout 180 "$PYTHON" benchmarks/bench_gpu.py >"$WORK/bench.md" 2>"$WORK/bench.err" || bench_status=$?
+timeout 210 "$PYTHON" benchmarks/bench_gpu.py >"$WORK/bench.md" 2>"$WORK/bench.err" || bench_status=$?
 if [[ $bench_status -ne 0 ]]; then
     echo "GPU benchmark stopped with status $bench_status (124: time limit); its last messages:"
     tail -n 15 "$WORK/bench.err"

@@ -151,6 +151,7 @@ VARIANTS = {
     "nms": {"nms": True},
     "precision": {"precision": "bfloat16"},
     "device": {"device": "cuda"},
+    "compile": {"compile": True},  # the same detections: tests/test_device_paths.py, tests/test_cuda.py
 }
 
 
@@ -170,6 +171,11 @@ def test_every_test_field_changes_the_output(data_dir, weights):
     assert len(base) == 100 and base.scores.max() > median > base.scores.min()
     for field, change in VARIANTS.items():
         change = {field: median} if field == "score_thresh" else change
+        if field == "compile":  # read, and compiled lazily (equality to eager is tested on a small network)
+            test = dataclasses.replace(config_module.TestConfig(device="cpu"), **change)
+            predictor = Predictor.from_config(detector.network, detector.task, spec, detector.class_names, None, test)
+            assert predictor.compiled and isinstance(predictor.network, torch._dynamo.eval_frame.OptimizedModule)
+            continue
         if field == "device" and not torch.cuda.is_available():
             with pytest.raises(ValueError, match="no CUDA GPU"):
                 run(**change)

@@ -84,6 +84,8 @@ def _test_overrides(args: argparse.Namespace) -> list[str]:
     precision = "float16" if args.half else "bfloat16" if args.bf16 else args.precision
     if precision is not None:
         out.append(f"test.precision={precision}")
+    if args.compile:
+        out.append("test.compile=true")
     return out
 
 
@@ -207,6 +209,7 @@ def _add_test_options(p: argparse.ArgumentParser) -> None:
                    help="network precision (test.precision; default: the experiment's, float32)")
     g.add_argument("--half", action="store_true", help="float16 autocast (test.precision=float16)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (test.precision=bfloat16)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the network, CUDA graphs on a GPU (test.compile=true)")
 
 
 def build_parser() -> argparse.ArgumentParser:

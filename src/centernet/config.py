@@ -152,6 +152,7 @@ class TestConfig:
     nms: bool = False  # Gaussian soft-NMS over merged detections (always on with several scales)
     device: str = "auto"
     precision: str = "float32"
+    compile: bool = False  # torch.compile the network (CUDA graphs on a GPU); see Predictor
 
 
 @dataclass

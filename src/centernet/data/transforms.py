@@ -13,11 +13,13 @@ and tests can replay the original's recorded draws one by one.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import cv2
 import numpy as np
+import torch
 
 from centernet.config import COCO_MEAN_BGR, COCO_STD_BGR, Config
 from centernet.tasks.base import ImageMeta
@@ -246,16 +248,49 @@ class InputSpec:
     def normalize_uint8(self, image: np.ndarray) -> np.ndarray:
         """``[H, W, 3]`` uint8 BGR image -> ``[3, H, W]`` float32 network input.
 
-        Normalised in float64 then rounded to float32, as the original detector's ``pre_process``.
+        Normalised in float64 then rounded to float32, as the original detector's ``pre_process``:
+        the 256 possible results per channel are computed so once (``uint8_lookup``) and looked up,
+        bit-equal and about 5x faster than the arithmetic on every pixel.
         """
-        mean, std = self._statistics()
-        network_input = ((self._channels(image) / 255.0 - mean) / std).astype(np.float32)
-        return np.ascontiguousarray(network_input.transpose(2, 0, 1))
+        table = uint8_lookup(tuple(self.mean), tuple(self.std))
+        sources = (2, 1, 0) if self.channel_order == "rgb" else (0, 1, 2)
+        network_input = np.empty((3, *image.shape[:2]), np.float32)
+        for channel, source in enumerate(sources):
+            np.take(table[channel], image[:, :, source], out=network_input[channel])
+        return network_input
+
+    def normalize_uint8_tensor(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, H, W, 3]`` uint8 BGR images on any device -> ``[B, 3, H, W]`` float32 network inputs.
+
+        Bit-equal to ``normalize_uint8``: the same float64 maths, with every operand a tensor on the
+        images' device (CUDA divides by a host scalar through its reciprocal, which is not exact).
+        Lets a GPU receive 8-bit pixels, a quarter of the float32 traffic.
+        """
+        mean, std = (torch.tensor(np.asarray(v, np.float32), dtype=torch.float64, device=images.device) for v in (self.mean, self.std))
+        pixels = images.flip(-1) if self.channel_order == "rgb" else images
+        full_scale = torch.tensor(255.0, dtype=torch.float64, device=images.device)
+        network_input = ((pixels.to(torch.float64) / full_scale - mean) / std).to(torch.float32)
+        return network_input.permute(0, 3, 1, 2).contiguous()
+
+    def warped_input(self, image: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, ImageMeta]:
+        """A uint8 BGR image cut out onto the network input, before normalisation: ``([h, w, 3] uint8, meta)``."""
+        meta = self.meta(image.shape[0], image.shape[1], scale)
+        return warp_to_input(image, meta), meta
 
     def inference_input(self, image: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, ImageMeta]:
         """A uint8 BGR image as the original detector feeds it: ``([3, h, w] float32, meta)``."""
-        meta = self.meta(image.shape[0], image.shape[1], scale)
-        return self.normalize_uint8(warp_to_input(image, meta)), meta
+        warped, meta = self.warped_input(image, scale)
+        return self.normalize_uint8(warped), meta
+
+
+@functools.lru_cache(maxsize=16)
+def uint8_lookup(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """``[3, 256]`` float32: ``(v / 255 - mean[c]) / std[c]`` for every 8-bit value ``v``, in float64 then rounded."""
+    values = np.arange(256, dtype=np.float64) / 255.0
+    mean32, std32 = np.asarray(mean, np.float32).reshape(3, 1), np.asarray(std, np.float32).reshape(3, 1)
+    table = ((values[None, :] - mean32) / std32).astype(np.float32)
+    table.flags.writeable = False
+    return table
 
 
 def keep_res_pad(arch: str) -> int:

@@ -13,14 +13,16 @@ import torch.distributed as dist
 class DistributedContext:
     """Rank, world size and device of this process.
 
-    Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the process group is created with
-    NCCL on CUDA and gloo on CPU; otherwise everything is a no-op for one process.
+    Under ``torchrun`` (``WORLD_SIZE`` and ``MASTER_ADDR`` in the environment, one process
+    included) the process group is created with NCCL on CUDA and gloo on CPU, and training wraps
+    the model in DistributedDataParallel; without a launcher everything is a no-op for one process.
     """
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    process_group: bool = False  # a process group is initialised (always with world size > 1)
 
     @property
     def is_main(self) -> bool:
@@ -28,11 +30,12 @@ class DistributedContext:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.process_group
 
     @classmethod
     def from_env(cls, device: str = "auto") -> DistributedContext:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        launched = "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
         rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
@@ -43,9 +46,9 @@ class DistributedContext:
             resolved = torch.device("cuda", index)
         else:
             resolved = torch.device("cpu")
-        if world_size > 1 and not dist.is_initialized():
+        if (world_size > 1 or launched) and not dist.is_initialized():
             dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-        return cls(rank, world_size, local_rank, resolved)
+        return cls(rank, world_size, local_rank, resolved, process_group=dist.is_initialized())
 
     def barrier(self) -> None:
         if self.enabled:

@@ -33,10 +33,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torchvision.ops import deform_conv2d
 
 from centernet.models import build_model
 from centernet.models.dcn import DeformConv, dcn_implementation, deform_conv2d_gather
-from torchvision.ops import deform_conv2d
 
 HEADS = {"hm": 80, "wh": 2, "reg": 2}
 
@@ -162,11 +162,11 @@ def main() -> None:
     lines = [
         f"# Deformable convolution on the CPU ({args.arch} vs {plain_arch})",
         "",
-        f"`python benchmarks/bench_dcn.py --arch {args.arch} --size {args.size} --threads {args.threads} "
+        (f"`python benchmarks/bench_dcn.py --arch {args.arch} --size {args.size} --threads {args.threads} "
         f"--repeats {args.repeats}` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads; "
         f"eager, float32, batch 1, no_grad, medians of {args.repeats} interleaved rounds after {args.warmup} "
-        f"warm-up rounds; 1-minute load average {min(loads):.2f} to {max(loads):.2f} during the run.",
+        f"warm-up rounds; 1-minute load average {min(loads):.2f} to {max(loads):.2f} during the run."),
         "",
         f"## One {args.channels}-channel 3x3 layer at {args.layer_size}x{args.layer_size}",
         "",

@@ -158,7 +158,7 @@ def deform_conv2d_gather(
         ``[B, C_out, Ho, Wo]`` in ``x``'s memory format.
     """
     batch, channels, height, width = x.shape
-    out_channels, weight_channels, kh, kw = weight.shape
+    _, weight_channels, kh, kw = weight.shape
     out_h, out_w = offset.shape[-2:]
     groups = offset.shape[1] // (2 * kh * kw)
     if weight_channels != channels or groups * 2 * kh * kw != offset.shape[1] or channels % groups:

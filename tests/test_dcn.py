@@ -116,6 +116,14 @@ def test_samples_on_and_near_the_border() -> None:
     assert_same_as_torchvision(inputs)
 
 
+def test_nan_offsets_read_zero_like_samples_outside_the_map() -> None:
+    inputs = make_inputs(1, 4, 3, (7, 7), seed=5)
+    far_outside = dict(inputs, offset=inputs["offset"].clone())
+    inputs["offset"][0, :4, 2:5, 1:3] = float("nan")
+    far_outside["offset"][0, :4, 2:5, 1:3] = -100.0
+    torch.testing.assert_close(deform_conv2d_gather(**inputs), deform_conv2d_gather(**far_outside), atol=0, rtol=0)
+
+
 def test_channels_last_input_keeps_its_format() -> None:
     inputs = make_inputs(2, 32, 16, (20, 24))
     expected = assert_same_as_torchvision(inputs)

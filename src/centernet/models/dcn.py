@@ -93,13 +93,14 @@ def _bilinear_corners(
         offset: ``[B, 2 * G * kh * kw, Ho, Wo]``, per group and tap the (row, column) offset in
             input pixels (torchvision's layout).
         mask: ``[B, G * kh * kw, Ho, Wo]`` modulation, or ``None`` for 1.
-        in_hw: input ``(H, W)``; the flattened map is ``[B, H + 2, W + 2, G]`` rows of ``C / G``.
+        in_hw: input ``(H, W)``; the flattened map is ``[B, H + 3, W + 3, G]`` rows of ``C / G``:
+            the input with a zero border of one pixel before and two after.
 
     Returns:
         ``index`` int64 and ``weight`` of shape ``[B * Ho * kh * Wo * kw * G, 4]``: the four corners
         of each sample, ordered as the rows of the channels-last ``[B, Ho * kh, Wo * kw, C]`` map.
         A sample at row ``h <= -1`` or ``h >= H`` (or the same for columns) reads 0, as in
-        torchvision and DCNv2; inside, corners on the one-pixel zero border contribute 0.
+        torchvision and DCNv2; inside, corners on the zero border contribute 0.
     """
     batch, _, out_h, out_w = offset.shape
     height, width = in_hw
@@ -114,15 +115,17 @@ def _bilinear_corners(
     order = (0, 4, 2, 5, 3, 1)
     rows = (off[:, :, :, :, 0] + (tap_rows + out_rows)).permute(order)
     cols = (off[:, :, :, :, 1] + (tap_cols + out_cols)).permute(order)
-    inside = (rows > -1) & (rows < height) & (cols > -1) & (cols < width)
-    # Outside samples move to (-1, -1): all their weight lands on a zero border pixel.
-    rows = torch.where(inside, rows, -1.0)
-    cols = torch.where(inside, cols, -1.0)
+    # Torchvision and DCNv2 read 0 for a sample at h <= -1 or h >= H (w likewise), and 0 for each
+    # corner outside the map. Clamping to [-1, H] keeps every sample's value: one inside keeps its
+    # position, one outside lands on an integer of the zero border (one row and column before the
+    # map, two after, so that a sample at H still has its second corner row). A NaN reads 0 too.
+    rows = rows.clamp(-1, height).nan_to_num_(nan=-1.0)
+    cols = cols.clamp(-1, width).nan_to_num_(nan=-1.0)
     row0, col0 = rows.floor(), cols.floor()
     row_frac, col_frac = rows - row0, cols - col0
-    padded_w = width + 2
+    padded_w = width + 3
     pixel = (row0 + 1).long() * padded_w + (col0 + 1).long()
-    pixel += (torch.arange(batch, device=device) * ((height + 2) * padded_w)).view(batch, 1, 1, 1, 1, 1)
+    pixel += (torch.arange(batch, device=device) * ((height + 3) * padded_w)).view(batch, 1, 1, 1, 1, 1)
     first = pixel * groups + torch.arange(groups, device=device)
     step_w, step_h = groups, padded_w * groups
     index = torch.stack((first, first + step_w, first + step_h, first + step_h + step_w), dim=-1)
@@ -169,8 +172,8 @@ def deform_conv2d_gather(
     index, corner_weight = _bilinear_corners(
         offset, mask, (height, width), (kh, kw), stride, padding, dilation, groups
     )
-    padded = x.new_zeros(batch, height + 2, width + 2, channels)
-    padded[:, 1:-1, 1:-1] = x.permute(0, 2, 3, 1)
+    padded = x.new_zeros(batch, height + 3, width + 3, channels)
+    padded[:, 1:-2, 1:-2] = x.permute(0, 2, 3, 1)
     table = padded.view(-1, channels // groups)
     samples = F.embedding_bag(index, table, per_sample_weights=corner_weight, mode="sum")
     # Sample (tap a, b) of output pixel (i, j) sits at (i * kh + a, j * kw + b): a stride-k conv.
@@ -227,8 +230,9 @@ class DeformConv(nn.Module):
         nn.init.zeros_(self.conv_offset_mask.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        o1, o2, mask = torch.chunk(self.conv_offset_mask(x), 3, dim=1)
-        offset = torch.cat((o1, o2), dim=1)
+        # Chunks (o1, o2, m) of the prediction; cat(o1, o2) is its first two thirds, taken as a view.
+        offset_mask = self.conv_offset_mask(x)
+        offset, mask = offset_mask.split((offset_mask.shape[1] * 2 // 3, offset_mask.shape[1] // 3), dim=1)
         implementation = resolve_implementation(x, offset, self.weight, self.bias)
         op = deform_conv2d_gather if implementation == "gather" else deform_conv2d
         return op(

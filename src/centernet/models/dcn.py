@@ -101,41 +101,50 @@ def _bilinear_corners(
         of each sample, ordered as the rows of the channels-last ``[B, Ho * kh, Wo * kw, C]`` map.
         A sample at row ``h <= -1`` or ``h >= H`` (or the same for columns) reads 0, as in
         torchvision and DCNv2; inside, corners on the zero border contribute 0.
+
+    The maths is a handful of whole-tensor operations on ``[..., 2]`` (row, column) pairs: on a
+    busy machine every operation costs a thread synchronisation, so fewer is faster.
     """
     batch, _, out_h, out_w = offset.shape
     height, width = in_hw
     kh, kw = kernel_hw
     dtype, device = offset.dtype, offset.device
-    off = offset.view(batch, groups, kh, kw, 2, out_h, out_w)
-    tap_rows = (torch.arange(kh, dtype=dtype, device=device) * dilation).view(kh, 1, 1, 1)
-    tap_cols = (torch.arange(kw, dtype=dtype, device=device) * dilation).view(1, kw, 1, 1)
-    out_rows = (torch.arange(out_h, dtype=dtype, device=device) * stride - padding).view(1, 1, out_h, 1)
-    out_cols = (torch.arange(out_w, dtype=dtype, device=device) * stride - padding).view(1, 1, 1, out_w)
-    # [B, G, kh, kw, Ho, Wo] -> [B, Ho, kh, Wo, kw, G]: the order of the sampled map's rows.
-    order = (0, 4, 2, 5, 3, 1)
-    rows = (off[:, :, :, :, 0] + (tap_rows + out_rows)).permute(order)
-    cols = (off[:, :, :, :, 1] + (tap_cols + out_cols)).permute(order)
+    # Sample order [B, Ho, kh, Wo, kw, G, (row, column)]: the order of the sampled map's rows.
+    order = (0, 5, 2, 6, 3, 1, 4)
+    taps = torch.arange(max(kh, kw), dtype=dtype, device=device) * dilation
+    base_rows = (torch.arange(out_h, dtype=dtype, device=device) * stride - padding).view(out_h, 1, 1, 1) + taps[:kh].view(kh, 1, 1)
+    base_cols = (torch.arange(out_w, dtype=dtype, device=device) * stride - padding).view(out_w, 1) + taps[:kw]
+    base = torch.stack(torch.broadcast_tensors(base_rows, base_cols), dim=-1).view(out_h, kh, out_w, kw, 1, 2)
+    # ``base`` first: its strides give the result the sample order's memory layout.
+    position = base + offset.view(batch, groups, kh, kw, 2, out_h, out_w).permute(order)
     # Torchvision and DCNv2 read 0 for a sample at h <= -1 or h >= H (w likewise), and 0 for each
     # corner outside the map. Clamping to [-1, H] keeps every sample's value: one inside keeps its
     # position, one outside lands on an integer of the zero border (one row and column before the
     # map, two after, so that a sample at H still has its second corner row). A NaN reads 0 too.
-    rows = rows.clamp(-1, height).nan_to_num_(nan=-1.0)
-    cols = cols.clamp(-1, width).nan_to_num_(nan=-1.0)
-    row0, col0 = rows.floor(), cols.floor()
-    row_frac, col_frac = rows - row0, cols - col0
+    upper = torch.tensor([height, width], dtype=dtype, device=device)
+    position = torch.clamp(position, min=torch.tensor(-1.0, dtype=dtype, device=device), max=upper)
+    position.nan_to_num_(nan=-1.0)
+    corner = position.floor()
+    fraction = position - corner
     padded_w = width + 3
-    pixel = (row0 + 1).long() * padded_w + (col0 + 1).long()
-    pixel += (torch.arange(batch, device=device) * ((height + 3) * padded_w)).view(batch, 1, 1, 1, 1, 1)
-    first = pixel * groups + torch.arange(groups, device=device)
-    step_w, step_h = groups, padded_w * groups
-    index = torch.stack((first, first + step_w, first + step_h, first + step_h + step_w), dim=-1)
-    upper, lower = 1 - row_frac, row_frac
+    # Row-major pixel of the top-left corner; whole numbers, exact in float32 below 2**24.
+    if (height + 3) * padded_w >= 2**24:
+        corner = corner.double()
+    pixel = torch.add(corner[..., 1], corner[..., 0], alpha=padded_w).long()
+    image_start = torch.arange(batch, device=device) * ((height + 3) * padded_w) + padded_w + 1
+    pixel += image_start.view(batch, 1, 1, 1, 1, 1)
+    if groups > 1:
+        pixel = pixel * groups + torch.arange(groups, device=device)
+    steps = torch.tensor([0, groups, padded_w * groups, (padded_w + 1) * groups], device=device)
+    index = pixel.unsqueeze(-1) + steps
+    # [..., (row, column), (near, far)] bilinear weights; the modulation joins the row weights.
+    linear = torch.stack((1 - fraction, fraction), dim=-1)
+    row_weight = linear[..., 0, :]
     if mask is not None:
-        modulation = mask.view(batch, groups, kh, kw, out_h, out_w).permute(order)
-        upper, lower = upper * modulation, lower * modulation
-    left, right = 1 - col_frac, col_frac
-    weight = torch.stack((upper * left, upper * right, lower * left, lower * right), dim=-1)
-    return index.view(-1, 4), weight.view(-1, 4)
+        modulation = mask.view(batch, groups, kh, kw, out_h, out_w).permute(0, 4, 2, 5, 3, 1)
+        row_weight = row_weight * modulation.unsqueeze(-1)
+    weight = row_weight.unsqueeze(-1) * linear[..., 1, :].unsqueeze(-2)
+    return index.reshape(-1, 4), weight.reshape(-1, 4)
 
 
 def deform_conv2d_gather(

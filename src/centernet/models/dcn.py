@@ -137,13 +137,17 @@ def _bilinear_corners(
         pixel = pixel * groups + torch.arange(groups, device=device)
     steps = torch.tensor([0, groups, padded_w * groups, (padded_w + 1) * groups], device=device)
     index = pixel.unsqueeze(-1) + steps
-    # [..., (row, column), (near, far)] bilinear weights; the modulation joins the row weights.
-    linear = torch.stack((1 - fraction, fraction), dim=-1)
-    row_weight = linear[..., 0, :]
-    if mask is not None:
+    # Bilinear weights of the near and far row and column; the modulation joins the row weights.
+    # Four products of whole vectors: a broadcast outer product over a trailing pair is far slower.
+    row_far, col_far = fraction.unbind(-1)
+    if mask is None:
+        row_near = 1 - row_far
+    else:
         modulation = mask.view(batch, groups, kh, kw, out_h, out_w).permute(0, 4, 2, 5, 3, 1)
-        row_weight = row_weight * modulation.unsqueeze(-1)
-    weight = row_weight.unsqueeze(-1) * linear[..., 1, :].unsqueeze(-2)
+        row_far = row_far * modulation
+        row_near = modulation - row_far
+    col_near = 1 - col_far
+    weight = torch.stack((row_near * col_near, row_near * col_far, row_far * col_near, row_far * col_far), dim=-1)
     return index.reshape(-1, 4), weight.reshape(-1, 4)
 
 

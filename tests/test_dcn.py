@@ -12,7 +12,6 @@ import pytest
 import torch
 from torchvision.ops import deform_conv2d
 
-from centernet.models import dcn
 from centernet.models.dcn import (
     DeformConv,
     dcn_implementation,
@@ -195,13 +194,17 @@ def test_forced_gather_backward_equals_torchvision() -> None:
 
 
 def test_implementation_switch_is_validated(monkeypatch) -> None:
+    x = torch.zeros(1)
     with pytest.raises(ValueError, match="expected one of auto, torchvision, gather"), dcn_implementation("fast"):
         pass
     monkeypatch.setenv("CENTERNET_DCN", "cuda")
     with pytest.raises(ValueError, match="CENTERNET_DCN='cuda'"):
-        dcn._implementation_from_env()
+        resolve_implementation(x)
     monkeypatch.setenv("CENTERNET_DCN", "torchvision")
-    assert dcn._implementation_from_env() == "torchvision"
+    with torch.no_grad():
+        assert resolve_implementation(x) == "torchvision"
+        with dcn_implementation("gather"):
+            assert resolve_implementation(x) == "gather"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

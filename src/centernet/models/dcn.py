@@ -41,26 +41,29 @@ _GATHER_DTYPES = (torch.float32, torch.float64)
 
 
 def _implementation_from_env() -> str:
+    """``CENTERNET_DCN``, read at each call so that a bad value is reported where it is used (the
+    CLI's ``error:`` line), not as an import-time traceback."""
     name = os.environ.get("CENTERNET_DCN", "auto")
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"CENTERNET_DCN={name!r}: expected one of {', '.join(IMPLEMENTATIONS)}")
     return name
 
 
-_implementation = _implementation_from_env()
+_forced: str | None = None
 
 
 @contextlib.contextmanager
 def dcn_implementation(name: str) -> Iterator[None]:
-    """Force every ``DeformConv`` to ``name`` (one of ``IMPLEMENTATIONS``) inside the block."""
-    global _implementation
+    """Force every ``DeformConv`` to ``name`` (one of ``IMPLEMENTATIONS``) inside the block; it
+    takes precedence over ``CENTERNET_DCN``."""
+    global _forced
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"deformable convolution implementation {name!r}: expected one of {', '.join(IMPLEMENTATIONS)}")
-    previous, _implementation = _implementation, name
+    previous, _forced = _forced, name
     try:
         yield
     finally:
-        _implementation = previous
+        _forced = previous
 
 
 def _exporting() -> bool:
@@ -69,8 +72,9 @@ def _exporting() -> bool:
 
 def resolve_implementation(*tensors: torch.Tensor) -> str:
     """``"gather"`` or ``"torchvision"``: what a ``DeformConv`` on these tensors runs (see module doc)."""
-    if _implementation != "auto":
-        return _implementation
+    implementation = _forced or _implementation_from_env()
+    if implementation != "auto":
+        return implementation
     first = tensors[0]
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     fast = first.device.type == "cpu" and first.dtype in _GATHER_DTYPES and not needs_grad and not _exporting()

@@ -29,6 +29,7 @@ def load_split(cfg: Config, which: str, split: str | None = None) -> DetectionDa
     """
     d = cfg.data
     if d.source == SYNTHETIC:
+        source = SYNTHETIC
         data = load_dataset(SYNTHETIC, split or which, num_images=d.synthetic_images[which], image_size=d.synthetic_image_size)
     else:
         source = d.val_source if which == "val" and d.val_source else d.source
@@ -38,18 +39,17 @@ def load_split(cfg: Config, which: str, split: str | None = None) -> DetectionDa
         elif split is None:
             split = configured
         data = load_dataset(source, split)
-        if split == WHOLE_SET:
-            shared = which == "val" and source == d.source
-            logger.warning(
-                "data.%s_split=all: %s uses every image of %s (%d images)%s",
-                which,
-                "training" if which == "train" else "validation",
-                source,
-                len(data.records),
-                ", the training images included" if shared else "",
-            )
     if d.max_images is not None:
         data.records = data.records[: d.max_images]
+    if split == WHOLE_SET:
+        logger.warning(
+            "data.%s_split=all: %s uses every image of %s (%d images)%s",
+            which,
+            "training" if which == "train" else "validation",
+            source,
+            len(data.records),
+            ", the training images included" if which == "val" and source == d.source else "",
+        )
     return data
 
 

@@ -431,6 +431,8 @@ def _bad_checkpoints(folder: Path, good: Path) -> dict[str, tuple[Path, str]]:
     torch.save({"state_dict": {}, "payload": _Exploit()}, malicious)
     pickled = folder / "plain_pickle.pt"
     pickled.write_bytes(pickle.dumps(_Exploit()))
+    exported = folder / "model.onnx"  # an exported graph given where the checkpoint belongs
+    exported.write_bytes(b"\x08\x08\x12\x07pytorch")
     future = folder / "future.pt"
     torch.save({**torch.load(good, weights_only=True), "format_version": 99, "class_names": ["x", "y"]}, future)
     return {
@@ -439,6 +441,7 @@ def _bad_checkpoints(folder: Path, good: Path) -> dict[str, tuple[Path, str]]:
         "malicious": (malicious, "refused: it holds pickled Python objects"),
         "plain_pickle": (pickled, "not a readable PyTorch checkpoint"),
         "future": (future, "checkpoint format_version 99 is not supported"),
+        "onnx": (exported, "an ONNX model, not a PyTorch checkpoint"),
         "folder": (folder, "is a folder, not a checkpoint file"),
     }
 

@@ -86,6 +86,12 @@ def _torch_load(path: str | PathLike[str]) -> Any:
     except PermissionError as exc:
         raise CheckpointError(f"{path}: cannot read the checkpoint (permission denied)") from exc
     except Exception as exc:  # torch raises pickle, zip, EOF and runtime errors for damaged files
+        if str(path).lower().endswith(".onnx"):
+            raise CheckpointError(
+                f"{path}: an ONNX model, not a PyTorch checkpoint: val, predict and training read the .pt "
+                "(or original .pth) it was exported from; run the ONNX file with "
+                "centernet.export.onnx.OnnxDetector(path).predict(images)"
+            ) from exc
         raise CheckpointError(f"{path}: {_load_failure(str(exc), type(exc).__name__)}") from exc
 
 

@@ -12,7 +12,11 @@ Two implementations compute the same function:
   ``embedding_bag`` over the four corners of each sample (the corner weights carry the modulation
   mask), laid out as a channels-last map ``k`` times the output's height and width, on which one
   plain ``k x k`` convolution of stride ``k`` applies the weight (oneDNN's convolution instead of a
-  hand-written loop). It equals torchvision's op to float32 rounding, zero padding included.
+  hand-written loop). It equals torchvision's op to float32 rounding, zero padding included. The
+  sampled map is ``k * k`` times the output's size (37 MB for a 64-channel layer at 128x128), so it
+  is built and convolved a band of output rows at a time (about ``_BAND_BYTES`` each): the band
+  stays in the CPU's cache between the gather and the convolution instead of going through memory,
+  which measured twice as fast for the layer as one whole-map gather.
 
 ``"auto"`` (the default) picks ``"gather"`` on the CPU when no gradient is needed (inference under
 ``torch.no_grad``/``inference_mode``, or inputs and parameters that do not require grad), and
@@ -38,6 +42,9 @@ __all__ = ["IMPLEMENTATIONS", "DeformConv", "dcn_implementation", "deform_conv2d
 
 IMPLEMENTATIONS = ("auto", "torchvision", "gather")
 _GATHER_DTYPES = (torch.float32, torch.float64)
+# Sampled-map bytes per band of output rows: about one core's L2 cache (1 MiB on the benchmark's
+# AMD EPYC), measured fastest for 64- to 256-channel layers between 1 and 2 MiB.
+_BAND_BYTES = 2**21
 
 
 def _implementation_from_env() -> str:
@@ -189,14 +196,22 @@ def deform_conv2d_gather(
     index, corner_weight = _bilinear_corners(
         offset, mask, (height, width), (kh, kw), stride, padding, dilation, groups
     )
-    padded = x.new_zeros(batch, height + 3, width + 3, channels)
-    padded[:, 1:-2, 1:-2] = x.permute(0, 2, 3, 1)
-    table = padded.view(-1, channels // groups)
-    samples = F.embedding_bag(index, table, per_sample_weights=corner_weight, mode="sum")
-    # Sample (tap a, b) of output pixel (i, j) sits at (i * kh + a, j * kw + b): a stride-k conv.
-    sampled = samples.view(batch, out_h * kh, out_w * kw, channels).permute(0, 3, 1, 2)
-    out = F.conv2d(sampled, weight, bias, stride=(kh, kw))
-    return out.contiguous(memory_format=torch.channels_last if _is_channels_last(x) else torch.contiguous_format)
+    # One pad of the channels-last view: a zero border of one pixel before and two after.
+    table = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 2, 1, 2)).reshape(-1, channels // groups)
+    memory_format = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+    out = torch.empty(batch, weight.shape[0], out_h, out_w, dtype=x.dtype, device=x.device, memory_format=memory_format)
+    # Bags of one output row, and how many rows make one band of about _BAND_BYTES of samples.
+    row_bags = kh * out_w * kw * groups
+    band_rows = max(1, _BAND_BYTES // (row_bags * table.shape[1] * x.element_size()))
+    for image in range(batch):
+        for top in range(0, out_h, band_rows):
+            bottom = min(out_h, top + band_rows)
+            bags = slice((image * out_h + top) * row_bags, (image * out_h + bottom) * row_bags)
+            samples = F.embedding_bag(index[bags], table, per_sample_weights=corner_weight[bags], mode="sum")
+            # Sample (tap a, b) of output pixel (i, j) sits at (i * kh + a, j * kw + b): a stride-k conv.
+            sampled = samples.view(1, (bottom - top) * kh, out_w * kw, channels).permute(0, 3, 1, 2)
+            out[image : image + 1, :, top:bottom] = F.conv2d(sampled, weight, bias, stride=(kh, kw))
+    return out
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:

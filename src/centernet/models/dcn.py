@@ -145,12 +145,14 @@ def _bilinear_corners(
     # Row-major pixel of the top-left corner; whole numbers, exact in float32 below 2**24.
     if (height + 3) * padded_w >= 2**24:
         corner = corner.double()
-    pixel = torch.add(corner[..., 1], corner[..., 0], alpha=padded_w).long()
-    image_start = torch.arange(batch, device=device) * ((height + 3) * padded_w) + padded_w + 1
+    # int32 rows where the table allows (half the index bytes for embedding_bag to read).
+    index_dtype = torch.int32 if batch * (height + 3) * padded_w * groups < 2**31 else torch.int64
+    pixel = torch.add(corner[..., 1], corner[..., 0], alpha=padded_w).to(index_dtype)
+    image_start = torch.arange(batch, dtype=index_dtype, device=device) * ((height + 3) * padded_w) + padded_w + 1
     pixel += image_start.view(batch, 1, 1, 1, 1, 1)
     if groups > 1:
-        pixel = pixel * groups + torch.arange(groups, device=device)
-    steps = torch.tensor([0, groups, padded_w * groups, (padded_w + 1) * groups], device=device)
+        pixel = pixel * groups + torch.arange(groups, dtype=index_dtype, device=device)
+    steps = torch.tensor([0, groups, padded_w * groups, (padded_w + 1) * groups], dtype=index_dtype, device=device)
     index = pixel.unsqueeze(-1) + steps
     # Bilinear weights of the near and far row and column; the modulation joins the row weights.
     # Four products of whole vectors: a broadcast outer product over a trailing pair is far slower.

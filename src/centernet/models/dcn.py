@@ -112,8 +112,9 @@ def _bilinear_corners(
             the input with a zero border of one pixel before and two after.
 
     Returns:
-        ``index`` (int32; int64 for a table of 2**31 rows or more) and ``weight`` of shape ``[B * Ho * kh * Wo * kw * G, 4]``: the four corners
-        of each sample, ordered as the rows of the channels-last ``[B, Ho * kh, Wo * kw, C]`` map.
+        ``index`` (int32; int64 for a table of 2**31 rows or more) and ``weight`` of shape
+        ``[B * Ho * kh * Wo * kw * G, 4]``: the four corners of each sample, ordered as the rows of
+        the channels-last ``[B, Ho * kh, Wo * kw, C]`` map.
         A sample at row ``h <= -1`` or ``h >= H`` (or the same for columns) reads 0, as in
         torchvision and DCNv2; inside, corners on the zero border contribute 0.
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torchvision.ops import deform_conv2d
 
+from centernet.models import dcn
 from centernet.models.dcn import (
     DeformConv,
     dcn_implementation,
@@ -233,3 +234,16 @@ def test_export_keeps_the_deform_conv_op(tmp_path) -> None:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (actual,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     np.testing.assert_allclose(actual, expected, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("band_rows", [1, 2, 4])
+def test_row_bands_equal_one_band(monkeypatch, band_rows: int) -> None:
+    """The gather runs in bands of output rows; bands of 1, 2 and 4 rows (the last one partial on
+    the 17- and 9-row outputs of stride 1 and 2, two images) give torchvision's result."""
+    for stride in (1, 2):
+        inputs = make_inputs(2, 8, 6, (17, 11), stride=stride, offset_scale=3.0)
+        out_w = inputs["offset"].shape[-1]
+        monkeypatch.setattr(dcn, "_BAND_WEIGHT_RATIO", 0)
+        monkeypatch.setattr(dcn, "_BAND_BYTES", band_rows * 9 * out_w * 8 * 4)
+        assert_same_as_torchvision(inputs)
+        assert_same_as_torchvision(inputs, use_mask=False)

@@ -56,3 +56,17 @@ def raccoon_overfit_overrides(project, annotations) -> list[str]:
         "train.save_images=0",
         "train.seed=1",
     ]
+
+
+def tiny_synthetic_run(train_images: int = 8, val_images: int = 4) -> list[str]:
+    """The CLI tests' seconds-long run: a small res_18 on 64-pixel synthetic shapes, no workers or drawings."""
+    return [
+        "data.source=synthetic",
+        f"data.synthetic_images={{train: {train_images}, val: {val_images}}}",
+        "data.synthetic_image_size=64",
+        "data.input_size=[64,64]",
+        "data.num_workers=0",
+        "model.head_conv=16",
+        "train.batch_size=4",
+        "train.save_images=0",
+    ]

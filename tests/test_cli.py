@@ -8,18 +8,9 @@ import pytest
 
 from centernet.cli import main
 from centernet.data.check import load_dataset
+from tests.helpers import tiny_synthetic_run
 
-TINY = [
-    "data.source=synthetic",
-    "data.synthetic_images={train: 8, val: 4}",
-    "data.synthetic_image_size=64",
-    "data.input_size=[64,64]",
-    "data.num_workers=0",
-    "model.head_conv=16",
-    "train.batch_size=4",
-    "train.epochs=1",
-    "train.save_images=0",
-]
+TINY = [*tiny_synthetic_run(), "train.epochs=1"]
 
 
 @pytest.fixture(scope="module")

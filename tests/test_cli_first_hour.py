@@ -23,18 +23,9 @@ from centernet.config import RESUME_SAFE_FIELDS, ConfigError, list_recipes, load
 from centernet.detector import CenterNet
 from centernet.engine.dataset import TrainingDataset, load_split
 from centernet.engine.trainer import lr_schedule_description
+from tests.helpers import tiny_synthetic_run
 
-TINY = [
-    "data.source=synthetic",
-    "data.synthetic_images={train: 8, val: 4}",
-    "data.synthetic_image_size=64",
-    "data.input_size=[64,64]",
-    "data.num_workers=0",
-    "model.head_conv=16",
-    "train.batch_size=4",
-    "train.save_images=0",
-    "train.tensorboard=false",
-]
+TINY = [*tiny_synthetic_run(), "train.tensorboard=false"]
 
 
 def _cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

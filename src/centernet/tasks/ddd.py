@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from centernet.data.kitti import KITTI_CLASSES, KITTI_TYPE_RULES
-from centernet.tasks.base import HeadOutputs, ImageMeta, Task, final_stack
+from centernet.tasks.base import ExportDecoder, HeadOutputs, ImageMeta, Task, final_stack, to_image_pixels
 from centernet.tasks.common import (
     affine_transform,
     clamped_sigmoid,
@@ -453,6 +453,38 @@ def keep_confident(results: Mapping[int, np.ndarray], thresh: float = PEAK_THRES
     return {cls: rows[rows[:, -1] > thresh] for cls, rows in results.items()}
 
 
+class DddExportDecoder(ExportDecoder):
+    """3D in a graph: ``trans [B, 2, 3]`` and each image's camera ``calib [B, 3, 4]`` -> the rows of
+    ``ddd_post_process``, before the ``peak_thresh`` cut: ``boxes [B, K, 4]`` (image pixels, the
+    original's size quirk included), ``scores``, ``labels`` (int64 0-based), ``alpha``, ``dims [B, K, 3]``,
+    ``locations [B, K, 3]`` (metres), ``rotation_y`` (radians)."""
+
+    extra_inputs = ("trans", "calib")
+    outputs = ("boxes", "scores", "labels", "alpha", "dims", "locations", "rotation_y")
+
+    def to_outputs(self, dets: torch.Tensor, trans: torch.Tensor, calib: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        centers = to_image_pixels(dets[..., 0:2], trans)
+        sizes = to_image_pixels(dets[..., 15:17], trans) if dets.shape[2] > 16 else torch.zeros_like(centers)
+        rot = dets[..., 3:11]
+        alpha = torch.where(
+            rot[..., 1] > rot[..., 5],
+            torch.atan2(rot[..., 2], rot[..., 3]) + _BIN_CENTRES[0],
+            torch.atan2(rot[..., 6], rot[..., 7]) + _BIN_CENTRES[1],
+        )
+        depth, dims = dets[..., 11], dets[..., 12:15]
+        p = calib[:, None]  # [B, 1, 3, 4] against [B, K] rows: unproject_to_3d and alpha_to_rotation_y, batched
+        u, v = centers[..., 0], centers[..., 1]
+        z = depth - p[..., 2, 3]
+        x = (u * depth - p[..., 0, 3] - p[..., 0, 2] * z) / p[..., 0, 0]
+        y = (v * depth - p[..., 1, 3] - p[..., 1, 2] * z) / p[..., 1, 1] + dims[..., 0] / 2
+        rotation_y = alpha + torch.atan2(u - p[..., 0, 2], p[..., 0, 0])
+        rotation_y = torch.where(rotation_y > np.pi, rotation_y - 2 * np.pi, rotation_y)
+        rotation_y = torch.where(rotation_y < -np.pi, rotation_y + 2 * np.pi, rotation_y)
+        boxes = torch.cat([centers - sizes / 2, centers + sizes / 2], dim=2)
+        locations = torch.stack([x, y, z], dim=2)
+        return boxes, dets[..., 2], dets[..., -1].to(torch.int64), alpha, dims, locations, rotation_y
+
+
 # ----------------------------------------------------------------------------------------------
 # Task
 # ----------------------------------------------------------------------------------------------
@@ -625,3 +657,16 @@ class DddTask(Task):
         from centernet.engine.evaluate import score_kitti
 
         return score_kitti(data, predictions)
+
+    def export_decoder(self, K: int = 100, flip: bool = False) -> DddExportDecoder:
+        if flip:
+            raise ValueError("ddd has no flip test (the original defines none)")
+        return DddExportDecoder(self, K)
+
+    def from_export(self, outputs: Mapping[str, np.ndarray]) -> dict[int, np.ndarray]:
+        """``{cls1: [n, 13]}`` KITTI rows of one image's graph outputs, as ``post_process``."""
+        columns = [outputs["alpha"][:, None], outputs["boxes"], outputs["dims"], outputs["locations"],
+                   outputs["rotation_y"][:, None], outputs["scores"][:, None]]
+        rows = np.concatenate([np.asarray(c, np.float32) for c in columns], axis=1)
+        labels = np.asarray(outputs["labels"])
+        return {c + 1: rows[labels == c] for c in range(self.num_classes)}

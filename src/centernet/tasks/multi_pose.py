@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from centernet.tasks.base import HeadOutputs, ImageMeta, Task, final_stack
+from centernet.tasks.base import ExportDecoder, HeadOutputs, ImageMeta, Task, final_stack, to_image_pixels
 
 if TYPE_CHECKING:
     from centernet.data.transforms import AugmentedImage, AugmentRandom, TrainAugmentation
@@ -397,6 +397,19 @@ def multi_pose_post_process(
 # ----------------------------------------------------------------------------------------------
 
 
+class MultiPoseExportDecoder(ExportDecoder):
+    """Pose in a graph: ``trans [B, 2, 3]`` -> ``boxes [B, K, 4]`` xyxy, ``scores [B, K]``, ``keypoints [B, K, J, 2]`` (image pixels)."""
+
+    outputs = ("boxes", "scores", "keypoints")
+
+    def to_outputs(self, dets: torch.Tensor, trans: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        batch, k = dets.shape[:2]
+        joints = (dets.shape[2] - 6) // 2
+        points = torch.cat([dets[..., :4].reshape(batch, 2 * k, 2), dets[..., 5 : 5 + 2 * joints].reshape(batch, k * joints, 2)], dim=1)
+        mapped = to_image_pixels(points, trans)
+        return mapped[:, : 2 * k].reshape(batch, k, 4), dets[..., 4], mapped[:, 2 * k :].reshape(batch, k, joints, 2)
+
+
 class MultiPoseTask(Task):
     """Multi-person pose: heads, targets, loss, decoder and post-processing.
 
@@ -586,3 +599,12 @@ class MultiPoseTask(Task):
         from centernet.engine.evaluate import score_coco
 
         return score_coco(self, data, predictions, keypoints=True)
+
+    def export_decoder(self, K: int = 100, flip: bool = False) -> MultiPoseExportDecoder:
+        return MultiPoseExportDecoder(self, K, flip)
+
+    def from_export(self, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """``[K, 39]`` rows of one image's graph outputs, as ``post_process``."""
+        boxes = np.asarray(outputs["boxes"], np.float32)
+        joints = np.asarray(outputs["keypoints"], np.float32).reshape(len(boxes), -1)
+        return np.concatenate([boxes, np.asarray(outputs["scores"], np.float32)[:, None], joints], axis=1)

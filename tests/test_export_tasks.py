@@ -108,11 +108,17 @@ INT8_IOU = 0.8
 
 
 def small_detector(task: str, flip: bool) -> CenterNet:
+    """Random distinct scores; box sizes shifted to 8 +- 1 output pixels so that boxes have areas to compare."""
+    import torch
+
     from tests.test_export_onnx import randomize
 
     num_classes = 1 if task == "multi_pose" else 3
     detector = CenterNet("res_18", num_classes=num_classes, task=task, input_size=SMALL_HW, head_conv=8, K=SMALL_K, flip_test=flip)
     randomize(detector.network, detector.task.heads, 0, SMALL_HW)
+    size_conv = [m for m in detector.network.wh.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        size_conv.bias.add_(8.0)
     return detector.eval()
 
 

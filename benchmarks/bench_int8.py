@@ -107,7 +107,7 @@ def _overfit(task: str, data: DetectionDataset, size: int, steps: int, folder: P
         optimizer.step()
         schedule.step()
         if step in (0, steps - 1):
-            print(f"overfit step {step + 1}/{steps}: loss {float(total):.3f}")
+            print(f"overfit step {step + 1}/{steps}: loss {float(total.detach()):.3f}")
     detector.eval().save(folder / f"{task}_overfit.pt")
     return folder / f"{task}_overfit.pt"
 

@@ -184,7 +184,7 @@ def test_onnx_detector_equals_pytorch_detector(exported) -> None:
     assert len(onnx_results) == len(images)
     for i, (got, expected) in enumerate(zip(onnx_results, torch_results)):
         meta = detector.spec.meta(*images[i].shape[:2])
-        assert got.names == CLASS_NAMES and got.image is images[i]
+        assert tuple(got.names) == CLASS_NAMES and got.image is images[i]
         np.testing.assert_array_equal(got.labels, expected["labels"].numpy(), err_msg=f"labels of image {i}")
         assert_close(got.scores, expected["scores"], f"scores of image {i}", atol=score_atol(detector.arch), rtol=0)
         assert_close(got.boxes, expected["boxes"], f"boxes of image {i}", atol=box_atol(detector.arch, meta), rtol=0)

@@ -1,6 +1,6 @@
 """INT8 against float32 onnxruntime, in one run: speed, and the task's AP, for any task.
 
-``--task ctdet`` (default) scores the raccoon val photos; ``--task multi_pose`` the first
+``--task ctdet`` (default) scores the raccoon val photos (all 40 with ``--weights``); ``--task multi_pose`` the first
 ``--images`` well-labelled people photos of coco_mini's val keypoints (OKS AP); ``--task ddd`` the
 ``--images`` kitti_mini frames with most cars (KITTI AP, each frame's own camera). Without
 ``--weights`` a ResNet-18 is first overfit on those very images (``--steps`` full-batch Adam steps
@@ -63,11 +63,15 @@ def _load() -> tuple[float, float, float]:
     return os.getloadavg()
 
 
-def _eval_set(task: str, count: int) -> tuple[DetectionDataset, list[Path]]:
-    """The scored images of ``task`` and the calibration photos (others of the same data set)."""
+def _eval_set(task: str, count: int | None) -> tuple[DetectionDataset, list[Path]]:
+    """The scored images of ``task`` and the calibration photos (others of the same data set).
+
+    ctdet: the raccoon val photos (the first ``count`` for an overfit model, else all 40).
+    """
     if task == "ctdet":
         data = load_dataset(DATA / "raccoon" / "val.json")
         train = json.loads((DATA / "raccoon" / "train.json").read_text())["images"]
+        data = data if count is None else dataclasses.replace(data, records=data.records[:count])
         return data, [DATA / "raccoon" / "images" / image["file_name"] for image in train]
     if task == "multi_pose":
         data = load_dataset(DATA / "coco_mini" / "annotations" / "person_keypoints_val2017.json")
@@ -157,8 +161,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", choices=tuple(METRICS), default="ctdet")
     parser.add_argument("--weights", type=Path, default=None,
-                        help="checkpoint (.pt) of --task (ctdet: trained on raccoon); default: overfit a ResNet-18")
-    parser.add_argument("--images", type=int, default=4, help="multi_pose / ddd: images scored (default: %(default)s)")
+                        help="checkpoint (.pt) of --task (ctdet: trained on raccoon); default: overfit a ResNet-18 on --images")
+    parser.add_argument("--images", type=int, default=4, help="images scored (ctdet with --weights: all 40) (default: %(default)s)")
     parser.add_argument("--size", type=int, default=128, help="overfit model's input (ddd: width) (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=100, help="overfit steps (default: %(default)s)")
     parser.add_argument("--calibration-count", type=int, default=64)
@@ -166,8 +170,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     parser.add_argument("--output", type=Path, default=None, help="folder for the graphs (default: a temporary one)")
     args = parser.parse_args()
-    if args.task == "ctdet" and args.weights is None:
-        parser.error("--task ctdet: pass --weights (a raccoon model, benchmarks/train_raccoon.py)")
     if args.runs < 10:
         parser.error("--runs: at least 10 rounds for the medians")
 
@@ -176,7 +178,7 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         calibration = Path(scratch) / "calibration"
         calibration.mkdir()
-        data, calibration_photos = _eval_set(args.task, args.images)
+        data, calibration_photos = _eval_set(args.task, args.images if args.weights is None or args.task != "ctdet" else None)
         print(f"# INT8 vs float32 onnxruntime, {args.task}: {args.weights or 'ResNet-18 overfit on the scored images'}\n")
         print("```")
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "

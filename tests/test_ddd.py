@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from centernet.data import kitti
+from centernet.data.geometry import ImageMeta
 from centernet.tasks import ddd
-from centernet.tasks.base import ImageMeta
 from centernet.tasks.ddd import CLASS_NAMES, HEADS, IGNORE_VALUE, DddTask
 
 IMAGE_HW = (96, 320)

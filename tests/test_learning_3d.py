@@ -22,11 +22,11 @@ import pytest
 import torch
 
 from centernet.data.check import load_dataset
-from centernet.data.kitti import Objects3D
+from centernet.data.objects3d import Objects3D
 from centernet.data.records import DetectionDataset
 from centernet.data.transforms import InputSpec
 from centernet.engine.predictor import Predictor
-from centernet.engine.results import Results
+from centernet.data.results import Results
 from centernet.models import build_model
 from centernet.tasks.base import get_task
 from centernet.tasks.ddd import locate_3d

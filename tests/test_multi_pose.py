@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from centernet.evaluation.coco import coco_keypoint_results
-from centernet.tasks.base import ImageMeta
-from centernet.tasks.common import flip_lr, flip_lr_pairs
+from centernet.data.geometry import ImageMeta
+from centernet.data.results import coco_keypoint_results
+from centernet.tasks.decoding import flip_lr, flip_lr_pairs
 from centernet.tasks.multi_pose import (
     COCO_FLIP_PAIRS,
     HEADS,

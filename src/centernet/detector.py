@@ -19,6 +19,7 @@ from torch import nn
 
 from centernet.config import COCO_MEAN_BGR, COCO_STD_BGR, KITTI_MEAN, KITTI_STD
 from centernet.data.categories import default_categories
+from centernet.data.geometry import ImageMeta
 from centernet.data.transforms import InputSpec, keep_res_pad, warp_to_input
 from centernet.models.checkpoint import (
     CheckpointError,
@@ -27,7 +28,7 @@ from centernet.models.checkpoint import (
     save_checkpoint,
 )
 from centernet.models.registry import build_model, default_head_conv
-from centernet.tasks.base import DEBUG_ONLY_KEYS, ImageMeta, Task, get_task, task_for_heads
+from centernet.tasks.base import DEBUG_ONLY_KEYS, Task, get_task, task_for_heads
 
 WarpBackend = Literal["cv2", "torch"]
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from centernet.tasks.base import ImageMeta
+from centernet.data.geometry import ImageMeta
 from centernet.tasks.ddd import DddTask, depth_from_logits, keep_confident
 from centernet.tasks.multi_pose import MultiPoseTask, merge_flipped
 from tests.helpers import assert_close

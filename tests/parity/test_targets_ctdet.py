@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
+from centernet.data.geometry import ImageMeta
 from centernet.data.transforms import InputSpec, TrainAugmentation, warp_to_input
-from centernet.tasks.base import ImageMeta
 from centernet.tasks.ctdet import CtdetTask, boxes_to_output
 from tests.helpers import assert_close
 

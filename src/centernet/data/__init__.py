@@ -3,7 +3,8 @@
 from centernet.data.check import check_dataset, load_dataset
 from centernet.data.coco import read_coco
 from centernet.data.image_io import ImageReadError, image_size, load_image
-from centernet.data.kitti import KITTI_CLASSES, Objects3D, read_kitti
+from centernet.data.kitti import KITTI_CLASSES, read_kitti
+from centernet.data.objects3d import Objects3D
 from centernet.data.records import DataFormatError, DataIssue, DataReport, DetectionDataset, ImageRecord
 from centernet.data.synthetic import SHAPE_CLASSES, SyntheticShapes, synthetic_dataset
 from centernet.data.voc import read_voc

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from centernet.config import COCO_MEAN_BGR, COCO_STD_BGR, Config
-from centernet.tasks.base import ImageMeta
+from centernet.data.geometry import ImageMeta
 
 # PCA of COCO pixel colours (BGR, 0..1), for the lighting jitter.
 COCO_EIGEN_VALUES = np.array([0.2141788, 0.01817699, 0.00341571], dtype=np.float32)

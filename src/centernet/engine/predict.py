@@ -21,7 +21,7 @@ from tqdm import tqdm
 from centernet.config import Config
 from centernet.data.kitti import read_calib
 from centernet.engine.predictor import Predictor
-from centernet.engine.results import Results
+from centernet.data.results import Results
 from centernet.engine.sources import count_frames, iter_frames
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,8 @@ from typing import Literal
 
 import numpy as np
 
-from centernet.data.kitti import Objects3D, read_kitti_file
+from centernet.data.objects3d import Objects3D
+from centernet.data.kitti import read_kitti_file
 
 EVALUATED_CLASSES = ("car", "pedestrian", "cyclist")  # lower case, in the order the binary reports them
 METRICS = ("bbox", "aos", "bev", "3d")

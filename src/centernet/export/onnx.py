@@ -46,11 +46,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from centernet.data.geometry import ImageMeta, get_affine_transform
 from centernet.data.transforms import InputSpec
-from centernet.engine.results import Results
+from centernet.data.results import Results
 from centernet.extras import require
-from centernet.tasks.base import HeadOutputs, ImageMeta, final_stack
-from centernet.tasks.common import get_affine_transform
+from centernet.tasks.base import HeadOutputs, final_stack
 from centernet.tasks.ctdet import CtdetTask
 
 if TYPE_CHECKING:

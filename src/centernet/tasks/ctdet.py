@@ -12,23 +12,11 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from centernet.tasks.base import HeadOutputs, ImageMeta, Task, final_stack
-from centernet.tasks.common import (
-    affine_transform,
-    clamped_sigmoid,
-    dense_l1_loss,
-    draw_dense_reg,
-    draw_gaussian,
-    flip_lr,
-    focal_loss,
-    reg_weighted_l1_loss,
-    gather_features,
-    gaussian_radius,
-    peak_filter,
-    reg_l1_loss,
-    topk,
-    transform_preds,
-)
+from centernet.data.geometry import ImageMeta, affine_transform, transform_preds
+from centernet.tasks.base import HeadOutputs, Task, final_stack
+from centernet.tasks.decoding import flip_lr, gather_features, peak_filter, topk
+from centernet.tasks.losses import clamped_sigmoid, dense_l1_loss, focal_loss, reg_l1_loss, reg_weighted_l1_loss
+from centernet.tasks.targets import draw_dense_reg, draw_gaussian, gaussian_radius
 
 MAX_OBJECTS = 128
 # The paper's weights: heat map 1, size 0.1, offset 1.

@@ -18,22 +18,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from centernet.data.geometry import ImageMeta, affine_transform, get_affine_transform, transform_preds
 from centernet.data.kitti import KITTI_CLASSES, KITTI_TYPE_RULES
-from centernet.tasks.base import HeadOutputs, ImageMeta, Task, final_stack
-from centernet.tasks.common import (
-    affine_transform,
-    clamped_sigmoid,
-    draw_gaussian,
-    focal_loss,
-    gather_features,
-    gaussian_radius,
-    get_affine_transform,
-    peak_filter,
-    topk,
-    transform_preds,
-)
+from centernet.data.objects3d import Objects3D, alpha_to_rotation_y, unproject_to_3d
+from centernet.data.results import Results
+from centernet.evaluation.scoring import score_kitti
+from centernet.tasks.base import HeadOutputs, Task, final_stack
+from centernet.tasks.decoding import gather_features, peak_filter, topk
+from centernet.tasks.losses import bin_rot_loss, clamped_sigmoid, focal_loss, l1_mean_loss
+from centernet.tasks.targets import draw_gaussian, gaussian_radius
 
 if TYPE_CHECKING:
     from centernet.data.transforms import AugmentedImage, AugmentRandom, TrainAugmentation
@@ -239,51 +233,6 @@ def depth_from_logits(x: torch.Tensor) -> torch.Tensor:
     return 1.0 / (x.sigmoid() + DEPTH_EPS) - 1.0
 
 
-def l1_mean_loss(output: torch.Tensor, mask: torch.Tensor, ind: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The ddd L1 loss: masked ``|pred - target|`` averaged over ALL ``B * M * D`` entries.
-
-    Unlike ``reg_l1_loss`` it is not normalised by the number of objects, so its scale depends on
-    ``max_objects`` (the original's ``L1Loss``; kept for faithfulness of the loss weights).
-
-    Args:
-        output: ``[B, D, H, W]`` map; mask ``[B, M]``; ind ``[B, M]``; target ``[B, M, D]``.
-    """
-    pred = gather_features(output, ind)
-    mask = mask.unsqueeze(2).expand_as(pred).float()
-    return F.l1_loss(pred * mask, target * mask, reduction="mean")
-
-
-def bin_rot_loss(
-    output: torch.Tensor, mask: torch.Tensor, ind: torch.Tensor, rotbin: torch.Tensor, rotres: torch.Tensor
-) -> torch.Tensor:
-    """Two-bin orientation loss (the original's ``BinRotLoss``).
-
-    Per bin: cross-entropy of the 2 bin logits (multiplied by the mask, so padding rows count as
-    uniform logits in the mean over all ``B * M`` rows), plus smooth-L1 of ``(sin, cos)`` against
-    the residual angle over the rows whose bin flag is set.
-
-    Args:
-        output: ``[B, 8, H, W]`` raw ``rot`` map ``[bin1 logits (2), sin1, cos1, bin2 logits (2), sin2, cos2]``.
-        mask: ``[B, M]``; ind: ``[B, M]``; rotbin: ``[B, M, 2]`` int64; rotres: ``[B, M, 2]`` radians.
-    """
-    pred = gather_features(output, ind).reshape(-1, 8)
-    bins = rotbin.reshape(-1, 2)
-    residuals = rotres.reshape(-1, 2)
-    row_mask = mask.reshape(-1, 1).float()
-    loss = pred.new_zeros(())
-    for b in range(2):
-        logits = pred[:, 4 * b : 4 * b + 2] * row_mask
-        loss = loss + F.cross_entropy(logits, bins[:, b], reduction="mean")
-    for b in range(2):
-        rows = bins[:, b].nonzero()[:, 0]
-        if rows.numel() > 0:
-            sin_cos = pred[rows, 4 * b + 2 : 4 * b + 4]
-            angle = residuals[rows, b]
-            loss = loss + F.smooth_l1_loss(sin_cos[:, 0], torch.sin(angle), reduction="mean")
-            loss = loss + F.smooth_l1_loss(sin_cos[:, 1], torch.cos(angle), reduction="mean")
-    return loss
-
-
 # ----------------------------------------------------------------------------------------------
 # Decoding
 # ----------------------------------------------------------------------------------------------
@@ -349,31 +298,6 @@ def decode_alpha(rot8: np.ndarray) -> np.ndarray:
     alpha1 = np.arctan2(rot8[:, 2], rot8[:, 3]) + _BIN_CENTRES[0]
     alpha2 = np.arctan2(rot8[:, 6], rot8[:, 7]) + _BIN_CENTRES[1]
     return np.where(rot8[:, 1] > rot8[:, 5], alpha1, alpha2)
-
-
-def unproject_to_3d(points: np.ndarray, depth: np.ndarray, calib: np.ndarray) -> np.ndarray:
-    """Camera coordinates of image points at a known depth, through the 3x4 matrix ``P``.
-
-    ``P`` carries a translation column (KITTI's rectified cameras are offset from the reference
-    camera), hence ``z = depth - P[2, 3]`` and the ``P[:, 3]`` terms.
-
-    Args:
-        points: ``[N, 2]`` image pixels; depth: ``[N]`` metres; calib: ``[3, 4]``.
-
-    Returns:
-        ``[N, 3]`` camera coordinates in metres.
-    """
-    z = depth - calib[2, 3]
-    x = (points[:, 0] * depth - calib[0, 3] - calib[0, 2] * z) / calib[0, 0]
-    y = (points[:, 1] * depth - calib[1, 3] - calib[1, 2] * z) / calib[1, 1]
-    return np.stack([x, y, z], axis=1)
-
-
-def alpha_to_rotation_y(alpha: np.ndarray, x: np.ndarray, cx: float, fx: float) -> np.ndarray:
-    """Yaw from the observation angle and the ray through image column ``x``, wrapped to [-pi, pi]."""
-    rotation_y = alpha + np.arctan2(x - cx, fx)
-    rotation_y = np.where(rotation_y > np.pi, rotation_y - 2 * np.pi, rotation_y)
-    return np.where(rotation_y < -np.pi, rotation_y + 2 * np.pi, rotation_y)
 
 
 def locate_3d(
@@ -609,9 +533,6 @@ class DddTask(Task):
 
     def to_results(self, merged, names, image=None, path=None, calib=None):
         """3D ``Results`` (2D boxes, scores and ``boxes_3d``) of one frame, best first."""
-        from centernet.data.kitti import Objects3D
-        from centernet.engine.results import Results
-
         if calib is None:
             raise ValueError(f"{path or 'image'}: 3D results need the camera calibration")
         found = self.detections(merged)
@@ -622,6 +543,4 @@ class DddTask(Task):
 
     def score(self, data, predictions):
         """KITTI AP11 / AP40 (2D, AOS, BEV, 3D) of the frames, scores at the 2 decimals the original writes."""
-        from centernet.engine.evaluate import score_kitti
-
         return score_kitti(data, predictions)

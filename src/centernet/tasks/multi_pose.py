@@ -19,27 +19,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from centernet.tasks.base import HeadOutputs, ImageMeta, Task, final_stack
+from centernet.data.geometry import ImageMeta
+from centernet.tasks.base import HeadOutputs, Task, final_stack
 
 if TYPE_CHECKING:
     from centernet.data.transforms import AugmentedImage, AugmentRandom, TrainAugmentation
-from centernet.tasks.common import (
-    affine_transform,
-    clamped_sigmoid,
-    dense_l1_loss,
-    draw_dense_reg,
-    draw_gaussian,
-    flip_lr,
-    flip_lr_pairs,
-    focal_loss,
-    gather_features,
-    gaussian_radius,
-    peak_filter,
-    reg_l1_loss,
-    reg_weighted_l1_loss,
-    topk,
-    transform_preds,
-)
+
+from centernet.data.geometry import affine_transform, transform_preds
+from centernet.data.results import Results
+from centernet.evaluation.scoring import score_coco
+from centernet.tasks.decoding import flip_lr, flip_lr_pairs, gather_features, peak_filter, topk
+from centernet.tasks.losses import clamped_sigmoid, dense_l1_loss, focal_loss, reg_l1_loss, reg_weighted_l1_loss
+from centernet.tasks.targets import draw_dense_reg, draw_gaussian, gaussian_radius
+from centernet.tasks.tta import merge_multi_pose
 
 NUM_JOINTS = 17
 COCO_FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
@@ -563,14 +555,10 @@ class MultiPoseTask(Task):
     # ------------------------------------------------------------------ test-time behaviour
     def merge_outputs(self, per_scale: Sequence[np.ndarray], nms: bool = False, max_per_image: int = 100) -> np.ndarray:
         """The original ``MultiPoseDetector.merge_outputs``: all scales' rows, soft-NMS, no cut."""
-        from centernet.tasks.tta import merge_multi_pose
-
         return merge_multi_pose(per_scale, nms=nms)
 
     def to_results(self, merged: np.ndarray, names, image=None, path=None, calib=None):
         """Pose ``Results`` (boxes, scores, ``keypoints [N, J, 3]``) of one image, best first."""
-        from centernet.engine.results import Results
-
         found = self.detections(np.asarray(merged, np.float32).reshape(-1, 5 + 2 * NUM_JOINTS))
         order = np.argsort(-found["scores"], kind="stable")
         return Results(
@@ -583,6 +571,4 @@ class MultiPoseTask(Task):
 
     def score(self, data, predictions):
         """COCO keypoint OKS AP."""
-        from centernet.engine.evaluate import score_coco
-
         return score_coco(self, data, predictions, keypoints=True)

@@ -20,11 +20,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from centernet.tasks.base import MAX_PER_IMAGE
+# Boxes per image the original keeps after merging 2D detections (``BaseDetector.max_per_image``).
+MAX_PER_IMAGE = 100
 
 # Soft-NMS overlap re-scoring, as the original's ``method`` argument numbers them.
 HARD_NMS, LINEAR_NMS, GAUSSIAN_NMS = 0, 1, 2
-
 
 
 def soft_nms(

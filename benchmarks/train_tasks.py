@@ -36,7 +36,7 @@ from centernet.data.check import load_dataset
 from centernet.data.records import DetectionDataset
 from centernet.data.transforms import InputSpec, TrainAugmentation
 from centernet.evaluation.scoring import EvaluationReport
-from centernet.engine.predictor import Predictor
+from centernet.models.predictor import Predictor
 from centernet.models import build_model
 from centernet.tasks.base import Task, get_task
 

@@ -175,7 +175,7 @@ def test_predict_checks_the_source_before_the_model_and_leaves_no_folder(tmp_pat
 
 def test_predict_failing_before_its_first_image_removes_the_folder_it_made(weights, image_folder, tmp_path, monkeypatch):
     from centernet.engine.predict import predict_to_folder
-    from centernet.engine.predictor import Predictor
+    from centernet.models.predictor import Predictor
 
     def fail(self, *args, **kwargs):
         raise ValueError("network failed")

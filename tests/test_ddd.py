@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from centernet.data import kitti
+from centernet.data import objects3d
 from centernet.data.geometry import ImageMeta
 from centernet.tasks import ddd
 from centernet.tasks.ddd import CLASS_NAMES, HEADS, IGNORE_VALUE, DddTask
@@ -125,7 +125,7 @@ def test_back_projection_inverts_projection_and_yaw_follows_the_ray():
     dims = rng.uniform(1, 4, (8, 3)).astype(np.float32)
     rotation_y = rng.uniform(-3, 3, 8).astype(np.float32)
     centre_3d = location - np.stack([np.zeros(8), dims[:, 0] / 2, np.zeros(8)], 1).astype(np.float32)
-    centre_2d = kitti.project_to_image(centre_3d, CALIB)
+    centre_2d = objects3d.project_to_image(centre_3d, CALIB)
     # Projection's homogeneous depth, which is what the unprojection expects.
     depth = (centre_3d[:, 2] + CALIB[2, 3]).astype(np.float32)
     alpha = rotation_y - np.arctan2(centre_2d[:, 0] - CALIB[0, 2], CALIB[0, 0])
@@ -135,7 +135,7 @@ def test_back_projection_inverts_projection_and_yaw_follows_the_ray():
     np.testing.assert_allclose(found_location, location, atol=1e-3)
     np.testing.assert_allclose(np.cos(found_yaw - rotation_y), 1.0, atol=1e-6)
 
-    corners = kitti.box_corners(dims, location, rotation_y)
+    corners = objects3d.box_corners(dims, location, rotation_y)
     assert corners.shape == (8, 8, 3)
     np.testing.assert_allclose(corners.mean(1), centre_3d, atol=1e-4)
     np.testing.assert_allclose(corners[:, :4, 1], np.repeat(location[:, 1:2], 4, 1), atol=1e-5)  # bottom face at y

@@ -7,7 +7,7 @@ import torch
 
 from centernet.config import ConfigError, load_config
 from centernet.data.geometry import ImageMeta
-from centernet.detector import CenterNet
+from centernet.models.detector import CenterNet
 from centernet.engine.dataset import task_for
 from centernet.tasks.base import task_for_heads
 

@@ -163,7 +163,7 @@ def test_cpu_bf16_and_channels_last_training(tmp_path):
     assert trainer.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
 
     # The checkpoint of an NHWC run predicts like the trained network (evaluated in float32).
-    from centernet.detector import CenterNet
+    from centernet.models.detector import CenterNet
 
     detector = CenterNet.from_checkpoint(tmp_path / "bf16" / "last.pt").eval()
     image = torch.rand(3, 64, 64)

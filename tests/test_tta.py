@@ -1,5 +1,5 @@
 """Behaviour of test-time augmentation: soft-NMS against a row-by-row oracle, merging rules, and the
-multi-scale path of the one predictor (``engine.predictor.Predictor``)."""
+multi-scale path of the one predictor (``models.predictor.Predictor``)."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from centernet.data.transforms import InputSpec
-from centernet.engine.predictor import Predictor
+from centernet.models.predictor import Predictor
 from centernet.tasks.base import get_task
 from centernet.tasks.tta import (
     GAUSSIAN_NMS,

@@ -11,7 +11,7 @@ import importlib as _importlib
 _importlib.import_module("centernet.export")
 from centernet.api import evaluate, export, predict, train
 from centernet.config import Config, load_config
-from centernet.detector import CenterNet
+from centernet.models.detector import CenterNet
 from centernet.models import build_model, list_models
 from centernet.models.checkpoint import load_original_checkpoint
 

@@ -137,7 +137,7 @@ class TrainConfig:
 
 @dataclass
 class TestConfig:
-    """Inference (``engine.predictor.Predictor``): top-K, thresholds, test-time augmentation, device.
+    """Inference (``models.predictor.Predictor``): top-K, thresholds, test-time augmentation, device.
 
     The fields are the original's test options: ``K`` (``--K``), ``flip`` (``--flip_test``),
     ``scales`` (``--test_scales``), ``nms`` (``--nms``); ``score_thresh`` drops rows below it (0:

@@ -20,7 +20,7 @@ from centernet.data.records import DetectionDataset
 from centernet.data.results import Results
 from centernet.data.transforms import InputSpec, keep_res_pad
 from centernet.engine.distributed import DistributedContext
-from centernet.engine.predictor import Predictor
+from centernet.models.predictor import Predictor
 from centernet.evaluation.scoring import EvaluationReport, coco_results
 from centernet.tasks.base import Task, final_stack
 
@@ -157,8 +157,7 @@ def evaluate_checkpoint(
     overrides its validation split. ``save_json`` writes the COCO results list the original's
     ``test.py`` writes (``results.json``); ``save_kitti`` a folder of KITTI ``<frame>.txt`` files.
     """
-    from centernet.data.check import require_task_annotations
-    from centernet.detector import CenterNet
+    from centernet.models.detector import CenterNet
     from centernet.engine.dataset import load_split
 
     detector = CenterNet.from_checkpoint(weights)
@@ -167,7 +166,7 @@ def evaluate_checkpoint(
     if "data.source" in named and "data.val_source" not in named:
         cfg.data.val_source = None  # the source named on the command line is the one scored
     data = load_split(cfg, "val", split)
-    require_task_annotations(data, detector.task.name)
+    detector.task.require_annotations(data)
     if len(data.class_names) != detector.num_classes:
         raise ValueError(f"{weights}: trained for {detector.num_classes} classes, data set {cfg.data.source} has {len(data.class_names)}")
     predictor = Predictor.from_config(

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from centernet.config import Config, ConfigError
-from centernet.data.check import prepare_training_data, require_task_annotations
+from centernet.data.check import prepare_training_data
 from centernet.engine.dataset import EpochSampler, TrainingDataset, collate
 from centernet.engine.distributed import DistributedContext
 from centernet.engine.evaluate import evaluate_network
@@ -43,7 +43,6 @@ from centernet.models import build_model
 from centernet.models.checkpoint import load_checkpoint, save_checkpoint
 from centernet.models.heads import HEAD_INITS, reinit_regression_heads
 from centernet.models.pretrained import load_matching_weights, load_pretrained_backbone
-
 
 logger = logging.getLogger("centernet.train")
 
@@ -161,7 +160,7 @@ class Trainer:
         self.train_set = TrainingDataset.from_config(cfg, "train")
         self.val_set = TrainingDataset.from_config(cfg, "val")
         for which, split in (("train", self.train_set), ("val", self.val_set)):  # before any step: nothing fails mid-epoch
-            require_task_annotations(split.data, cfg.task)
+            split.task.require_annotations(split.data)
             summary = prepare_training_data(split.data, cfg.data.on_bad_image)
             if self.ctx.is_main:
                 logger.info("%s data: %s", which, summary)

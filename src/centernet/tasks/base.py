@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
+from centernet.data.categories import numbered_categories
 from centernet.data.geometry import ImageMeta
 from centernet.data.results import Results
 from centernet.evaluation.scoring import EvaluationReport, score_coco
@@ -70,6 +71,20 @@ class Task(ABC):
     @abstractmethod
     def head_channels(cls, num_classes: int) -> dict[str, int]:
         """Head name -> output channels, in the original's options order (``hm`` first)."""
+
+    @classmethod
+    def default_categories(cls, num_classes: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """Class names and category ids for a checkpoint that carries none (this default numbers them)."""
+        return numbered_categories(num_classes)
+
+    def require_annotations(self, dataset: DetectionDataset) -> None:
+        """Refuses a data set without what this task trains and is scored on (before any step).
+
+        Boxes and labels every data set has; tasks needing more (keypoints, 3D) override this.
+
+        Raises:
+            DataFormatError: naming the source and, where one is at fault, the first image.
+        """
 
     @property
     def heads(self) -> dict[str, int]:

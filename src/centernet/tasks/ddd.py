@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from centernet.data.categories import numbered_categories
 from centernet.data.geometry import ImageMeta, affine_transform, get_affine_transform, transform_preds
 from centernet.data.kitti import KITTI_CLASSES, KITTI_TYPE_RULES
 from centernet.data.objects3d import Objects3D, alpha_to_rotation_y, unproject_to_3d
+from centernet.data.records import DataFormatError, DetectionDataset
 from centernet.data.results import Results
 from centernet.evaluation.scoring import score_kitti
 from centernet.tasks.base import HeadOutputs, Task, final_stack
@@ -417,6 +419,22 @@ class DddTask(Task):
         self.max_objects = max_objects
         self.peak_thresh = peak_thresh
         self.loss_weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
+
+    @classmethod
+    def default_categories(cls, num_classes: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """KITTI's three trained classes, else numbered ones."""
+        if num_classes == len(CLASS_NAMES):
+            return CLASS_NAMES, tuple(range(1, num_classes + 1))
+        return numbered_categories(num_classes)
+
+    def require_annotations(self, dataset: DetectionDataset) -> None:
+        """A camera calibration and 3D annotations for every image (KITTI data)."""
+        lacking = next((r for r in dataset.records if r.calib is None or r.objects_3d is None), None)
+        if lacking is not None:
+            raise DataFormatError(
+                f"{dataset.source}: image {lacking.path} has no camera calibration or 3D annotations; "
+                "the ddd task needs KITTI data"
+            )
 
     @classmethod
     def head_channels(cls, num_classes: int) -> dict[str, int]:

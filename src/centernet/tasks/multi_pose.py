@@ -25,7 +25,9 @@ from centernet.tasks.base import HeadOutputs, Task, final_stack
 if TYPE_CHECKING:
     from centernet.data.transforms import AugmentedImage, AugmentRandom, TrainAugmentation
 
+from centernet.data.categories import numbered_categories
 from centernet.data.geometry import affine_transform, transform_preds
+from centernet.data.records import DataFormatError, DetectionDataset
 from centernet.data.results import Results
 from centernet.evaluation.scoring import score_coco
 from centernet.tasks.decoding import flip_lr, flip_lr_pairs, gather_features, peak_filter, topk
@@ -425,6 +427,24 @@ class MultiPoseTask(Task):
         self.max_people = max_people
         self.dense_hp = dense_hp
         self.loss_weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
+
+    @classmethod
+    def default_categories(cls, num_classes: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """COCO's one ``person`` class (id 1), else numbered ones."""
+        return (("person",), (1,)) if num_classes == 1 else numbered_categories(num_classes)
+
+    def require_annotations(self, dataset: DetectionDataset) -> None:
+        """Person keypoints with COCO's 17 joints."""
+        if dataset.keypoint_names is None:
+            raise DataFormatError(
+                f"{dataset.source}: has no keypoint annotations; the multi_pose task needs person keypoints "
+                "(a COCO person_keypoints json or a YOLO pose yaml with kpt_shape)"
+            )
+        if len(dataset.keypoint_names) != NUM_JOINTS:
+            raise DataFormatError(
+                f"{dataset.source}: {len(dataset.keypoint_names)} keypoints per person; the multi_pose task "
+                f"has COCO's {NUM_JOINTS} joints"
+            )
 
     @classmethod
     def head_channels(cls, num_classes: int) -> dict[str, int]:

@@ -1,6 +1,6 @@
 """Test-time augmentation maths: Gaussian soft-NMS and the merge of several test scales.
 
-The driver that runs the scales is ``engine.predictor.Predictor``; the tasks' ``merge_outputs`` call
+The driver that runs the scales is ``models.predictor.Predictor``; the tasks' ``merge_outputs`` call
 ``merge_ctdet`` / ``merge_multi_pose``.
 
 Everything here reproduces what the original CenterNet does at test time with ``--test_scales``,

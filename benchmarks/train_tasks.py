@@ -34,7 +34,8 @@ import torch
 
 from centernet.data.check import load_dataset
 from centernet.data.records import DetectionDataset
-from centernet.data.transforms import InputSpec, TrainAugmentation
+from centernet.data.transforms import InputSpec
+from centernet.data.augment import TrainAugmentation
 from centernet.evaluation.scoring import EvaluationReport
 from centernet.models.predictor import Predictor
 from centernet.models import build_model

@@ -1,7 +1,7 @@
 """The contract every task module (2D boxes, pose, 3D) implements, and the per-image warp metadata.
 
 Data flow in training: ``Task.training_sample`` runs the task's own augmentation pipeline
-(``Task.augment``: which steps of ``data.transforms.TrainAugmentation`` apply, and in which
+(``Task.augment``: which steps of ``data.augment.TrainAugmentation`` apply, and in which
 order their random numbers are drawn), which warps the image and returns its ``ImageMeta``;
 ``Task.encode`` turns the image's annotations into fixed-size target arrays with that meta; the network's raw head maps
 go to ``Task.loss`` in training, or to ``Task.decode`` then ``Task.post_process`` at inference.
@@ -25,7 +25,7 @@ from centernet.tasks.tta import MAX_PER_IMAGE, merge_ctdet
 
 if TYPE_CHECKING:
     from centernet.data.records import DetectionDataset
-    from centernet.data.transforms import AugmentedImage, AugmentRandom, TrainAugmentation
+    from centernet.data.augment import AugmentedImage, AugmentRandom, TrainAugmentation
 
 HeadOutputs = dict[str, torch.Tensor]
 

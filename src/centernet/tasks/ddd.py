@@ -32,7 +32,7 @@ from centernet.tasks.losses import bin_rot_loss, clamped_sigmoid, focal_loss, l1
 from centernet.tasks.targets import draw_gaussian, gaussian_radius
 
 if TYPE_CHECKING:
-    from centernet.data.transforms import AugmentedImage, AugmentRandom, TrainAugmentation
+    from centernet.data.augment import AugmentedImage, AugmentRandom, TrainAugmentation
 
 CLASS_NAMES = KITTI_CLASSES
 """Trained classes, in heat-map channel order (result class ids are 1-based in this order)."""

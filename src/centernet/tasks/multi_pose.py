@@ -23,7 +23,7 @@ from centernet.data.geometry import ImageMeta
 from centernet.tasks.base import HeadOutputs, Task, final_stack
 
 if TYPE_CHECKING:
-    from centernet.data.transforms import AugmentedImage, AugmentRandom, TrainAugmentation
+    from centernet.data.augment import AugmentedImage, AugmentRandom, TrainAugmentation
 
 from centernet.data.categories import numbered_categories
 from centernet.data.geometry import affine_transform, transform_preds

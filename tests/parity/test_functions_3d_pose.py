@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from centernet.data import objects3d
-from centernet.tasks import ddd
+from centernet.tasks import ddd, ddd_decoding
 from centernet.tasks.ddd import DddTask
 from centernet.tasks.multi_pose import MultiPoseTask
 from tests.helpers import assert_close
@@ -77,7 +77,7 @@ def test_depth_transform(functions):
 
 
 def test_locate_3d(functions):
-    location, rotation_y = ddd.locate_3d(
+    location, rotation_y = ddd_decoding.locate_3d(
         functions["ddd__centers"],
         functions["ddd__alpha"],
         functions["ddd__dim"],
@@ -99,7 +99,7 @@ def test_box3d_corners_and_projection(functions):
 
 
 def test_decode_alpha(functions):
-    alpha = ddd.decode_alpha(functions["ddd__rot8"])
+    alpha = ddd_decoding.decode_alpha(functions["ddd__rot8"])
     assert_close(alpha, functions["ddd__get_alpha"], "get_alpha", atol=1e-6, rtol=1e-6)
 
 

@@ -179,3 +179,16 @@ def alpha_to_rotation_y(alpha: np.ndarray, x: np.ndarray, cx: float, fx: float) 
     rotation_y = alpha + np.arctan2(x - cx, fx)
     rotation_y = np.where(rotation_y > np.pi, rotation_y - 2 * np.pi, rotation_y)
     return np.where(rotation_y < -np.pi, rotation_y + 2 * np.pi, rotation_y)
+
+
+def require_calib(calib: np.ndarray | None) -> np.ndarray:
+    """The 3x4 camera matrix as float32; a clear error instead of any silent default camera."""
+    if calib is None:
+        raise ValueError(
+            "ddd needs the image's own 3x4 camera matrix (KITTI P2, e.g. centernet.data.kitti.read_calib); "
+            "no default calibration is assumed"
+        )
+    calib = np.asarray(calib, dtype=np.float32)
+    if calib.shape != (3, 4):
+        raise ValueError(f"calib must be the 3x4 projection matrix P2, got shape {calib.shape}")
+    return calib

@@ -1,4 +1,15 @@
-"""Data sets: readers for COCO, VOC, YOLO, KITTI and a built-in synthetic set, one internal representation."""
+"""Data: readers, one internal representation, geometry, pre-processing, augmentation and results.
+
+Concern: everything about images and their annotations before a network sees them and after its
+detections are mapped back. Readers for COCO, VOC, YOLO, KITTI and a synthetic set
+(``coco``, ``voc``, ``yolo``, ``kitti``, ``synthetic``) fill ``records.DetectionDataset``; ``check``
+validates a set. Where the paper lives here: the output stride ``R = 4`` and the letterbox input
+(``transforms``: ``DOWN_RATIO``, ``InputSpec``); the affine warps between image, input and output map
+(``geometry``: ``ImageMeta``, ``get_affine_transform``, ``transform_preds``); the training
+augmentation of section 5 (``augment``: random crop/scale, flip, colour jitter); KITTI's 3D boxes and
+camera projection (``objects3d``); COCO's keypoints (``keypoints``); per-image detections with drawing
+and COCO / YOLO / KITTI rows (``results``, ``visualize``).
+"""
 
 from centernet.data.check import check_dataset, load_dataset
 from centernet.data.coco import read_coco

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from centernet.config import load_config
-from centernet.data.transforms import TrainAugmentation
+from centernet.data.augment import TrainAugmentation
 from centernet.engine.dataset import task_for
 from centernet.tasks.ddd import CLASS_NAMES, IGNORED_AS, KITTI_TYPES, SKIPPED_TYPES
 from tests.conftest import REFERENCE_DIR

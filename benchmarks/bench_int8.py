@@ -47,11 +47,10 @@ from centernet.config import KITTI_MEAN, KITTI_STD
 from centernet.data.check import load_dataset
 from centernet.data.image_io import load_image
 from centernet.data.records import DetectionDataset
-from centernet.data.transforms import InputSpec
-from centernet.detector import CenterNet
 from centernet.engine.dataset import collate
-from centernet.engine.predictor import Predictor
 from centernet.export.onnx import OnnxDetector, export_onnx, read_metadata
+from centernet.models.detector import CenterNet
+from centernet.models.predictor import Predictor
 
 VARIANTS = ("float32", "int8")
 METRICS = {"ctdet": ("AP", "AP50", "AP75"), "multi_pose": ("AP", "AP50", "AP75"),

@@ -19,9 +19,9 @@ import onnxruntime as ort
 import pytest
 
 from centernet.data.image_io import load_image
-from centernet.detector import CenterNet
-from centernet.engine.predictor import Predictor
 from centernet.export import OnnxDetector, export_onnx, read_metadata
+from centernet.models.detector import CenterNet
+from centernet.models.predictor import Predictor
 from tests.test_e2e_original import E2E_DIR, _build_checkpoint, _data_root
 
 PIXEL_ATOL = 0.01

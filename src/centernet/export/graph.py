@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from centernet.tasks.base import ExportDecoder, ImageMeta, final_stack
-from centernet.tasks.common import get_affine_transform
+from centernet.data.geometry import ImageMeta, get_affine_transform
+from centernet.tasks.base import final_stack
+from centernet.tasks.decoding import ExportDecoder
 
 __all__ = ["DecodedGraph", "RawHeads", "output_to_image_transform", "sample_inputs", "trace"]
 

@@ -35,7 +35,7 @@ from centernet.export.runtime import OnnxDetector
 from centernet.extras import require
 
 if TYPE_CHECKING:
-    from centernet.detector import CenterNet
+    from centernet.models.detector import CenterNet
 
 __all__ = ["ExportMetadata", "OnnxDetector", "export_onnx", "output_to_image_transform", "read_metadata"]
 
@@ -162,7 +162,7 @@ def export_onnx(
         ImageReadError: a calibration image cannot be read (named).
         MissingExtraError: onnx or onnxscript is not installed (``pip install "centernet[export]"``).
     """
-    from centernet.detector import CenterNet
+    from centernet.models.detector import CenterNet
 
     # torch's dynamo exporter imports both lazily, deep inside; check before loading any weights.
     require("onnx", "export", "ONNX export")

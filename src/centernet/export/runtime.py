@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from centernet.engine.predictor import Predictor
-from centernet.engine.results import Results
+from centernet.data.results import Results
+from centernet.models.predictor import Predictor
 from centernet.export.graph import output_to_image_transform
 from centernet.export.metadata import ExportMetadata
 from centernet.extras import require

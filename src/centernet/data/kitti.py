@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from centernet.data.image_io import image_size
+from centernet.data.kitti_fields import check_calib, check_label_values
 from centernet.data.records import WHOLE_SET, DataFormatError, DataReport, DetectionDataset, ImageRecord, missing_split_error
 from centernet.data.validation import validate_record
 
@@ -87,9 +88,10 @@ def read_calib(path: str | Path) -> np.ndarray:
             if len(values) != 12:
                 raise DataFormatError(f"{path} [line {number}]: P2 has {len(values)} values, expected 12")
             try:
-                return np.array(values, dtype=np.float32).reshape(3, 4)
+                matrix = np.array(values, dtype=np.float32).reshape(3, 4)
             except ValueError as error:
                 raise DataFormatError(f"{path} [line {number}]: P2 is not numeric ({error})") from error
+            return check_calib(path, number, matrix)
     raise DataFormatError(f"{path}: no 'P2:' line")
 
 
@@ -196,9 +198,7 @@ class Objects3D:
         return self.corners()[:, :4][:, :, [0, 2]]
 
 
-# ----------------------------------------------------------------------------------------------
-# Geometry
-# ----------------------------------------------------------------------------------------------
+# ---------------------------------------- Geometry ----------------------------------------
 
 
 def box_corners(dims: np.ndarray, locations: np.ndarray, rotation_y: np.ndarray, dtype=np.float64) -> np.ndarray:
@@ -235,9 +235,7 @@ def project_to_image(points_3d: np.ndarray, calib: np.ndarray) -> np.ndarray:
     return projected[..., :2] / projected[..., 2:]
 
 
-# ----------------------------------------------------------------------------------------------
-# Files
-# ----------------------------------------------------------------------------------------------
+# ---------------------------------------- Files ----------------------------------------
 
 
 def read_kitti_file(path: str | os.PathLike, *, detections: bool | None = None) -> Objects3D:
@@ -277,8 +275,7 @@ def _parse_kitti_file(path: Path, detections: bool | None) -> tuple[list[int], O
             values = [float(v) for v in columns[1:]]
         except ValueError as error:
             raise DataFormatError(f"{path} [line {number}]: {error}: {line!r}") from None
-        if values[1] != int(values[1]):
-            raise DataFormatError(f"{path} [line {number}]: occlusion must be an integer, found {columns[2]!r}")
+        check_label_values(path, number, columns[0], values)
         types.append(columns[0])
         numbers.append(number)
         rows.append(values if len(values) == _RESULT_COLUMNS - 1 else [*values, 1.0])

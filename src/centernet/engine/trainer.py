@@ -38,6 +38,7 @@ from centernet.engine.dataset import EpochSampler, TrainingDataset, collate
 from centernet.engine.distributed import DistributedContext
 from centernet.engine.evaluate import evaluate_network
 from centernet.engine.run_folder import RunFolder
+from centernet.engine.tensorboard_log import trim_event_files
 from centernet.extras import MissingExtraError, require
 from centernet.models import build_model
 from centernet.engine.run_checkpoints import save_run_checkpoint
@@ -87,16 +88,22 @@ class TrainerHook:
 class TensorBoardHook(TrainerHook):
     """Step losses, epoch rows and validation metrics as TensorBoard scalars (``<run>/tensorboard``)."""
 
-    def __init__(self, log_dir) -> None:
+    def __init__(self, log_dir, resumed_at: tuple[int, int] | None = None) -> None:
         self.log_dir = log_dir
+        self.resumed_at = resumed_at  # (step, epoch) of the checkpoint a resumed run continues
         self._writer = None
 
     @property
     def writer(self):
-        """The event-file writer, made on first use: nothing is written before the run folder is locked."""
+        """The event-file writer, made on first use: nothing is written before the run folder is locked.
+
+        A resumed run first drops the events of the steps it redoes (``tensorboard_log``): each step once.
+        """
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
+            if self.resumed_at is not None:
+                trim_event_files(self.log_dir, *self.resumed_at)
             self._writer = SummaryWriter(log_dir=str(self.log_dir))
         return self._writer
 
@@ -203,7 +210,7 @@ class Trainer:
             persistent_workers=cfg.data.num_workers > 0,
         )
         if self.run and cfg.train.tensorboard and tensorboard_available():
-            self.hooks.append(TensorBoardHook(self.run.root / "tensorboard"))
+            self.hooks.append(TensorBoardHook(self.run.root / "tensorboard", (self.global_step, self.state.epoch) if resume else None))
 
     @property
     def global_step(self) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from centernet.config import Config, ConfigError
 from centernet.models.checkpoint import (
     CheckpointError,
     _describe_mismatch,
@@ -221,6 +222,10 @@ def _check_task(f: _Fields, task: str, heads: dict[str, int], num_classes: int, 
 def _check_config(f: _Fields, config: Any, arch: str, task: str) -> None:
     if not isinstance(config, Mapping):
         raise f.fail("config", _kind(config), "the run's resolved experiment (a mapping of sections)")
+    try:
+        Config.from_dict(dict(config), "config")
+    except (ConfigError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{f.path}: checkpoint field 'config' is not a valid experiment ({err})") from err
     model = config.get("model", {})
     stored_arch = model.get("arch", arch) if isinstance(model, Mapping) else arch
     if stored_arch != arch:

@@ -396,6 +396,42 @@ def test_each_kitti_calib_corruption_is_named(case: str, kitti_case: Path, capsy
     _assert_named_error(code, err, "000000.txt", "P2")
 
 
+@pytest.fixture
+def kitti_json_case(reference_dir: Path, data_dir: Path, tmp_path: Path):
+    """The original's converted KITTI json (``calib`` per image, 3D fields per annotation) of real frames."""
+    data = json.loads((reference_dir / "e2e" / "annotations" / "ddd.json").read_text())
+    (tmp_path / "training" / "image_2").mkdir(parents=True)
+    for image in data["images"]:
+        shutil.copy(data_dir / "kitti_mini" / "training" / "image_2" / image["file_name"], tmp_path / "training" / "image_2")
+    path = tmp_path / "kitti_val.json"
+
+    def write(edited: dict) -> Path:
+        path.write_text(json.dumps(edited))
+        return path
+
+    return data, write
+
+
+KITTI_JSON_FIELDS = {"dim": "annotations", "location": "annotations", "rotation_y": "annotations", "alpha": "annotations",
+                     "truncated": "annotations", "occluded": "annotations", "calib": "images"}
+
+
+@pytest.mark.parametrize("field", list(KITTI_JSON_FIELDS))
+@pytest.mark.parametrize("kind", [DELETE, "text", "list", "nested", "nan"], ids=lambda k: "delete" if k is DELETE else k)
+def test_each_field_of_a_converted_kitti_json_corrupted_in_turn(field, kind, kitti_json_case, capsys) -> None:
+    data, write = kitti_json_case
+    edited = copy.deepcopy(data)
+    entry = edited[KITTI_JSON_FIELDS[field]][0]
+    if kind is DELETE:
+        if field in ("truncated", "occluded"):
+            return  # optional: 0 when absent
+        del entry[field]
+    else:
+        entry[field] = {"text": "x", "list": [1, 2], "nested": [[1]], "nan": float("nan")}[kind]
+    code, out, err = _check(write(edited), capsys)
+    _assert_named_error(code, err, "kitti_val.json", field)
+
+
 # ----------------------------------------------------------------------------------------- the real CLI
 def test_a_sample_of_near_misses_through_the_installed_cli(coco_case) -> None:
     """The same one line and exit 2 from the ``centernet`` process itself (no traceback on stderr)."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from centernet.data.image_io import image_size
 from centernet.data.kitti import KITTI_CLASSES, Objects3D, kitti_label
+from centernet.data.kitti_fields import check_calib
 from centernet.data.records import DataFormatError, DataReport, DetectionDataset, FlagPolicy, ImageRecord
 from centernet.data.validation import validate_record
 
@@ -146,7 +147,48 @@ def _keypoints(json_path: Path, anns: list[dict], num_joints: int) -> np.ndarray
     return joints
 
 
+def _numbers(value: object, count: int) -> bool:
+    """Whether ``value`` is ``count`` finite numbers (a bare number for ``count`` 0)."""
+    items = [value] if count == 0 else value if isinstance(value, list) and len(value) == count else None
+    return items is not None and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in items
+    )
+
+
+def _check_3d(json_path: Path, anns: list[dict]) -> None:
+    """The 3D fields of the original's converted KITTI json: sizes, location, angles, flags."""
+    for ann in anns:
+        where = f"annotation {ann.get('id')}"
+        for field, count, expected in (
+            ("dim", 3, "3 finite numbers (h, w, l in metres)"),
+            ("location", 3, "3 finite numbers (x, y, z in metres)"),
+            ("rotation_y", 0, "a finite number (radians)"),
+            ("alpha", 0, "a finite number (radians)"),
+        ):
+            if field in ann and not _numbers(ann[field], count):
+                raise _field_error(json_path, where, field, ann[field], expected)
+        if "truncated" in ann and not _numbers(ann["truncated"], 0):
+            raise _field_error(json_path, where, "truncated", ann["truncated"], "a finite number")
+        occluded = ann.get("occluded", 0)
+        if isinstance(occluded, bool) or not isinstance(occluded, (int, float)) or occluded not in (-1, 0, 1, 2, 3):
+            raise _field_error(json_path, where, "occluded", occluded, "an integer from -1 to 3")
+
+
+def _calib(json_path: Path, image: dict) -> np.ndarray:
+    """The ``[3, 4]`` camera matrix of an image of a converted KITTI json."""
+    value = image.get("calib")
+    rows = value if isinstance(value, list) and len(value) == 3 else None
+    if rows is None or not all(_numbers(row, 4) for row in rows):
+        flat = value if isinstance(value, list) and len(value) == 12 and _numbers(value, 12) else None
+        if flat is None:
+            raise _field_error(
+                json_path, f"image {image['id']}", "calib", value, "the 3x4 camera matrix (3 rows of 4 numbers)"
+            )
+    return check_calib(json_path, f"image {image['id']}", np.asarray(value, dtype=np.float32).reshape(3, 4))
+
+
 def _objects_3d(json_path: Path, anns: list[dict], types: list[str]) -> Objects3D:
+    _check_3d(json_path, anns)
     try:
         return Objects3D(
             dims=np.array([a["dim"] for a in anns], dtype=np.float64).reshape(-1, 3),
@@ -264,7 +306,7 @@ def read_coco(
             crowd=[bool(a.get("iscrowd", 0)) for a in anns],
             ignore=ignore,
             keypoints=None if keypoint_names is None else _keypoints(json_path, anns, len(keypoint_names)),
-            calib=image.get("calib"),
+            calib=_calib(json_path, image) if is_kitti else image.get("calib"),
             objects_3d=_objects_3d(json_path, anns, types) if is_kitti else None,
         )
         records.append(validate_record(record, report, json_path, crowd=crowd))

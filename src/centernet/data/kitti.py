@@ -91,7 +91,7 @@ def read_calib(path: str | Path) -> np.ndarray:
                 matrix = np.array(values, dtype=np.float32).reshape(3, 4)
             except ValueError as error:
                 raise DataFormatError(f"{path} [line {number}]: P2 is not numeric ({error})") from error
-            return check_calib(path, number, matrix)
+            return check_calib(path, f"line {number}", matrix)
     raise DataFormatError(f"{path}: no 'P2:' line")
 
 

@@ -37,13 +37,16 @@ def check_label_values(path: Path, number: int, type_name: str, values: Sequence
                 raise DataFormatError(f"{path} [line {number}]: column '{name}' is {value:g}, expected a positive size in metres")
 
 
-def check_calib(path: Path, number: int, matrix: np.ndarray) -> np.ndarray:
-    """``matrix`` (``P2``, 3x4) if it is a camera projection: finite, positive focal lengths, ``P[2, 2] = 1``."""
+def check_calib(path: Path, where: str, matrix: np.ndarray) -> np.ndarray:
+    """``matrix`` (``P2``, 3x4) if it is a camera projection: finite, positive focal lengths, ``P[2, 2]`` not 0.
+
+    ``where``: the place in ``path`` named in the error (``line 3``, ``image 7``).
+    """
     if not np.isfinite(matrix).all():
-        raise DataFormatError(f"{path} [line {number}]: P2 holds non-finite values, expected 12 finite numbers")
+        raise DataFormatError(f"{path} [{where}]: P2 holds non-finite values, expected 12 finite numbers")
     if matrix[0, 0] <= 0 or matrix[1, 1] <= 0 or matrix[2, 2] == 0:
         raise DataFormatError(
-            f"{path} [line {number}]: P2 has focal lengths ({matrix[0, 0]:g}, {matrix[1, 1]:g}) and P[2,2] {matrix[2, 2]:g}, "
-            "expected a camera projection (positive focal lengths, P[2,2] = 1)"
+            f"{path} [{where}]: P2 has focal lengths ({matrix[0, 0]:g}, {matrix[1, 1]:g}) and P[2,2] {matrix[2, 2]:g}, "
+            "expected a camera projection (positive focal lengths, P[2,2] not 0)"
         )
     return matrix

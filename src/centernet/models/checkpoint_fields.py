@@ -27,7 +27,7 @@ from centernet.models.checkpoint import (
     infer_arch,
     load_checkpoint,
 )
-from centernet.models.registry import build_model, list_models
+from centernet.models.registry import build_model, default_head_conv, list_models
 
 #: Fields every writer of the project's format stores (``state_dict`` aside).
 REQUIRED_FIELDS = (
@@ -136,8 +136,11 @@ def check_checkpoint_fields(
     if "hm" not in heads:
         raise f.fail("heads", _kind(heads), "a centre heat-map head 'hm' among the heads")
     num_classes = heads["hm"]
-    head_conv = f.integer("head_conv", f.get("head_conv", "an integer >= 0"), 0, "an integer >= 0 (the heads' 3x3 conv width, 0: none)")
-    _check_weights(f, arch, dict(heads), head_conv, state_dict)
+    head_conv = f.get("head_conv", "an integer >= 0, or null for the architecture's default")
+    if head_conv is None:  # model.head_conv=null: the architecture's default width
+        head_conv = default_head_conv(arch)
+    f.integer("head_conv", head_conv, 0, "an integer >= 0 (the heads' 3x3 conv width, 0: none), or null for the architecture's default")
+    _check_weights(f, arch, dict(heads), head_conv, state_dict, payload["head_conv"])
 
     if "num_classes" in payload and payload["num_classes"] != num_classes:
         raise f.fail("num_classes", _kind(payload["num_classes"]), f"{num_classes} (the channels of the weights' 'hm' head)")
@@ -182,7 +185,9 @@ def check_checkpoint_fields(
         _check_config(f, config, arch, task)
 
 
-def _check_weights(f: _Fields, arch: str, heads: dict[str, int], head_conv: int, state_dict: Mapping[str, torch.Tensor]) -> None:
+def _check_weights(
+    f: _Fields, arch: str, heads: dict[str, int], head_conv: int, state_dict: Mapping[str, torch.Tensor], stored_conv: Any
+) -> None:
     """``arch``, ``heads`` and ``head_conv`` must build exactly the network whose tensors ``state_dict`` holds."""
     with torch.device("meta"):
         try:
@@ -197,7 +202,8 @@ def _check_weights(f: _Fields, arch: str, heads: dict[str, int], head_conv: int,
     if weights_heads and set(weights_heads) == set(heads) and weights_heads != heads:
         raise f.fail("heads", _kind(heads), f"{weights_heads}, the heads of the weights in 'state_dict'")
     if weights_heads == heads and weights_conv != head_conv:
-        raise f.fail("head_conv", _kind(head_conv), f"{weights_conv}, the heads' conv width in 'state_dict'")
+        found = _kind(stored_conv) + (f" ({arch}'s default {head_conv})" if stored_conv is None else "")
+        raise f.fail("head_conv", found, f"{weights_conv}, the heads' conv width in 'state_dict'")
     try:
         weights_arch = infer_arch(state_dict)
     except CheckpointError:

@@ -25,6 +25,7 @@ import torch
 
 from centernet.cli import main
 from centernet.config import load_config
+from centernet.engine.hooks import TrainerHook
 from centernet.engine.trainer import Trainer, train
 from centernet.models import checkpoint as checkpoint_module
 from centernet.models.checkpoint import CheckpointWriteError, load_checkpoint, save_checkpoint
@@ -79,12 +80,13 @@ def test_tensorboard_steps_continue_after_ctrl_c_and_resume_without_repeats(tmp_
 
     overrides = [f"project={tmp_path}", "name=tb", *tiny_synthetic_run(), "train.epochs=2", "train.val_interval=2"]
 
-    def interrupt(trainer: Trainer) -> None:
-        if trainer.global_step == 4:  # step 3 logged after the epoch-1 checkpoint (step 2); Ctrl-C in step 4
-            raise KeyboardInterrupt
+    class CtrlC(TrainerHook):  # runs before the TensorBoard hook: the step it stops in is not logged
+        def on_step_end(self, trainer: Trainer, losses: dict) -> None:
+            if trainer.global_step == 4:  # step 3 logged after the epoch-1 checkpoint (step 2)
+                raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(load_config(None, overrides), callbacks=(interrupt,))
+        train(load_config(None, overrides), hooks=[CtrlC()])
     folder = tmp_path / "tb"
     before = _raw_steps(folder / "tensorboard")
     assert before["train_step/loss"] == [1, 2, 3]  # what the Ctrl-C left, past the checkpoint

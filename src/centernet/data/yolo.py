@@ -35,10 +35,11 @@ def _found(value: object) -> str:
 def _class_names(yaml_path: Path, names: object) -> tuple[str, ...]:
     expected = "a list of class names or a dict {0: name, 1: name, ...}"
     if isinstance(names, dict):
-        keys = list(names)
-        if not all(isinstance(k, int) and not isinstance(k, bool) for k in keys) or sorted(keys) != list(range(len(keys))):
+        numeric = [k for k in names if (isinstance(k, int) and not isinstance(k, bool)) or (isinstance(k, str) and k.isdigit())]
+        index = {int(k): k for k in numeric}
+        if len(index) != len(names) or sorted(index) != list(range(len(names))):
             raise DataFormatError(f"{yaml_path}: 'names' is {_found(names)}, expected {expected} (keys 0..N-1)")
-        names = [names[k] for k in sorted(keys)]
+        names = [names[index[i]] for i in range(len(names))]
     if not isinstance(names, list) or not names:
         raise DataFormatError(f"{yaml_path}: 'names' is {_found(names)}, expected {expected}")
     for index, name in enumerate(names):
@@ -57,7 +58,8 @@ def _check_spec(yaml_path: Path, spec: dict, splits: list[str]) -> tuple[int, in
         if not isinstance(spec["path"], str):
             raise DataFormatError(f"{yaml_path}: 'path' is {_found(spec['path'])}, expected the data folder (a string)")
         if not (yaml_path.parent / spec["path"]).is_dir():
-            raise DataFormatError(f"{yaml_path}: 'path' {spec['path']!r} is no folder ({yaml_path.parent / spec['path']} does not exist)")
+            folder = yaml_path.parent / spec["path"]
+            raise DataFormatError(f"{yaml_path}: 'path' {spec['path']!r} is no folder ({folder} does not exist)")
     for key in splits:
         entry = spec[key]
         items = entry if isinstance(entry, list) else [entry]

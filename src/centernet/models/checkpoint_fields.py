@@ -121,7 +121,8 @@ def check_checkpoint_fields(
         and state_dict
         and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items())
     ):
-        raise f.fail("state_dict", _kind(state_dict) if not isinstance(state_dict, Mapping) else "a dict that is empty or not of name -> tensor", "the network's weights (a dict of name -> tensor)")
+        found = _kind(state_dict) if not isinstance(state_dict, Mapping) else "a dict that is empty or not of name -> tensor"
+        raise f.fail("state_dict", found, "the network's weights (a dict of name -> tensor)")
     arch = f.get("arch", f"a registered architecture ({', '.join(list_models())})")
     if not isinstance(arch, str) or arch not in list_models():
         raise f.fail("arch", _kind(arch), f"a registered architecture ({', '.join(list_models())})")
@@ -139,7 +140,7 @@ def check_checkpoint_fields(
     head_conv = f.get("head_conv", "an integer >= 0, or null for the architecture's default")
     if head_conv is None:  # model.head_conv=null: the architecture's default width
         head_conv = default_head_conv(arch)
-    f.integer("head_conv", head_conv, 0, "an integer >= 0 (the heads' 3x3 conv width, 0: none), or null for the architecture's default")
+    f.integer("head_conv", head_conv, 0, "an integer >= 0 (the heads' 3x3 conv width, 0: none), or null (the default)")
     _check_weights(f, arch, dict(heads), head_conv, state_dict, payload["head_conv"])
 
     if "num_classes" in payload and payload["num_classes"] != num_classes:
@@ -245,14 +246,19 @@ def check_training_state(payload: Mapping[str, Any], path: str | PathLike[str]) 
     check_checkpoint_fields(payload, path)
     f = _Fields(payload, path)
     optimizer = f.get("optimizer", "the optimiser's state (a dict with 'state' and 'param_groups')")
-    if not isinstance(optimizer, Mapping) or not isinstance(optimizer.get("param_groups"), list) or not isinstance(optimizer.get("state"), Mapping):
+    if not (
+        isinstance(optimizer, Mapping)
+        and isinstance(optimizer.get("param_groups"), list)
+        and isinstance(optimizer.get("state"), Mapping)
+    ):
         raise f.fail("optimizer", _kind(optimizer), "the optimiser's state (a dict with 'state' and 'param_groups')")
     for name in ("scheduler", "scaler"):
         if not isinstance(f.get(name, f"the {name}'s state (a dict)"), Mapping):
             raise f.fail(name, _kind(payload[name]), f"the {name}'s state (a dict)")
     rng = f.get("rng", "the random states (a dict of torch, numpy, numpy_pos, python)")
     keys = ("torch", "numpy", "numpy_pos", "python")
-    if not isinstance(rng, Mapping) or not all(k in rng for k in keys) or not all(isinstance(rng[k], torch.Tensor) for k in ("torch", "numpy", "python")):
+    tensors = ("torch", "numpy", "python")
+    if not isinstance(rng, Mapping) or not all(k in rng for k in keys) or not all(isinstance(rng[k], torch.Tensor) for k in tensors):
         raise f.fail("rng", _kind(rng), "the random states (a dict of torch, numpy, numpy_pos, python tensors)")
     f.integer("epoch", f.get("epoch", "the next epoch (an integer >= 1)"), 1, "the next epoch (an integer >= 1)")
     f.integer("iteration", f.get("iteration", "an integer >= 0"), 0, "the iterations done in that epoch (an integer >= 0)")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import centernet
 from centernet.cli import main
@@ -128,7 +129,22 @@ def test_3d_from_kitti_folders(tmp_path, data_dir):
         list(centernet.predict(best, frame, calib=tmp_path))
     out = tmp_path / "predicted"
     assert main(["predict", "--weights", str(best), "--source", str(frame), "--calib", str(training / "calib"), "--output", str(out), "--conf", "0"]) == 0
-    # One file per frame; after two steps no row may pass the original's peak_thresh 0.2 (an empty file,
-    # as the original writes); the 16-column format itself is checked against the original in test_e2e_original.
+    # One file per frame, written even when no row passes the original's peak_thresh 0.2 (as the original).
+    assert (out / "kitti" / "000001.txt").is_file()
+    # With a heat map sure of every peak (its final bias at +10), every decoded row passes the threshold
+    # and is written: one 16-column line per detection, class name first, score last. The columns'
+    # values are checked against the original's files in test_e2e_original.
+    ckpt = torch.load(best, map_location="cpu", weights_only=True)
+    ckpt["state_dict"]["hm.2.bias"].fill_(10.0)
+    confident = tmp_path / "confident.pt"
+    torch.save(ckpt, confident)
+    out = tmp_path / "predicted_confident"
+    assert main(["predict", "--weights", str(confident), "--source", str(frame), "--calib", str(training / "calib"), "--output", str(out), "--conf", "0"]) == 0
+    (result,) = list(centernet.predict(confident, frame, calib=p2))
     lines = (out / "kitti" / "000001.txt").read_text().splitlines()
-    assert all(len(line.split()) == 16 for line in lines)
+    assert len(lines) == len(result.scores) > 0
+    for line in lines:
+        fields = line.split()
+        assert len(fields) == 16 and fields[0] in ckpt["class_names"], line
+        values = [float(v) for v in fields[1:]]  # numbers (the 2D box may be inverted: the original's warp of the size)
+        assert all(np.isfinite(values)) and values[-1] >= 0.2, line

@@ -12,6 +12,7 @@ import torch
 import centernet
 from centernet.cli import main
 from centernet.config import load_config
+from centernet.data.check import load_dataset
 from centernet.data.kitti import read_calib
 from centernet.data.records import DataFormatError
 from centernet.engine.trainer import train
@@ -71,8 +72,31 @@ def test_raccoon_benchmark_recipe_points_at_the_shared_data_and_trains(tmp_path,
 
 
 def test_coco_root_with_sparse_category_ids(tmp_path, data_dir):
-    rows = _train(tmp_path, "coco_mini", f"data.source={data_dir / 'coco_mini'}", "data.train_split=train2017", "data.val_split=val2017")
-    assert rows[0]["AP"] != ""
+    root = data_dir / "coco_mini"
+    _train(tmp_path, "coco_mini", f"data.source={root}", "data.train_split=train2017", "data.val_split=val2017")
+    coco = json.loads((root / "annotations" / "instances_train2017.json").read_text())
+    ids = sorted(category["id"] for category in coco["categories"])
+    names = {category["id"]: category["name"] for category in coco["categories"]}
+    assert ids != list(range(1, len(ids) + 1)), "the fixture's ids must have gaps for this test to mean anything"
+
+    # Category id -> label: every annotation trains the channel of its id's rank among the sorted ids.
+    category_of = {annotation["id"]: annotation["category_id"] for annotation in coco["annotations"]}
+    records = load_dataset(str(root), "train2017").records
+    pairs = [(category_of[int(a)], int(label)) for r in records for a, label in zip(r.annotation_ids, r.labels) if int(a) in category_of]
+    assert len(pairs) > 100 and any(category > label + 1 for category, label in pairs)
+    assert all(ids[label] == category for category, label in pairs)
+
+    # The checkpoint keeps the mapping, and label -> category id: predict's COCO rows carry the id of each label.
+    best = tmp_path / "coco_mini" / "best.pt"
+    ckpt = torch.load(best, map_location="cpu", weights_only=True)
+    assert list(ckpt["category_ids"]) == ids and list(ckpt["class_names"]) == [names[i] for i in ids]
+    image = sorted((root / "val2017").iterdir())[0]
+    (result,) = list(centernet.predict(best, image))
+    out = tmp_path / "predicted"
+    assert main(["predict", "--weights", str(best), "--source", str(image), "--output", str(out), "--conf", "0"]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert len(rows) == len(result.labels) > 0
+    assert [row["category_id"] for row in rows] == [ids[int(label)] for label in result.labels]
 
 
 def test_voc_xml_folder(tmp_path, data_dir):

@@ -230,3 +230,43 @@ def test_other_tasks_through_the_same_contract() -> None:
     assert result["locations"].shape == (len(result["scores"]), 3)
     with pytest.raises(ValueError, match="calib"):
         ddd(image)
+
+
+# ---------------------------------------------------------------- robustness at the model level
+def test_an_empty_batch_gives_no_detections_and_no_losses() -> None:
+    detector = make_detector().eval()
+    assert detector([]) == []
+    detector.train()
+    with pytest.raises(ValueError, match="at least one image"):
+        detector([], [])
+
+
+@pytest.mark.parametrize("warp", ["cv2", "torch"])
+def test_an_image_smaller_than_the_stride_is_letterboxed_like_any_other(warp) -> None:
+    detector = make_detector(warp=warp).eval()
+    image = random_image(3, 2, 9)  # 3 x 2 pixels, under the stride of 4
+    (result,) = detector([image])
+    assert result["boxes"].shape == (detector.K, 4) and torch.isfinite(result["boxes"]).all()
+    centres = (result["boxes"][:, :2] + result["boxes"][:, 2:]) / 2
+    assert (centres > -3).all() and (centres < 6).all()  # on the image's letterbox window, in its pixels
+    detector.train()
+    losses = detector([image], [{"boxes": torch.tensor([[0.0, 0.0, 2.0, 3.0]]), "labels": torch.tensor([1])}])
+    assert set(losses) == {"hm_loss", "wh_loss", "off_loss"}
+    assert all(torch.isfinite(value) and value >= 0 for value in losses.values()), losses
+
+
+@pytest.mark.parametrize("warp", ["cv2", "torch"])
+def test_nan_or_infinite_pixels_are_refused_naming_the_image(warp) -> None:
+    detector = make_detector(warp=warp).eval()
+    good = random_image(40, 50, 10)
+    for value in (float("nan"), float("inf"), float("-inf")):
+        bad = good.clone()
+        bad[1, 5, 7] = value
+        with pytest.raises(ValueError, match="image 1: it holds NaN or infinite values"):
+            detector([good, bad])
+        detector.train()
+        with pytest.raises(ValueError, match="image 1: it holds NaN or infinite values"):
+            detector([good, bad], [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}] * 2)
+        detector.eval()
+    with pytest.raises(ValueError, match=r"image 0: it has no pixels \(0x5\)"):
+        detector([torch.zeros(3, 0, 5)])

@@ -54,8 +54,10 @@ OVERFIT = [
 # AP50 after OVERFIT, measured for train.seed 0, 1, 2, 3 (torch 2.14.1, CPU): the four raccoon photos 0.207, 0.296,
 # 0.025, 0.876 (COCO json, VOC xml and YOLO txt give identical numbers: the same boxes); the synthetic shapes 0.138,
 # 0.008, 0.009, 0.004. After one step every seed scores 0.000. The floors sit under the lowest seed.
+# coco_mini's first four training images (80 classes, up to 35 objects each): 0.008, 0.003, 0.006 for seeds 0-2.
 RACCOON_AP50_FLOOR = 0.01
 SYNTHETIC_AP50_FLOOR = 0.002
+COCO_MINI_AP50_FLOOR = 0.001
 
 
 def _learn(tmp_path: Path, name: str, floor: float, measured: str, *overrides: str) -> None:
@@ -63,7 +65,7 @@ def _learn(tmp_path: Path, name: str, floor: float, measured: str, *overrides: s
     rows = list(csv.DictReader((tmp_path / name / "results.csv").open()))
     assert len(rows) == 30 and float(rows[-1]["loss"]) < float(rows[0]["loss"]), [row["loss"] for row in rows]
     ap50 = float(rows[-1]["AP50"])
-    assert ap50 >= floor, f"AP50 {ap50:.4f} on the training images after 30 steps; measured {measured} over seeds 0-3, floor {floor}"
+    assert ap50 >= floor, f"AP50 {ap50:.4f} on the training images after 30 steps; measured {measured} over seeds 0-3 (0-2 for coco_mini), floor {floor}"
 
 
 def _yolo_tree(raccoon: Path, root: Path) -> Path:
@@ -103,7 +105,7 @@ def test_raccoon_benchmark_recipe_points_at_the_shared_data_and_trains(tmp_path,
 
 def test_coco_root_with_sparse_category_ids(tmp_path, data_dir):
     root = data_dir / "coco_mini"
-    _train(tmp_path, "coco_mini", f"data.source={root}", "data.train_split=train2017", "data.val_split=val2017")
+    _learn(tmp_path, "coco_mini", COCO_MINI_AP50_FLOOR, "0.003-0.008", f"data.source={root}", "data.train_split=train2017", "data.val_split=train2017")
     coco = json.loads((root / "annotations" / "instances_train2017.json").read_text())
     ids = sorted(category["id"] for category in coco["categories"])
     names = {category["id"]: category["name"] for category in coco["categories"]}

@@ -120,6 +120,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         calib=args.calib,
         recipe=path,
         overrides=overrides + _test_overrides(args),
+        on_folder=lambda folder: setattr(args, "output", folder),  # for the Ctrl-C message
     )
     print(summary)
     return 0
@@ -191,7 +192,9 @@ def _interrupted(args: argparse.Namespace) -> str:
             f"train.checkpoint_interval steps); continue with: centernet train --resume {folder}"
         )
     if args.verb == "predict":
-        return f"interrupted: the images done so far are in {args.output} (results.jsonl)"
+        if args.output is None:
+            return "interrupted: predict stopped before its first image; nothing was written"
+        return f"interrupted: the images done so far are in {args.output} (results.jsonl, results.json)"
     return f"interrupted: {args.verb} stopped"
 
 
@@ -257,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="*", help="optional recipe (YAML or shipped name) and data.* / test.* overrides")
     p.add_argument("--weights", required=True, help="our checkpoint (.pt) or an original CenterNet .pth (required)")
     p.add_argument("--source", required=True, help="image, folder, glob pattern, video, webcam index or stream URL (required)")
-    p.add_argument("--output", default="runs/predict", help="folder for drawn images/video and results (default: %(default)s)")
+    p.add_argument("--output", default=None,
+                   help="folder for drawn images/video and results; new or empty, unless on_existing_run=increment/overwrite "
+                   "(default: a fresh runs/predict, runs/predict2, ...; name= / project= choose it too)")
     p.add_argument("--conf", type=float, default=0.3,
                    help="score a detection needs to be drawn and written to txt labels; the summary says how many passed (default: %(default)s)")
     p.add_argument("--batch", type=int, default=8, help="images per network call (default: %(default)s)")
@@ -302,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     from centernet.models.checkpoint import CheckpointError
 
     args = build_parser().parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):  # a file name that is not valid UTF-8 is printed escaped, never a crash
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         return args.func(args)
     except (ConfigError, CheckpointError, MissingExtraError, FileNotFoundError, ValueError, OSError) as err:

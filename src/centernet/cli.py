@@ -120,7 +120,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         calib=args.calib,
         recipe=path,
         overrides=overrides + _test_overrides(args),
-        on_folder=lambda folder: setattr(args, "output", folder),  # for the Ctrl-C message
+        on_folder=lambda folder: setattr(args, "predict_folder", folder),  # for the Ctrl-C message
     )
     print(summary)
     return 0
@@ -157,7 +157,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from centernet.engine.demo import run_demo
 
-    summary = run_demo(args.output, overrides=args.overrides)
+    summary = run_demo(args.output, overrides=args.overrides, resume=args.resume)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -191,10 +191,19 @@ def _interrupted(args: argparse.Namespace) -> str:
             f"interrupted: the last checkpoint is {folder / 'last.pt'} (written at each epoch end and every "
             f"train.checkpoint_interval steps); continue with: centernet train --resume {folder}"
         )
+    if args.verb == "demo":
+        from pathlib import Path
+
+        last = Path(args.output) / "last.pt"
+        again = "centernet demo" + ("" if args.output == "runs/demo" else f" --output {args.output}")
+        if not last.is_file():
+            return f"interrupted: no checkpoint yet ({last} is written at each epoch end); start again with: {again}"
+        return f"interrupted: the demo's last checkpoint is {last}; continue with: {again} --resume"
     if args.verb == "predict":
-        if args.output is None:
-            return "interrupted: predict stopped before its first image; nothing was written"
-        return f"interrupted: the images done so far are in {args.output} (results.jsonl, results.json)"
+        folder = getattr(args, "predict_folder", None)
+        if folder is None:
+            return "interrupted: predict stopped before its output folder was made; nothing was written"
+        return f"interrupted: the images done so far are in {folder} (results.jsonl, results.json)"
     return f"interrupted: {args.verb} stopped"
 
 
@@ -296,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("demo", help="train res_18 on the built-in synthetic shapes, evaluate, predict")
     p.add_argument("--output", default="runs/demo", help="folder for the demo's run, metrics and drawn images (default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted demo in --output from its last.pt")
     p.add_argument("overrides", nargs="*", help="section.field=value overrides of the demo recipe")
     p.set_defaults(func=_cmd_demo)
     return parser
@@ -307,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     from centernet.models.checkpoint import CheckpointError
 
     args = build_parser().parse_args(argv)
+    from centernet.engine.command import set_command
+
+    set_command(["centernet", *(sys.argv[1:] if argv is None else argv)])  # recorded in the run folders
     if hasattr(sys.stdout, "reconfigure"):  # a file name that is not valid UTF-8 is printed escaped, never a crash
         sys.stdout.reconfigure(errors="backslashreplace")
     try:

@@ -15,9 +15,7 @@ source's folder, a suffix where two would meet: ``y.jpg`` and ``y.png`` label as
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
-import sys
 from pathlib import Path
 
 import cv2
@@ -25,6 +23,7 @@ import numpy as np
 import yaml
 
 from centernet.config import ConfigError
+from centernet.engine.command import command_line
 from centernet.engine.run_folder import LOCK_NAME, ON_EXISTING_RUN, RunLock, RunLockedError
 
 #: The record of a run's command and resolved options in its folder.
@@ -33,12 +32,6 @@ RECORD_NAME = "args.yaml"
 
 class OutputWriteError(OSError):
     """A result file that could not be written; the message names it and the reason."""
-
-
-def command_line() -> str:
-    """The command that is running, as a shell would take it (``centernet predict ...``)."""
-    argv = [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
-    return shlex.join(os.fsencode(a).decode("utf-8", "backslashreplace") for a in argv)
 
 
 def write_bytes(path: Path, data: bytes) -> Path:

@@ -255,6 +255,8 @@ def predict_to_folder(
         lock.release()
         if created is not None and summary.images == 0:
             shutil.rmtree(created, ignore_errors=True)
+            if on_folder is not None:
+                on_folder(None)
         elif isinstance(error, OutputWriteError):
             raise OutputWriteError(
                 f"{error}; the {summary.images} images/frames done before are kept in {output} (results.jsonl, results.json)"

@@ -21,6 +21,7 @@ class Results:
     ``boxes`` ``[N, 4]`` xyxy, ``scores`` ``[N]``, ``labels`` ``[N]`` 0-based class indices into
     ``names``; ``keypoints`` ``[N, 17, 3]`` (x, y, confidence) for pose; ``boxes_3d`` for 3D (the one KITTI
     object type, ``data.kitti.Objects3D``; the 2D boxes, labels and scores are ``Results``' own).
+    ``frame``: the 0-based index of the frame in its video, webcam or stream (``None`` for an image).
     """
 
     boxes: np.ndarray
@@ -32,6 +33,7 @@ class Results:
     keypoints: np.ndarray | None = None
     boxes_3d: Objects3D | None = None
     heatmap: np.ndarray | None = field(default=None, repr=False)
+    frame: int | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -50,6 +52,7 @@ class Results:
             None if self.keypoints is None else self.keypoints[keep],
             None if b3 is None else b3.subset(keep),
             self.heatmap,
+            self.frame,
         )
 
     def plot(self, score_thresh: float = 0.3, heatmap: bool = False) -> np.ndarray:

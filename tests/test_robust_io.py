@@ -163,6 +163,24 @@ def test_a_training_run_folder_records_its_command(weights):
     assert record == [f"centernet train project={weights.parent.parent} name=tiny " + " ".join(f"'{o}'" if " " in o else o for o in TINY)]
 
 
+def test_val_writes_into_a_fresh_folder_or_a_new_path_never_over_an_earlier_run(weights, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["val", "--weights", str(weights), "--save-json"]) == 0
+    assert main(["val", "--weights", str(weights), "--save-json"]) == 0
+    for folder in (tmp_path / "runs" / "val", tmp_path / "runs" / "val2"):
+        assert isinstance(json.loads((folder / "results.json").read_text()), list)
+        record = yaml.safe_load((folder / "args.yaml").read_text())
+        assert record["command"] == f"centernet val --weights {weights} --save-json" and record["test"]["K"] == 100
+    earlier = tmp_path / "runs" / "val" / "results.json"
+    before = earlier.read_text()
+    capsys.readouterr()
+    assert main(["val", "--weights", str(weights), "--save-json", str(earlier)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and f"--save-json {earlier}: the file exists" in err and "Traceback" not in err
+    assert earlier.read_text() == before
+    assert main(["val", "--weights", str(weights), "--save-json", str(earlier), "on_existing_run=overwrite"]) == 0
+
+
 # ---------------------------------------------------------------- 4: one decoder
 def test_what_the_check_passes_training_reads_and_skip_skips_the_rest(pictures, tmp_path, capsys, caplog):
     """An ICO file named .png: Pillow reads it, OpenCV (training's decoder) does not."""

@@ -259,8 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="*", help="optional recipe (YAML or shipped name) and overrides (default: the checkpoint's own)")
     p.add_argument("--weights", required=True, help="our checkpoint (.pt) or an original CenterNet .pth (required)")
     p.add_argument("--split", default=None, help="data split (default: the experiment's data.val_split)")
-    p.add_argument("--save-json", default=None, help="write the COCO results list (the original's results.json) here (default: not written)")
-    p.add_argument("--save-kitti", default=None, help="3D: write one KITTI <frame>.txt per frame into this folder (default: not written)")
+    p.add_argument("--save-json", nargs="?", const=True, default=None, metavar="FILE",
+                   help="write the COCO results list (the original's results.json) to FILE, a new file; without FILE into a fresh "
+                   "runs/val, runs/val2, ... (or name=) with args.yaml (default: not written)")
+    p.add_argument("--save-kitti", nargs="?", const=True, default=None, metavar="DIR",
+                   help="3D: write one KITTI <frame>.txt per frame into DIR, new or empty; without DIR into a fresh runs/val... "
+                   "(default: not written)")
     p.add_argument("--batch", type=int, default=8, help="images per network call (default: %(default)s)")
     _add_test_options(p)
     p.set_defaults(func=_cmd_val)

@@ -221,3 +221,65 @@ def _printable(value):
     if isinstance(value, str):
         return os.fsencode(value).decode("utf-8", "backslashreplace")
     return value
+
+
+#: Top-level fields that choose a verb's output folder (``project=``, ``name=``, ``on_existing_run=``), not the experiment.
+FOLDER_FIELDS = ("project", "name", "on_existing_run")
+
+
+def folder_overrides(overrides) -> tuple[dict[str, str], list[str]]:
+    """``project=`` / ``name=`` / ``on_existing_run=`` apart from the experiment's overrides."""
+    chosen, rest = {}, []
+    for item in overrides:
+        key, equals, value = item.partition("=")
+        if equals and key.strip() in FOLDER_FIELDS:
+            chosen[key.strip()] = value.strip()
+        else:
+            rest.append(item)
+    return chosen, rest
+
+
+class ValOutputs:
+    """Where ``val`` writes its result files: a fresh ``runs/val``, ``runs/val2``... when ``--save-json``
+    or ``--save-kitti`` is given without a path (or ``name=`` chooses the folder), else the paths given.
+
+    Created before any work, so a taken file or folder is refused before the model runs: an
+    existing ``--save-json`` file or a ``--save-kitti`` folder holding files needs
+    ``on_existing_run=overwrite``.
+    """
+
+    def __init__(self, save_json, save_kitti, chosen: dict[str, str]) -> None:
+        self.project, self.name = chosen.get("project", "runs"), chosen.get("name")
+        self.on_existing = chosen.get("on_existing_run", "error")
+        self.in_folder = save_json is True or save_kitti is True
+        self.save_json = None if save_json in (None, False, True) else Path(save_json)
+        self.save_kitti = None if save_kitti in (None, False, True) else Path(save_kitti)
+        self._json_wanted, self._kitti_wanted = save_json is True, save_kitti is True
+        if self.in_folder and self.name is not None:
+            check_output_folder(Path(self.project) / self.name, self.on_existing)
+        if self.save_json is not None and self.save_json.exists() and self.on_existing != "overwrite":
+            raise FileExistsError(
+                f"--save-json {self.save_json}: the file exists (an earlier run's results); choose another name, give "
+                "--save-json without a path for a fresh runs/val folder, or on_existing_run=overwrite to replace it"
+            )
+        if self.save_kitti is not None:
+            check_output_folder(self.save_kitti, self.on_existing)
+
+    def open(self, options: dict) -> None:
+        """Makes the run folder (when one is used) with its ``args.yaml``; sets the result paths."""
+        if self.save_kitti is not None:
+            if self.on_existing == "overwrite" and self.save_kitti.is_dir():
+                shutil.rmtree(self.save_kitti)
+            self.save_kitti.mkdir(parents=True, exist_ok=True)
+        if not self.in_folder:
+            return
+        folder, lock = run_output_folder("val", None, self.project, self.name, self.on_existing)
+        try:
+            write_record(folder, {"verb": "val", "output": str(folder), **options})
+        finally:
+            lock.release()
+        self.folder = folder
+        if self._json_wanted:
+            self.save_json = folder / "results.json"
+        if self._kitti_wanted:
+            self.save_kitti = folder / "kitti"

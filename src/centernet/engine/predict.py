@@ -30,6 +30,7 @@ from centernet.engine.outputs import (
     OutputWriteError,
     VideoOutput,
     check_output_folder,
+    folder_overrides,
     run_output_folder,
     write_image,
     write_record,
@@ -173,22 +174,6 @@ def _first_missing(folder: Path) -> Path | None:
     return missing
 
 
-#: Top-level fields that choose predict's folder (``project=``, ``name=``, ``on_existing_run=``), not the experiment.
-FOLDER_FIELDS = ("project", "name", "on_existing_run")
-
-
-def _folder_overrides(overrides: Sequence[str]) -> tuple[dict[str, str], list[str]]:
-    """``project=`` / ``name=`` / ``on_existing_run=`` apart from the experiment's overrides."""
-    chosen, rest = {}, []
-    for item in overrides:
-        key, _, value = item.partition("=")
-        if key.strip() in FOLDER_FIELDS and _:
-            chosen[key.strip()] = value.strip()
-        else:
-            rest.append(item)
-    return chosen, rest
-
-
 def predict_to_folder(
     weights,
     source: str | Path,
@@ -230,7 +215,7 @@ def predict_to_folder(
             and where the results done before are.
     """
     total = count_frames(source)  # a missing source fails here, before the checkpoint is read
-    chosen, overrides = _folder_overrides(overrides)
+    chosen, overrides = folder_overrides(overrides)
     project, name, on_existing = chosen.get("project", "runs"), chosen.get("name"), chosen.get("on_existing_run", "error")
     if output is not None or name is not None:
         check_output_folder(Path(output) if output is not None else Path(project) / name, on_existing)

@@ -80,9 +80,15 @@ class Results:
     def save(self, path: str | Path, score_thresh: float = 0.3) -> Path:
         """Write the drawn image to ``path``."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(path), self.plot(score_thresh)):
-            raise OSError(f"{path}: could not write image")
+        # Encoded here and written by Python: any file name (OpenCV's writer takes UTF-8 names only), any failure named.
+        ok, encoded = cv2.imencode(path.suffix or ".jpg", self.plot(score_thresh))
+        if not ok:
+            raise OSError(f"cannot write {path}: OpenCV cannot encode a {path.suffix!r} image")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(encoded.tobytes())
+        except OSError as error:
+            raise OSError(f"cannot write {path}: {error.strerror or error}") from error
         return path
 
     def to_coco(self, image_id: int, category_ids: Sequence[int] | None = None) -> list[dict]:

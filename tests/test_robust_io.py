@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import resource
+import shlex
 import shutil
 import signal
 import subprocess
@@ -160,7 +161,7 @@ def test_each_predict_run_takes_a_fresh_folder_recording_its_command(weights, pi
 
 def test_a_training_run_folder_records_its_command(weights):
     record = (weights.parent / "command.txt").read_text().splitlines()
-    assert record == [f"centernet train project={weights.parent.parent} name=tiny " + " ".join(f"'{o}'" if " " in o else o for o in TINY)]
+    assert record == [shlex.join(["centernet", "train", f"project={weights.parent.parent}", "name=tiny", *TINY])]
 
 
 def test_val_writes_into_a_fresh_folder_or_a_new_path_never_over_an_earlier_run(weights, tmp_path, monkeypatch, capsys):

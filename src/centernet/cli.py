@@ -96,6 +96,11 @@ def _test_overrides(args: argparse.Namespace) -> list[str]:
 def _cmd_val(args: argparse.Namespace) -> int:
     from centernet.engine.evaluate import evaluate_checkpoint
 
+    for option in ("save_json", "save_kitti"):  # a bare --save-json followed by a recipe or an override took it as its path
+        value = getattr(args, option)
+        if isinstance(value, str) and ("=" in value or value in list_recipes() or value.endswith((".yaml", ".yml"))):
+            args.config.append(value)
+            setattr(args, option, True)
     path, overrides = _split_config(args.config)
     report = evaluate_checkpoint(
         args.weights,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -74,6 +75,10 @@ class VideoOutput:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise OutputWriteError(f"cannot write {path}: {error.strerror or error}") from error
+        try:
+            os.fspath(self._partial).encode("utf-8")
+        except UnicodeEncodeError:  # a folder name OpenCV cannot take: write in a temporary folder, then move
+            self._partial = Path(tempfile.mkdtemp(prefix="centernet_video_")) / "partial.mp4"
         self._writer = cv2.VideoWriter(str(self._partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
         if not self._writer.isOpened():
             self._writer.release()
@@ -90,7 +95,7 @@ class VideoOutput:
         try:
             written = self._partial.is_file() and self._partial.stat().st_size > 0
             if written:
-                os.replace(self._partial, self.path)
+                shutil.move(self._partial, self.path)
             else:
                 self._partial.unlink(missing_ok=True)
         except OSError as error:

@@ -82,13 +82,22 @@ def test_a_file_name_that_is_not_utf8_is_predicted_and_checked_not_a_crash(weigh
     source = tmp_path / "photos"
     _write(source / "a.png", pictures[0])
     _write(source / BAD_NAME, pictures[1])
+    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 64))
+    for picture in pictures[:2]:
+        writer.write(picture)
+    writer.release()
+    bad_video = os.fsdecode(b"clip\xfe.avi")
+    (tmp_path / "clip.avi").rename(source / bad_video)  # OpenCV's video reader and writer crash on such names too
     proc = centernet("predict", "--weights", str(weights), "--source", str(source), "--conf", "0", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")
-    assert proc.stdout.decode().startswith("2 images/frames, ")
+    assert proc.stdout.decode().startswith("4 images/frames, ")
     out = tmp_path / "runs" / "predict"
     assert (out / BAD_NAME).is_file() and (out / "a.png").is_file()
+    assert (out / os.fsdecode(b"clip\xfe.mp4")).stat().st_size > 0
     lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert [line["file"] for line in lines] == [str(source / "a.png"), str(source / BAD_NAME)]
+    assert [(line["file"], line["frame"]) for line in lines] == [
+        (str(source / "a.png"), None), (str(source / BAD_NAME), None), (str(source / bad_video), 0), (str(source / bad_video), 1)
+    ]
 
     # The data check (and training's decode pass) hashes and decodes it by its bytes too.
     (source / "notes.txt").write_text("not an image: the walk passes it over\n")

@@ -10,14 +10,12 @@ and a failed one stops the run with an ``OutputWriteError`` naming the file and 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -36,9 +34,7 @@ from centernet.engine.outputs import (
     write_record,
     write_text,
 )
-from centernet.engine.sources import VIDEO_SUFFIXES, count_frames, is_stream, iter_frames, resolve_source
-
-log = logging.getLogger(__name__)
+from centernet.engine.sources import count_frames, is_stream, iter_frames, resolve_source
 
 
 def _detector(weights):

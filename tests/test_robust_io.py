@@ -136,11 +136,11 @@ def test_a_failed_write_names_the_file_exits_2_and_keeps_what_was_done(weights, 
                      cwd=tmp_path, file_size_limit=64_000)
     line = one_error_line(proc)
     assert f"cannot write {out / 'b_noise.png'}: File too large" in line, line
-    assert f"the 1 images/frames done before are kept in {out}" in line, line
-    lines = (out / "results.jsonl").read_text().splitlines()
-    assert len(lines) == 1 and json.loads(lines[0])["outputs"] == ["a_small.png"]
+    assert f"the detections of the 2 images/frames done are kept in {out}" in line, line
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [line["outputs"] for line in lines] == [["a_small.png"], ["b_noise.png"]]  # the second's detections kept
     assert isinstance(json.loads((out / "results.json").read_text()), list)  # flushed on the failure too
-    assert (out / "a_small.png").is_file()
+    assert (out / "a_small.png").is_file() and not (out / "b_noise.png").exists()  # no half-written drawing
 
 
 # ---------------------------------------------------------------- 2: runs are kept apart
@@ -309,6 +309,17 @@ def test_ctrl_c_in_the_demo_says_how_to_resume(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(centernet.engine.demo, "run_demo", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     assert main(["demo", "--output", str(output)]) == 130
     assert "no checkpoint yet" in capsys.readouterr().err
+
+
+def test_an_interrupted_demo_resumes_from_its_last_checkpoint(tmp_path, capsys):
+    output = tmp_path / "demo"
+    shrink = ["data.synthetic_images={train: 8, val: 2}", "data.synthetic_image_size=64", "data.input_size=[64,64]",
+              "data.num_workers=0", "train.save_images=0", "train.tensorboard=false"]
+    assert main(["demo", "--output", str(output), *shrink, "train.epochs=1"]) == 0
+    assert main(["demo", "--output", str(output), "--resume", "train.epochs=2"]) == 0
+    assert [row.split(",")[0] for row in (output / "results.csv").read_text().splitlines()[1:]] == ["1", "2"]
+    assert (output / "command.txt").read_text().splitlines()[-1] == f"centernet demo --output {output} --resume train.epochs=2"
+    assert "demo: COCO AP" in capsys.readouterr().out
 
 
 def test_readme_names_the_int8_file_export_writes():

@@ -41,6 +41,10 @@ def write_bytes(path: Path, data: bytes) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     except OSError as error:
+        try:
+            path.unlink(missing_ok=True)  # no half-written file left to be taken for a result
+        except OSError:
+            pass
         raise OutputWriteError(f"cannot write {path}: {error.strerror or error}") from error
     return path
 

@@ -234,13 +234,13 @@ def predict_to_folder(
         _predict_into(predictor, iter_frames(source, skipped=summary.skipped), total, calib, save_txt, summary, _progress_unit(source))
     except BaseException as error:
         lock.release()
-        if created is not None and summary.images == 0:
+        if created is not None and summary.images == 0:  # nothing done: no folder left behind
             shutil.rmtree(created, ignore_errors=True)
             if on_folder is not None:
                 on_folder(None)
         elif isinstance(error, OutputWriteError):
             raise OutputWriteError(
-                f"{error}; the {summary.images} images/frames done before are kept in {output} (results.jsonl, results.json)"
+                f"{error}; the detections of the {summary.images} images/frames done are kept in {output} (results.jsonl, results.json)"
             ) from error
         raise
     lock.release()
@@ -278,15 +278,17 @@ def _predict_into(predictor: Predictor, frames, total: int | None, calib, save_t
                     {"image_id": row["image_id"], **where, **row}
                     for row in predictor.task.coco_rows(result, summary.images, predictor.category_ids)
                 ]
-                written = _write_outputs(frame, result, output, summary, save_txt, videos, names)
-                line = {"image_id": summary.images, "file": str(frame.path), "frame": frame.frame_index, "detections": image_rows, "outputs": written}
-                try:
+                paths = _output_paths(frame, result, names.stem(frame.path, frame.relative), save_txt)
+                outputs = [str(path) for path in paths.values()]
+                line = {"image_id": summary.images, "file": str(frame.path), "frame": frame.frame_index, "detections": image_rows, "outputs": outputs}
+                try:  # the detections first: a drawing that fails to write does not take them with it
                     lines.write(json.dumps(line) + "\n")
                     lines.flush()
                 except OSError as error:
                     raise OutputWriteError(f"cannot write {jsonl}: {error.strerror or error}") from error
                 rows += image_rows
                 summary.add(result)
+                _write_outputs(frame, result, output, summary, paths, videos)
         failed = False
     finally:
         _finish(videos, rows, output, failed)
@@ -308,28 +310,38 @@ def _finish(videos: dict, rows: list[dict], output: Path, failed: bool) -> None:
         raise errors[0]
 
 
-def _write_outputs(frame, result: Results, output: Path, summary: PredictSummary, save_txt: bool, videos: dict, names: OutputNames) -> list[str]:
-    """The drawn image (or video frame), YOLO labels and KITTI lines of one frame; the files written."""
-    score_thresh = summary.score_thresh
-    stem = names.stem(frame.path, frame.relative)
-    drawn = result.plot(score_thresh)
-    written = []
+def _output_paths(frame, result: Results, stem: Path, save_txt: bool) -> dict[str, Path]:
+    """The files written for one frame, relative to the run folder, by kind (``drawn``, ``labels``, ``kitti``, ``bev``)."""
     if frame.frame_index is None:
-        written.append(write_image(output / f"{stem}{frame.path.suffix.lower() or '.jpg'}", drawn))
+        paths = {"drawn": stem.with_name(stem.name + (frame.path.suffix.lower() or ".jpg"))}
+    else:
+        paths = {"drawn": stem.with_name(f"{stem.name}.mp4")}
+        stem = stem.with_name(f"{stem.name}_{frame.frame_index:06d}")
+    if save_txt:
+        paths["labels"] = Path("labels") / stem.with_name(f"{stem.name}.txt")
+    if result.boxes_3d is not None:
+        paths["kitti"] = Path("kitti") / stem.with_name(f"{stem.name}.txt")
+        paths["bev"] = stem.with_name(f"{stem.name}_bev.png")
+    return paths
+
+
+def _write_outputs(frame, result: Results, output: Path, summary: PredictSummary, paths: dict[str, Path], videos: dict) -> None:
+    """Writes the drawn image (or video frame), YOLO labels and KITTI lines of one frame, each checked and counted."""
+    score_thresh = summary.score_thresh
+    drawn = result.plot(score_thresh)
+    if frame.frame_index is None:
+        write_image(output / paths["drawn"], drawn)
     else:
         if frame.path not in videos:
             # The frame itself gives the size, the source its rate: a webcam or stream has no file to ask.
             h, w = drawn.shape[:2]
-            videos[frame.path] = VideoOutput(output / f"{stem}.mp4", frame.fps or 25.0, (w, h))
+            videos[frame.path] = VideoOutput(output / paths["drawn"], frame.fps or 25.0, (w, h))
         videos[frame.path].write(drawn)
-        written.append(videos[frame.path].path)
-        stem = stem.with_name(f"{stem.name}_{frame.frame_index:06d}")
     summary.drawn += 1
-    if save_txt:
+    if "labels" in paths:
         h, w = frame.image.shape[:2]
-        written.append(write_text(output / "labels" / f"{stem}.txt", result.filter(score_thresh).to_yolo(w, h)))
+        write_text(output / paths["labels"], result.filter(score_thresh).to_yolo(w, h))
         summary.labels += 1
-    if result.boxes_3d is not None:
-        written.append(write_text(output / "kitti" / f"{stem}.txt", result.to_kitti()))
-        written.append(write_image(output / f"{stem}_bev.png", result.plot_birds_eye_view(score_thresh)))
-    return [str(path.relative_to(output)) for path in written]
+    if "kitti" in paths:
+        write_text(output / paths["kitti"], result.to_kitti())
+        write_image(output / paths["bev"], result.plot_birds_eye_view(score_thresh))

@@ -156,6 +156,8 @@ def check_output_folder(folder: Path, on_existing_run: str = "error") -> None:
     """
     if on_existing_run not in ON_EXISTING_RUN:
         raise ConfigError(f"on_existing_run: {on_existing_run!r} is not one of {', '.join(ON_EXISTING_RUN)}")
+    if on_existing_run == "increment":
+        return  # never refused: a taken folder gives the next free name
     RunLock(folder).ensure_free()
     held = _holds_files(folder)
     if held and on_existing_run == "error":
@@ -198,6 +200,9 @@ def run_output_folder(verb: str, output: str | Path | None, project: str, name: 
             raise OutputWriteError(f"cannot create {folder}: {error.strerror or error}") from error
     lock = RunLock(folder)
     lock.acquire()
+    if on_existing_run == "error" and (output is not None or name is not None) and _holds_files(folder):
+        lock.release()  # another run wrote there between the check and the lock
+        raise FileExistsError(f"output folder {folder} already holds an earlier run's files; choose another --output or name=")
     if on_existing_run == "overwrite" and (output is not None or name is not None):
         for entry in folder.iterdir():
             if entry.name != LOCK_NAME:

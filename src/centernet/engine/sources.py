@@ -43,7 +43,7 @@ class Frame:
     """One input picture: where it came from, its pixels (BGR uint8) and, for video, its index.
 
     ``path`` is the file; for a webcam or stream it is a name made from the source (``webcam0``,
-    ``rtsp_camera_local_live``), so that ``name`` gives usable output file names. ``fps`` is the
+    ``rtsp_camera_local_live``), a usable output file name. ``fps`` is the
     frame rate a video or stream reports (``None`` for images, and where it reports none).
     ``relative`` is the file's path relative to the folder or glob it came from (``a/x.jpg``), from
     which ``predict`` names its outputs, so ``a/x.jpg`` and ``b/x.jpg`` never write the same file.
@@ -54,12 +54,6 @@ class Frame:
     frame_index: int | None = None
     fps: float | None = None
     relative: Path | None = None
-
-    @property
-    def name(self) -> str:
-        if self.frame_index is None:
-            return self.path.name
-        return f"{self.path.stem}_{self.frame_index:06d}.jpg"
 
 
 def stream_target(source: str | int | Path) -> int | str | None:

@@ -247,6 +247,21 @@ def test_a_glob_over_looping_links_visits_each_file_once_and_names_the_links(wei
         assert str(source / link) not in printed.err  # each skipped file printed once
 
 
+@pytest.mark.parametrize("pattern", ["*.png", "**/*.png", "**", "a/*/*.png", "*/**/*.jpg", "?.png", "[ab]*/*", ".*/*.png", "a/**/b/*.png"])
+def test_the_safe_glob_matches_python_glob_where_there_are_no_links(tmp_path, monkeypatch, pattern):
+    import glob
+
+    from centernet.data.files import glob_files
+
+    for name in ["x.png", "y.jpg", "a/x.png", "a/b/y.png", "a/b/c/z.jpg", "a/.hidden/h.png", ".top/t.png", "b2/q.png", "a/c/b/w.png"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    for root in ("", f"{tmp_path}/"):  # relative and absolute patterns
+        expected = sorted(Path(p) for p in glob.glob(root + pattern, recursive=True) if Path(p).is_file())
+        assert glob_files(root + pattern).files == expected, (root, pattern)
+
+
 def test_a_yolo_folder_with_looping_links_is_read_once_and_the_links_reported(pictures, tmp_path, capsys):
     root = tmp_path / "set"
     _looping_tree(root / "images", pictures[0])

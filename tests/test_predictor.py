@@ -6,6 +6,7 @@ here they are run on the same images with the same options and must agree row fo
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import json
@@ -152,6 +153,8 @@ VARIANTS = {
     "precision": {"precision": "bfloat16"},
     "device": {"device": "cuda"},
     "compile": {"compile": True},  # the same detections: tests/test_device_paths.py, tests/test_cuda.py
+    "channels_last": {"channels_last": True},  # the same detections within float rounding, NHWC network
+    "threads": {"threads": 1},  # the same detections, on one thread
 }
 
 
@@ -175,6 +178,23 @@ def test_every_test_field_changes_the_output(data_dir, weights):
             test = dataclasses.replace(config_module.TestConfig(device="cpu"), **change)
             predictor = Predictor.from_config(detector.network, detector.task, spec, detector.class_names, None, test)
             assert predictor.compiled and isinstance(predictor.network, torch._dynamo.eval_frame.OptimizedModule)
+            continue
+        if field in ("channels_last", "threads"):  # read and applied; the detections stay (within float rounding)
+            test = dataclasses.replace(config_module.TestConfig(device="cpu"), **change)
+            network, threads = copy.deepcopy(detector.network), torch.get_num_threads()
+            predictor = Predictor.from_config(network, detector.task, spec, detector.class_names, None, test)
+            try:
+                (other,) = predictor.detect([image])
+                used = torch.get_num_threads()
+            finally:
+                torch.set_num_threads(threads)
+            np.testing.assert_allclose(other.scores, base.scores, atol=1e-4)
+            np.testing.assert_allclose(other.boxes, base.boxes, atol=1e-2)
+            if field == "channels_last":
+                kernels = [p for p in network.parameters() if p.dim() == 4 and p.shape[-1] > 1]
+                assert predictor.channels_last and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+            else:
+                assert predictor.threads.choice.threads == used == 1
             continue
         if field == "device" and not torch.cuda.is_available():
             with pytest.raises(ValueError, match="no CUDA GPU"):

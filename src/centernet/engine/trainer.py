@@ -43,6 +43,7 @@ from centernet.models import build_model
 from centernet.models.checkpoint import load_checkpoint, save_checkpoint
 from centernet.models.heads import HEAD_INITS, reinit_regression_heads
 from centernet.models.pretrained import load_matching_weights, load_pretrained_backbone
+from centernet.threads import ThreadTuner
 
 
 logger = logging.getLogger("centernet.train")
@@ -176,6 +177,10 @@ class Trainer:
             report = load_matching_weights(self.model, cfg.model.weights, self.task.heads)
             if self.ctx.is_main and (report.kept or report.dropped):
                 warnings.warn(f"model.weights {cfg.model.weights}: {report.summary()}", stacklevel=2)
+        # Intra-op threads on the CPU from the free cores (the DataLoader workers count), re-chosen
+        # during the run as the load changes (train.threads=N fixes the count).
+        self.threads = ThreadTuner(cfg.train.threads, "train.threads", workers=cfg.data.num_workers,
+                                   log=logger.info if self.ctx.is_main else lambda line: None, enabled=self.ctx.device.type == "cpu")
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.model.to(self.ctx.device, memory_format=self.memory_format)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.base_lr())
@@ -347,6 +352,7 @@ class Trainer:
         self.sampler.set_epoch(epoch, skip_batches=self.state.iteration)
         bar = tqdm(self.loader, desc=f"epoch {epoch}/{cfg.train.epochs}", disable=not self.ctx.is_main, dynamic_ncols=True)
         for batch in bar:
+            self.threads.update()
             self._warm_up(self.global_step)
             batch = {k: v.to(self.ctx.device, non_blocking=True) for k, v in batch.items()}
             batch["input"] = batch["input"].contiguous(memory_format=self.memory_format)

@@ -38,6 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import deform_conv2d
 
+from centernet.threads import busy_cores, single_threaded
+
 __all__ = ["IMPLEMENTATIONS", "DeformConv", "dcn_implementation", "deform_conv2d_gather", "resolve_implementation"]
 
 IMPLEMENTATIONS = ("auto", "torchvision", "gather")
@@ -49,6 +51,8 @@ _GATHER_DTYPES = (torch.float32, torch.float64)
 # bands measured slower than one whole-map gather.
 _BAND_BYTES = 2**21
 _BAND_WEIGHT_RATIO = 8
+# Other runnable threads on the machine (``threads.busy_cores``) from which the gather runs on one thread.
+CONTENDED_CORES = 0.5
 
 
 def _implementation_from_env() -> str:
@@ -200,6 +204,19 @@ def deform_conv2d_gather(
             f"deformable convolution: input {tuple(x.shape)}, weight {tuple(weight.shape)} and offset "
             f"{tuple(offset.shape)} do not fit (weight groups are not supported)"
         )
+    # The gather is ~20 small operations per band, each a parallel region whose threads meet at a
+    # barrier: while another process holds a core they wait for the descheduled one at every
+    # barrier (a 64-channel layer at 128x128: 13 ms quiet, 550 ms with 2 threads and the other
+    # core busy, 29 ms on one thread). With other work running it runs on one thread.
+    contended = torch.get_num_threads() > 1 and x.device.type == "cpu" and busy_cores() >= CONTENDED_CORES
+    with single_threaded(contended):
+        return _gather_and_convolve(x, offset, weight, bias, stride, padding, dilation, mask, groups)
+
+
+def _gather_and_convolve(x, offset, weight, bias, stride, padding, dilation, mask, groups) -> torch.Tensor:
+    batch, channels, height, width = x.shape
+    kh, kw = weight.shape[-2:]
+    out_h, out_w = offset.shape[-2:]
     index, corner_weight = _bilinear_corners(
         offset, mask, (height, width), (kh, kw), stride, padding, dilation, groups
     )

@@ -89,3 +89,15 @@ def test_config_fields_reach_from_overrides():
     cfg = load_config("ctdet_res18_synthetic", ["train.threads=1", "test.threads=auto", "test.channels_last=true"])
     assert (cfg.train.threads, cfg.test.threads, cfg.test.channels_last) == (1, "auto", True)
     assert load_config(None).train.threads == "auto" and load_config(None).test.channels_last == "auto"
+
+
+def test_val_and_predict_flags_become_test_overrides():
+    from centernet.cli import _test_overrides, build_parser
+
+    for verb in ("val", "predict"):
+        extra = ["--source", "x.jpg"] if verb == "predict" else []
+        args = build_parser().parse_args([verb, "--weights", "w.pt", *extra, "--channels-last", "--threads", "1"])
+        assert {"test.channels_last=true", "test.threads=1"} <= set(_test_overrides(args))
+        args = build_parser().parse_args([verb, "--weights", "w.pt", *extra, "--no-channels-last"])
+        overrides = _test_overrides(args)
+        assert "test.channels_last=false" in overrides and not any(o.startswith("test.threads") for o in overrides)

@@ -208,8 +208,7 @@ def deform_conv2d_gather(
     # barrier: while another process holds a core they wait for the descheduled one at every
     # barrier (a 64-channel layer at 128x128: 13 ms quiet, 550 ms with 2 threads and the other
     # core busy, 29 ms on one thread). With other work running it runs on one thread.
-    contended = torch.get_num_threads() > 1 and x.device.type == "cpu" and busy_cores() >= CONTENDED_CORES
-    with single_threaded(contended):
+    with single_threaded(_contended(x)):
         return _gather_and_convolve(x, offset, weight, bias, stride, padding, dilation, mask, groups)
 
 
@@ -241,6 +240,12 @@ def _gather_and_convolve(x, offset, weight, bias, stride, padding, dilation, mas
             sampled = samples.view(1, (bottom - top) * kh, out_w * kw, channels).permute(0, 3, 1, 2)
             out[image : image + 1, :, top:bottom] = F.conv2d(sampled, weight, bias, stride=(kh, kw))
     return out
+
+
+def _contended(x: torch.Tensor) -> bool:
+    """Whether a CPU layer on ``x`` should run on one thread: other runnable work on the machine
+    (``threads.busy_cores``, re-read at most every quarter second) while several threads are set."""
+    return x.device.type == "cpu" and torch.get_num_threads() > 1 and busy_cores() >= CONTENDED_CORES
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:
@@ -291,18 +296,22 @@ class DeformConv(nn.Module):
         nn.init.zeros_(self.conv_offset_mask.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Chunks (o1, o2, m) of the prediction; cat(o1, o2) is its first two thirds, taken as a view.
-        offset_mask = self.conv_offset_mask(x)
-        offset, mask = offset_mask.split((offset_mask.shape[1] * 2 // 3, offset_mask.shape[1] // 3), dim=1)
-        implementation = resolve_implementation(x, offset, self.weight, self.bias)
-        op = deform_conv2d_gather if implementation == "gather" else deform_conv2d
-        return op(
-            x,
-            offset,
-            self.weight,
-            self.bias,
-            stride=self.stride,
-            padding=self.padding,
-            dilation=self.dilation,
-            mask=torch.sigmoid(mask),
-        )
+        # While other work holds a core, the whole layer (offset convolution, sigmoid, gather)
+        # runs on one thread: a busy machine then costs it in proportion to the load, as it costs
+        # a plain convolution, instead of a wait for a descheduled thread at each of its barriers.
+        with single_threaded(_contended(x)):
+            # Chunks (o1, o2, m) of the prediction; cat(o1, o2) is its first two thirds, taken as a view.
+            offset_mask = self.conv_offset_mask(x)
+            offset, mask = offset_mask.split((offset_mask.shape[1] * 2 // 3, offset_mask.shape[1] // 3), dim=1)
+            implementation = resolve_implementation(x, offset, self.weight, self.bias)
+            op = deform_conv2d_gather if implementation == "gather" else deform_conv2d
+            return op(
+                x,
+                offset,
+                self.weight,
+                self.bias,
+                stride=self.stride,
+                padding=self.padding,
+                dilation=self.dilation,
+                mask=torch.sigmoid(mask),
+            )

@@ -254,3 +254,31 @@ def test_predict_writes_each_image_as_made_and_counts_skipped_files(setup, tmp_p
         predict_module.predict_to_folder(setup.weights, folder, tmp_path / "cut", overrides=OPTIONS[2:])
     lines = (tmp_path / "cut" / "results.jsonl").read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[0])["detections"]  # both images detected, both lines flushed
+
+
+def test_channels_last_auto_is_the_architectures_default_and_exact():
+    """``test.channels_last: auto`` takes the registered default (dlav0_34 on, res_18 off); the NHWC
+    network's maps equal the NCHW network's within 1e-4."""
+    from centernet.models import build_model
+    from centernet.tasks.base import get_task
+
+    image = np.random.default_rng(0).integers(0, 256, (80, 96, 3), dtype=np.uint8)
+    for arch, expected in (("dlav0_34", True), ("res_18", False)):
+        torch.manual_seed(0)
+        network = build_model(arch, {"hm": 3, "wh": 2, "reg": 2}, head_conv=16).eval()
+        assert network.prefers_channels_last is expected
+
+        def predictor(net, setting):
+            return Predictor(net, get_task("ctdet", 3), InputSpec(input_hw=(64, 64)), ["a", "b", "c"], device="cpu",
+                             channels_last=setting, threads=1)
+
+        auto, nchw, nhwc = predictor(copy.deepcopy(network), "auto"), predictor(network, False), predictor(copy.deepcopy(network), True)
+        assert (auto.channels_last, nchw.channels_last, nhwc.channels_last) == (expected, False, True)
+        inputs = nchw.network_inputs([nchw.spec.warped_input(image, 1.0)[0]])
+        want, got = nchw.forward(inputs), nhwc.forward(inputs)
+        for name in want:
+            torch.testing.assert_close(got[name], want[name], atol=1e-4, rtol=0)
+        a, b = nhwc.detect([image])[0], nchw.detect([image])[0]
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+    with pytest.raises(ValueError, match="test.channels_last"):
+        predictor(network, "yes")

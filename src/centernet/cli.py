@@ -97,9 +97,14 @@ def _log_threads() -> None:
     """``val`` and ``predict`` say on stderr how many threads they run with and why (``centernet.threads``)."""
     import logging
 
+    class ToStderr(logging.StreamHandler):
+        def emit(self, record: logging.LogRecord) -> None:
+            self.stream = sys.stderr  # the current one (a caller may have replaced it since)
+            super().emit(record)
+
     log = logging.getLogger("centernet.threads")
     if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = ToStderr()
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)

@@ -402,7 +402,7 @@ def test_malformed_voc_xml_names_the_file(tmp_path: Path) -> None:
         "<annotation><object><name>cat</name><bndbox><xmin>1</xmin><ymin>x</ymin><xmax>9</xmax><ymax>9</ymax>"
         "</bndbox></object></annotation>"
     )
-    with pytest.raises(DataFormatError, match="a.xml \\[object 1\\]: non-numeric box corner"):
+    with pytest.raises(DataFormatError, match="a.xml \\[object 1\\]: <ymin> is 'x', expected a number"):
         read_voc(tmp_path)
 
 

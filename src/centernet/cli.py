@@ -60,13 +60,16 @@ def _train_config(args: argparse.Namespace):
 def _cmd_train(args: argparse.Namespace) -> int:
     import logging
 
+    from centernet.engine.distributed import process_rank, quiet_other_ranks
     from centernet.engine.trainer import train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # epoch and validation lines
+    quiet_other_ranks()  # under torchrun, rank 0 alone logs and prints
     cfg = _train_config(args)
     args.experiment = cfg  # for the Ctrl-C message (the run folder, possibly renamed by on_existing_run)
     summary = train(cfg, resume=bool(args.resume))
-    print(json.dumps(summary, indent=2))
+    if process_rank() == 0:
+        print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -38,9 +38,10 @@ from centernet.engine.dataset import EpochSampler, TrainingDataset, collate
 from centernet.engine.distributed import DistributedContext
 from centernet.engine.evaluate import evaluate_network
 from centernet.engine.hooks import TensorBoardHook, TrainerHook, tensorboard_available
+from centernet.engine.run_checkpoints import save_run_checkpoint
 from centernet.engine.run_folder import RunFolder
 from centernet.models import build_model
-from centernet.models.checkpoint import load_checkpoint, save_checkpoint
+from centernet.models.checkpoint_fields import load_resume_checkpoint
 from centernet.models.heads import HEAD_INITS, reinit_regression_heads
 from centernet.models.pretrained import load_matching_weights, load_pretrained_backbone
 from centernet.threads import ThreadTuner
@@ -137,7 +138,7 @@ class Trainer:
             persistent_workers=cfg.data.num_workers > 0,
         )
         if self.run and cfg.train.tensorboard and tensorboard_available():
-            self.hooks.append(TensorBoardHook(self.run.root / "tensorboard"))
+            self.hooks.append(TensorBoardHook(self.run.root / "tensorboard", (self.global_step, self.state.epoch) if resume else None))
 
     @property
     def global_step(self) -> int:
@@ -184,18 +185,18 @@ class Trainer:
 
     def _save_last(self) -> None:
         if self.run:  # the main process's alone
-            save_checkpoint(self.run.last, self._payload(training_state=True))
+            save_run_checkpoint(self.run.root, self.run.last, self._payload(training_state=True))
 
     def _save_best(self) -> None:
         """``best.pt`` is for prediction and fine-tuning: weights and description, no optimiser (a third the size)."""
         if self.run:
-            save_checkpoint(self.run.best, self._payload(training_state=False))
+            save_run_checkpoint(self.run.root, self.run.best, self._payload(training_state=False))
 
     def _resume(self) -> None:
         path = RunFolder.path_of(self.cfg) / "last.pt"
         if not path.exists():
             raise FileNotFoundError(f"--resume: no {path} to continue from")
-        ckpt = load_checkpoint(path)
+        ckpt = load_resume_checkpoint(path)  # every field checked: one line naming a bad one
         if ckpt["arch"] != self.cfg.model.arch or ckpt["heads"] != self.task.heads:
             raise ValueError(f"{path}: was trained as {ckpt['arch']} {ckpt['heads']}, not {self.cfg.model.arch} {self.task.heads}")
         self.model.load_state_dict(ckpt["state_dict"])

@@ -26,6 +26,7 @@ from centernet.models.checkpoint import (
     load_original_checkpoint,
     save_checkpoint,
 )
+from centernet.models.checkpoint_fields import check_checkpoint_fields, is_project_checkpoint
 from centernet.models.predictor import Predictor
 from centernet.models.registry import build_model, default_head_conv
 from centernet.tasks.base import DEBUG_ONLY_KEYS, Task, get_task, task_for_heads
@@ -309,7 +310,9 @@ class CenterNet(nn.Module):
             payload = load_checkpoint(path)
         except CheckpointError:
             payload = None
-        if payload is not None and "arch" in payload and "state_dict" in payload:
+        if payload is not None and is_project_checkpoint(payload):
+            # One line naming the field, before any network is built.
+            check_checkpoint_fields(payload, path, lambda task, n, heads: task_for_heads(task, n, heads).heads)
             names = payload.get("class_names")
             num_classes = payload.get("num_classes") or (len(names) if names else payload["heads"]["hm"])
             options = {

@@ -34,7 +34,8 @@ import onnxruntime as ort
 
 from centernet.data.check import load_dataset
 from centernet.data.image_io import load_image
-from centernet.engine.evaluate import evaluate_checkpoint, score_coco
+from centernet.engine.evaluate import evaluate_checkpoint
+from centernet.evaluation.scoring import score_coco
 from centernet.export.onnx import OnnxDetector, export_onnx, read_metadata
 from centernet.tasks.ctdet import CtdetTask
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from centernet.data.kitti import Objects3D, format_kitti_lines, write_kitti_results
+from centernet.data.objects3d import Objects3D
+from centernet.data.kitti import format_kitti_lines, write_kitti_results
 from centernet.evaluation.kitti import evaluate_kitti, evaluate_kitti_objects
 
 FOCAL_PX, CENTRE_X, CENTRE_Y, IMAGE_W, IMAGE_H = 721.5, 609.6, 172.9, 1242.0, 375.0

@@ -4,7 +4,7 @@ CornerNet's construction asks how far the corners of a detected box may move bef
 the ground-truth box drops below ``min_overlap`` (0.7), in three ways: both corners shifted the same
 way (a translated box), both inwards (a smaller box) and both outwards (a larger one); the bound is
 the smallest of the three distances. This script finds that bound exactly (bisection on each IoU,
-no quadratic formula) and prints it beside ``centernet.tasks.common.gaussian_radius`` (the
+no quadratic formula) and prints it beside ``centernet.tasks.targets.gaussian_radius`` (the
 original's roots, kept for fidelity) for square and elongated boxes. Its log,
 ``gaussian_radius.log``, is the README's figure.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from centernet.tasks.common import gaussian_radius
+from centernet.tasks.targets import gaussian_radius
 
 MIN_OVERLAP = 0.7
 BOXES = [(4, 4), (8, 8), (16, 16), (32, 32), (64, 64), (128, 128), (6, 12), (10, 40), (20, 5), (100, 30), (3, 90)]

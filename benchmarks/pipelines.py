@@ -40,9 +40,10 @@ from timing import failure_note
 
 from centernet.data.check import load_dataset
 from centernet.data.image_io import load_image
-from centernet.data.transforms import InputSpec, NumpyAugmentRandom, TrainAugmentation
-from centernet.detector import CenterNet
-from centernet.engine.predictor import Predictor
+from centernet.data.transforms import InputSpec
+from centernet.data.augment import NumpyAugmentRandom, TrainAugmentation
+from centernet.models.detector import CenterNet
+from centernet.models.predictor import Predictor
 from centernet.export.onnx import export_onnx, output_to_image_transform
 from centernet.models import build_model
 from centernet.tasks.base import DEBUG_ONLY_KEYS

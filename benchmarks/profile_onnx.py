@@ -25,7 +25,7 @@ import onnxruntime as ort
 import torch
 from pipelines import CALIBRATION_IMAGES, COCO_MINI, K, NUM_CLASSES, export_yolo_onnx
 
-from centernet.detector import CenterNet
+from centernet.models.detector import CenterNet
 from centernet.export.int8 import DECODER_PREFIX
 from centernet.export.onnx import export_onnx
 

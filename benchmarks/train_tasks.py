@@ -34,9 +34,10 @@ import torch
 
 from centernet.data.check import load_dataset
 from centernet.data.records import DetectionDataset
-from centernet.data.transforms import InputSpec, TrainAugmentation
-from centernet.engine.evaluate import EvaluationReport
-from centernet.engine.predictor import Predictor
+from centernet.data.transforms import InputSpec
+from centernet.data.augment import TrainAugmentation
+from centernet.evaluation.scoring import EvaluationReport
+from centernet.models.predictor import Predictor
 from centernet.models import build_model
 from centernet.tasks.base import Task, get_task
 

@@ -20,7 +20,7 @@ import yaml
 import centernet
 from centernet.cli import main
 from centernet.config import RESUME_SAFE_FIELDS, ConfigError, list_recipes, load_config
-from centernet.detector import CenterNet
+from centernet.models.detector import CenterNet
 from centernet.engine.dataset import TrainingDataset, load_split
 from centernet.engine.trainer import lr_schedule_description
 from tests.helpers import tiny_synthetic_run

@@ -152,7 +152,7 @@ def test_predict_counts_what_passed_and_names_files_in_its_results(weights, imag
 )
 def test_predict_summary_explains_an_empty_result(scores, says, tmp_path):
     from centernet.engine.predict import PredictSummary
-    from centernet.engine.results import Results
+    from centernet.data.results import Results
 
     summary = PredictSummary(tmp_path, score_thresh=0.3)
     n = len(scores)
@@ -175,7 +175,7 @@ def test_predict_checks_the_source_before_the_model_and_leaves_no_folder(tmp_pat
 
 def test_predict_failing_before_its_first_image_removes_the_folder_it_made(weights, image_folder, tmp_path, monkeypatch):
     from centernet.engine.predict import predict_to_folder
-    from centernet.engine.predictor import Predictor
+    from centernet.models.predictor import Predictor
 
     def fail(self, *args, **kwargs):
         raise ValueError("network failed")
@@ -294,7 +294,7 @@ def test_plots_have_whole_epoch_ticks(tmp_path, monkeypatch):
     ],
 )
 def test_labels_stay_inside_the_image(corner, expected):
-    from centernet.engine.visualize import label_origin
+    from centernet.data.visualize import label_origin
 
     left, top = label_origin(corner, (20, 10), (100, 100))
     assert (left, top) == expected

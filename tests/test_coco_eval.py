@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from centernet.evaluation.coco import build_coco_ground_truth, coco_box_rows, evaluate_coco
+from centernet.evaluation.coco import build_coco_ground_truth, evaluate_coco
+from centernet.data.results import coco_box_rows
 
 IMAGES = [
     {"image_id": 7, "width": 200, "height": 100, "boxes": [[10, 10, 60, 80], [100, 20, 190, 90]], "labels": [0, 1]},
@@ -45,7 +46,7 @@ def test_box_rows_are_the_originals_two_decimal_rows():
 
 
 def test_results_to_coco_writes_the_rows_val_writes():
-    from centernet.engine.results import Results
+    from centernet.data.results import Results
     from centernet.tasks.base import get_task
 
     boxes = np.array([[0.0, 0.0, 10.0, 10.0]], np.float32)

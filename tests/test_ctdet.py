@@ -8,10 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from centernet.data.transforms import InputSpec, NumpyAugmentRandom, TrainAugmentation
-from centernet.tasks.base import ImageMeta, get_task
-from centernet.tasks.common import flip_lr_pairs, peak_filter, topk
+from centernet.data.geometry import ImageMeta
+from centernet.data.transforms import InputSpec
+from centernet.data.augment import NumpyAugmentRandom, TrainAugmentation
+from centernet.tasks.base import get_task
 from centernet.tasks.ctdet import CtdetTask, mirror_boxes
+from centernet.tasks.decoding import flip_lr_pairs, peak_filter, topk
 
 NUM_CLASSES = 3
 

@@ -19,9 +19,10 @@ import torch
 
 from centernet import config as config_module
 from centernet.data.image_io import load_image
-from centernet.detector import CenterNet
-from centernet.engine.predictor import Predictor
-from centernet.engine.trainer import Trainer, TrainerHook, _to_float
+from centernet.models.detector import CenterNet
+from centernet.models.predictor import Predictor
+from centernet.engine.trainer import Trainer, _to_float
+from centernet.engine.hooks import TrainerHook
 from tests.test_device_paths import run_one_process_training
 from tests.test_predictor import FILES, INPUT, weights  # noqa: F401  (weights: the calibrated checkpoint fixture)
 from tests.test_train_engine import TINY, tiny_config

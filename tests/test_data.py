@@ -249,7 +249,8 @@ def test_synthetic_shapes_are_their_class_colour() -> None:
 
 
 def test_synthetic_ground_truth_scores_perfectly() -> None:
-    from centernet.evaluation.coco import build_coco_ground_truth, coco_box_rows, evaluate_coco
+    from centernet.evaluation.coco import build_coco_ground_truth, evaluate_coco
+    from centernet.data.results import coco_box_rows
 
     dataset = synthetic_dataset(num_images=8, image_size=192, seed=5)
     coco_gt = build_coco_ground_truth(dataset.ground_truth(), dataset.class_names, dataset.category_ids)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from centernet.data import kitti
-from centernet.tasks import ddd
-from centernet.tasks.base import ImageMeta
+from centernet.data import objects3d
+from centernet.data.geometry import ImageMeta
+from centernet.tasks import ddd, ddd_decoding
 from centernet.tasks.ddd import CLASS_NAMES, HEADS, IGNORE_VALUE, DddTask
 
 IMAGE_HW = (96, 320)
@@ -115,7 +115,7 @@ def test_alpha_bins_round_trip(alpha):
         assert rot8[4 * b + 1] == bins[b]
         if not bins[b]:
             assert residuals[b] == 0
-    decoded = ddd.decode_alpha(np.array([rot8], np.float32))[0]
+    decoded = ddd_decoding.decode_alpha(np.array([rot8], np.float32))[0]
     assert np.isclose(np.cos(decoded - alpha), 1.0, atol=1e-6)
 
 
@@ -125,17 +125,17 @@ def test_back_projection_inverts_projection_and_yaw_follows_the_ray():
     dims = rng.uniform(1, 4, (8, 3)).astype(np.float32)
     rotation_y = rng.uniform(-3, 3, 8).astype(np.float32)
     centre_3d = location - np.stack([np.zeros(8), dims[:, 0] / 2, np.zeros(8)], 1).astype(np.float32)
-    centre_2d = kitti.project_to_image(centre_3d, CALIB)
+    centre_2d = objects3d.project_to_image(centre_3d, CALIB)
     # Projection's homogeneous depth, which is what the unprojection expects.
     depth = (centre_3d[:, 2] + CALIB[2, 3]).astype(np.float32)
     alpha = rotation_y - np.arctan2(centre_2d[:, 0] - CALIB[0, 2], CALIB[0, 0])
-    found_location, found_yaw = ddd.locate_3d(
+    found_location, found_yaw = ddd_decoding.locate_3d(
         centre_2d.astype(np.float32), alpha.astype(np.float32), dims, depth, CALIB
     )
     np.testing.assert_allclose(found_location, location, atol=1e-3)
     np.testing.assert_allclose(np.cos(found_yaw - rotation_y), 1.0, atol=1e-6)
 
-    corners = kitti.box_corners(dims, location, rotation_y)
+    corners = objects3d.box_corners(dims, location, rotation_y)
     assert corners.shape == (8, 8, 3)
     np.testing.assert_allclose(corners.mean(1), centre_3d, atol=1e-4)
     np.testing.assert_allclose(corners[:, :4, 1], np.repeat(location[:, 1:2], 4, 1), atol=1e-5)  # bottom face at y

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from centernet.data.transforms import InputSpec
-from centernet.detector import CenterNet
+from centernet.models.detector import CenterNet
 from centernet.tasks.base import get_task
 
 INPUT = (96, 96)

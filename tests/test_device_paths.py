@@ -19,7 +19,7 @@ from torch import nn
 
 from centernet.data.transforms import InputSpec
 from centernet.engine.distributed import DistributedContext
-from centernet.engine.predictor import Predictor
+from centernet.models.predictor import Predictor
 from centernet.tasks.ctdet import CtdetTask
 
 NUM_CLASSES = 3

@@ -20,7 +20,7 @@ import torch
 
 from centernet.cli import main as cli_main
 from centernet.data.image_io import ImageReadError, load_image
-from centernet.detector import CenterNet
+from centernet.models.detector import CenterNet
 from centernet.export.int8 import DECODER_PREFIX, calibration_files
 from centernet.export.onnx import OnnxDetector, export_onnx, read_metadata
 from centernet.tasks.base import final_stack

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from centernet.cli import main as cli_main
-from centernet.detector import CenterNet
+from centernet.models.detector import CenterNet
 from centernet.export.onnx import ExportMetadata, OnnxDetector, export_onnx, output_to_image_transform, read_metadata
 from centernet.models import list_models
 from centernet.models.dcn import DeformConv

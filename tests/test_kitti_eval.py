@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import shapely
 
-from centernet.data.kitti import Objects3D, format_kitti_lines, read_kitti_file, write_kitti_results
-from centernet.evaluation.kitti import evaluate_kitti, evaluate_kitti_objects, rotated_rectangle_intersection
+from centernet.data.objects3d import Objects3D
+from centernet.data.kitti import format_kitti_lines, read_kitti_file, write_kitti_results
+from centernet.evaluation.kitti import evaluate_kitti, evaluate_kitti_objects
+from centernet.evaluation.kitti_overlaps import rotated_rectangle_intersection
 
 GT_LINE = "Car 0.00 0 -1.58 587.01 173.33 614.12 200.12 1.65 1.67 3.64 -0.65 1.71 46.70 -1.59"
 DET_LINE = "Car 0.0 0 -1.58 587.01 173.33 614.12 200.12 1.65 1.67 3.64 -0.65 1.71 46.70 -1.59 0.93"

@@ -13,18 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from centernet.data.kitti import (
-    Objects3D,
-    box_corners,
-    format_kitti_lines,
-    project_to_image,
-    read_calib,
-    read_kitti,
-    read_kitti_file,
-    write_kitti_results,
-)
+from centernet.data.objects3d import Objects3D, box_corners, project_to_image
+from centernet.data.kitti import format_kitti_lines, read_calib, read_kitti, read_kitti_file, write_kitti_results
 from centernet.data.records import DataFormatError
-from centernet.engine.results import Results
+from centernet.data.results import Results
 from centernet.tasks.ddd import CLASS_NAMES
 
 FIELDS = ("dims", "locations", "rotation_y", "alpha", "boxes", "truncation", "occlusion", "scores")

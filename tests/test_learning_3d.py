@@ -3,7 +3,7 @@
 The frames are read in KITTI's own layout (``image_2`` / ``label_2`` / ``calib``) and each keeps its
 own camera matrix. A ResNet-18 trains from scratch on the task's own targets and loss
 (``DddTask``); its outputs go through the task's decoder and post-processing
-(``engine.predictor.Predictor``) and our KITTI evaluator (``Task.score``): Car 3D
+(``models.predictor.Predictor``) and our KITTI evaluator (``Task.score``): Car 3D
 AP11 at IoU 0.5, moderate difficulty, the original's thresholds.
 
 Why the bar is relative: the KITTI evaluator samples its precision/recall curve at one score
@@ -22,14 +22,14 @@ import pytest
 import torch
 
 from centernet.data.check import load_dataset
-from centernet.data.kitti import Objects3D
+from centernet.data.objects3d import Objects3D
 from centernet.data.records import DetectionDataset
 from centernet.data.transforms import InputSpec
-from centernet.engine.predictor import Predictor
-from centernet.engine.results import Results
+from centernet.models.predictor import Predictor
+from centernet.data.results import Results
 from centernet.models import build_model
 from centernet.tasks.base import get_task
-from centernet.tasks.ddd import locate_3d
+from centernet.tasks.ddd_decoding import locate_3d
 from tests.helpers import fixed_input_batch
 
 ARCH = "res_18"

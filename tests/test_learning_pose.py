@@ -2,7 +2,7 @@
 
 This checks the whole pose chain end to end on real annotations: the task's own targets
 (``MultiPoseTask.encode``) and loss train a ResNet-18 from scratch; its outputs go through the
-task's decoder and post-processing (``engine.predictor.Predictor``) and pycocotools' keypoint
+task's decoder and post-processing (``models.predictor.Predictor``) and pycocotools' keypoint
 evaluation (``Task.score``). A wrong target, loss, decoder or coordinate mapping keeps
 OKS AP near zero. No augmentation: the inputs are the test-time letterboxes, so training and
 evaluation see the same pixels, and every random draw is seeded.
@@ -19,7 +19,7 @@ import torch
 from centernet.data.check import load_dataset
 from centernet.data.records import DetectionDataset, ImageRecord
 from centernet.data.transforms import InputSpec
-from centernet.engine.predictor import Predictor
+from centernet.models.predictor import Predictor
 from centernet.models import build_model
 from centernet.tasks.base import get_task
 from tests.helpers import fixed_input_batch

@@ -6,18 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from centernet.evaluation.coco import coco_keypoint_results
-from centernet.tasks.base import ImageMeta
-from centernet.tasks.common import flip_lr, flip_lr_pairs
-from centernet.tasks.multi_pose import (
-    COCO_FLIP_PAIRS,
-    HEADS,
-    IGNORE_VALUE,
-    NUM_JOINTS,
-    MultiPoseTask,
-    flip_joint_offsets,
-    flip_pose_annotations,
-)
+from centernet.data.geometry import ImageMeta
+from centernet.data.results import coco_keypoint_results
+from centernet.tasks.decoding import flip_lr, flip_lr_pairs
+from centernet.data.keypoints import COCO_FLIP_PAIRS, NUM_JOINTS, flip_pose_annotations
+from centernet.tasks.multi_pose import HEADS, IGNORE_VALUE, MultiPoseTask
+from centernet.tasks.multi_pose_decoding import flip_joint_offsets
 
 IMAGE_HW = (200, 240)
 OUTPUT_HW = (50, 60)  # window of the whole image at stride 4

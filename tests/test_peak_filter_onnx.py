@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from centernet.tasks.common import peak_filter, topk
+from centernet.tasks.decoding import peak_filter, topk
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

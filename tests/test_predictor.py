@@ -1,7 +1,7 @@
 """The one inference path: every caller gives the same detections; every ``test.*`` field matters.
 
 ``centernet val``, ``centernet predict``, the Python API (``centernet.predict`` / ``evaluate``,
-``CenterNet.detect``) and the validation pass of training all run ``engine.predictor.Predictor``;
+``CenterNet.detect``) and the validation pass of training all run ``models.predictor.Predictor``;
 here they are run on the same images with the same options and must agree row for row.
 """
 from __future__ import annotations
@@ -24,9 +24,9 @@ from centernet.config import Config
 from centernet.data.check import load_dataset
 from centernet.data.image_io import load_image
 from centernet.data.transforms import InputSpec
-from centernet.detector import CenterNet
+from centernet.models.detector import CenterNet
 from centernet.engine.evaluate import evaluate_network
-from centernet.engine.predictor import Predictor, resolve_device
+from centernet.models.predictor import Predictor, resolve_device
 
 INPUT = [128, 128]
 FILES = ["000000011813.jpg", "000000000139.jpg", "000000000802.jpg"]  # sizes differ (keep-res batches)

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from centernet.config import ConfigError, load_config
-from centernet.detector import CenterNet
+from centernet.data.geometry import ImageMeta
+from centernet.models.detector import CenterNet
 from centernet.engine.dataset import task_for
-from centernet.tasks.base import ImageMeta, task_for_heads
+from centernet.tasks.base import task_for_heads
 
 META = ImageMeta(center=np.array([32.0, 32.0], np.float32), scale=64.0, input_hw=(64, 64), output_hw=(16, 16), image_hw=(64, 64))
 

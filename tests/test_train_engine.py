@@ -16,7 +16,8 @@ import torchvision
 
 from centernet.config import load_config
 from centernet.engine.dataset import EpochSampler
-from centernet.engine.trainer import Trainer, TrainerHook, train
+from centernet.engine.trainer import Trainer, train
+from centernet.engine.hooks import TrainerHook
 from centernet.models import build_model
 from centernet.models.checkpoint import CheckpointError, load_checkpoint
 from centernet.models.pretrained import load_pretrained_backbone
@@ -88,15 +89,17 @@ KILLER = textwrap.dedent(
     """
     import os, signal, sys
     from centernet.config import load_config
+    from centernet.engine.hooks import TrainerHook
     from centernet.engine.trainer import train
 
     kill_at = int(sys.argv[1])
 
-    def crash(trainer):
-        if trainer.state.epoch == 2 and trainer.state.iteration == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
+    class Crash(TrainerHook):
+        def on_step_end(self, trainer, losses):
+            if trainer.state.epoch == 2 and trainer.state.iteration == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
 
-    train(load_config(None, sys.argv[2:]), callbacks=(crash,))
+    train(load_config(None, sys.argv[2:]), hooks=(Crash(),))
     """
 )
 
@@ -163,7 +166,7 @@ def test_cpu_bf16_and_channels_last_training(tmp_path):
     assert trainer.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
 
     # The checkpoint of an NHWC run predicts like the trained network (evaluated in float32).
-    from centernet.detector import CenterNet
+    from centernet.models.detector import CenterNet
 
     detector = CenterNet.from_checkpoint(tmp_path / "bf16" / "last.pt").eval()
     image = torch.rand(3, 64, 64)
@@ -177,9 +180,13 @@ def test_cpu_bf16_and_channels_last_training(tmp_path):
 
 def test_warmup_ramps_the_lr_per_iteration_and_leaves_the_schedule_alone(tmp_path):
     used = []
-    record = lambda trainer: used.append(trainer.optimizer.param_groups[0]["lr"])  # noqa: E731
+
+    class RecordLr(TrainerHook):
+        def on_step_end(self, trainer, losses):
+            used.append(trainer.optimizer.param_groups[0]["lr"])
+
     cfg = tiny_config(tmp_path, "warm", "train.epochs=2", "train.lr_steps=[1]", "train.warmup_iters=6")
-    train(cfg, callbacks=(record,))
+    train(cfg, hooks=(RecordLr(),))
     # 4 iterations per epoch; the drop after epoch 1 applies to the epoch's lr, the ramp on top of it.
     expected = [1e-3 * k / 6 for k in (1, 2, 3, 4)] + [1e-4 * 5 / 6, 1e-4, 1e-4, 1e-4]
     assert used == pytest.approx(expected)

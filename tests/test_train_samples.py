@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from centernet.config import KITTI_MEAN, load_config
-from centernet.data.transforms import NumpyAugmentRandom, prepare_inference_input
+from centernet.data.augment import NumpyAugmentRandom
+from centernet.data.transforms import prepare_inference_input
 from centernet.engine.dataset import TrainingDataset
 
 

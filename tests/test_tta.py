@@ -1,5 +1,5 @@
 """Behaviour of test-time augmentation: soft-NMS against a row-by-row oracle, merging rules, and the
-multi-scale path of the one predictor (``engine.predictor.Predictor``)."""
+multi-scale path of the one predictor (``models.predictor.Predictor``)."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from centernet.data.transforms import InputSpec
-from centernet.engine.predictor import Predictor
+from centernet.models.predictor import Predictor
 from centernet.tasks.base import get_task
 from centernet.tasks.tta import (
     GAUSSIAN_NMS,
@@ -298,7 +298,7 @@ def test_pose_joints_are_divided_by_the_scale_and_every_row_merged() -> None:
 @pytest.mark.parametrize("s", [512.0, np.float32(640), np.array(480.0), [672, 448], np.array([352.0, 512.0], np.float32)])
 def test_original_meta_in_every_form(s) -> None:
     """The original's ``s``: a scalar (fix-res), a 0-d array, or ``[w, h]`` (keep-res, ddd)."""
-    from centernet.tasks.base import ImageMeta
+    from centernet.data.geometry import ImageMeta
 
     meta = ImageMeta.from_original({"c": np.array([320.0, 213.0]), "s": s, "out_height": 112, "out_width": 168})
     assert meta.output_hw == (112, 168) and meta.input_hw == (448, 672)

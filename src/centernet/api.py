@@ -22,7 +22,7 @@ def train(
     ``resume``: ``True`` continues the run folder the experiment names; a run folder
     (``"runs/exp"``) continues that run from its own ``config.yaml`` (no recipe then; the
     overrides may change only ``config.RESUME_SAFE_FIELDS``, such as ``train.epochs``).
-    ``hooks``: ``centernet.engine.trainer.TrainerHook`` objects (step, epoch-end, validation-end).
+    ``hooks``: ``centernet.engine.hooks.TrainerHook`` objects (step, epoch-end, validation-end).
     Returns the last validation metrics and the run folder.
     """
     from centernet.engine.run_folder import resume_config

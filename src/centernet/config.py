@@ -121,7 +121,7 @@ class TrainConfig:
     # by the heat map, not its centre pixel alone.
     dense_wh: bool = False
     # With dense_wh: the original's exact float64 ruling test, bit-faithful to its targets (about half
-    # of each Gaussian then keeps size 0); False rounds the kernel first (see tasks.common.draw_dense_reg).
+    # of each Gaussian then keeps size 0); False rounds the kernel first (see tasks.targets.draw_dense_reg).
     dense_wh_original: bool = False
     # ctdet only, the original's --cat_spec_wh: one (w, h) head pair per class (head ``wh`` of 2 C
     # channels), trained at each object's own class and decoded from the detected class.
@@ -137,7 +137,7 @@ class TrainConfig:
 
 @dataclass
 class TestConfig:
-    """Inference (``engine.predictor.Predictor``): top-K, thresholds, test-time augmentation, device.
+    """Inference (``models.predictor.Predictor``): top-K, thresholds, test-time augmentation, device.
 
     The fields are the original's test options: ``K`` (``--K``), ``flip`` (``--flip_test``),
     ``scales`` (``--test_scales``), ``nms`` (``--nms``); ``score_thresh`` drops rows below it (0:

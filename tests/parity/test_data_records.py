@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from centernet.data import load_image, read_coco, read_kitti
+from centernet.data.geometry import ImageMeta
 from centernet.data.transforms import InputSpec, warp_to_input
 from centernet.tasks import ddd
-from centernet.tasks.base import ImageMeta
 from centernet.tasks.ctdet import CtdetTask
 from centernet.tasks.multi_pose import MultiPoseTask
 from tests.helpers import assert_close

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from centernet.tasks.base import ImageMeta
+from centernet.data.geometry import ImageMeta
 from centernet.tasks.ctdet import CtdetTask
 from tests.helpers import assert_close
 

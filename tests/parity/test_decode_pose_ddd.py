@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from centernet.tasks.base import ImageMeta
-from centernet.tasks.ddd import DddTask, depth_from_logits, keep_confident
-from centernet.tasks.multi_pose import MultiPoseTask, merge_flipped
+from centernet.data.geometry import ImageMeta
+from centernet.tasks.ddd import DddTask
+from centernet.tasks.ddd_decoding import depth_from_logits, keep_confident
+from centernet.tasks.multi_pose import MultiPoseTask
+from centernet.tasks.multi_pose_decoding import merge_flipped
 from tests.helpers import assert_close
 
 # Decoding is deterministic; detections in output pixels, post-processed rows in image pixels.

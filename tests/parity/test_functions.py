@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from centernet.tasks import common
+from centernet.data import geometry
+from centernet.tasks import decoding, losses, targets
 from centernet.tasks.ctdet import CtdetTask
 from tests.helpers import assert_close
 
@@ -32,7 +33,7 @@ def cases(ref: np.lib.npyio.NpzFile, prefix: str) -> list[str]:
 def test_gaussian_radius(ref, info) -> None:
     min_overlap = info["gaussian_radius"]["min_overlap"]
     sizes = ref["gaussian_radius__hw"]
-    radii = np.array([common.gaussian_radius((h, w), min_overlap) for h, w in sizes])
+    radii = np.array([targets.gaussian_radius((h, w), min_overlap) for h, w in sizes])
     assert_close(radii, ref["gaussian_radius__radius"], "gaussian_radius", atol=1e-12, rtol=1e-12)
     integer = np.array([max(0, int(r)) for r in radii])
     np.testing.assert_array_equal(integer, ref["gaussian_radius__radius_int"])
@@ -42,7 +43,7 @@ def test_gaussian2d(ref) -> None:
     for key in cases(ref, "gaussian2D__r"):
         expected = ref[key]
         diameter = expected.shape[0]
-        kernel = common.gaussian2d((diameter, diameter), sigma=diameter / 6)
+        kernel = targets.gaussian2d((diameter, diameter), sigma=diameter / 6)
         assert kernel.dtype == np.float64
         assert_close(kernel, expected, key, atol=0, rtol=0)
 
@@ -52,7 +53,7 @@ def test_draw_gaussian(ref, info) -> None:
     for i, case in enumerate(spec["cases"]):
         heatmap = np.zeros(spec["map_hw"], dtype=spec["map_dtype"])
         for cx, cy, radius in case:
-            common.draw_gaussian(heatmap, (cx, cy), int(radius))
+            targets.draw_gaussian(heatmap, (cx, cy), int(radius))
         np.testing.assert_array_equal(heatmap, ref[f"umich__case{i}"], err_msg=f"draw_gaussian case {i}: {case}")
 
 
@@ -71,48 +72,48 @@ def test_affine_transform(ref, info) -> None:
         shift = np.array(case["shift"], dtype=np.float32)
         for inv in (0, 1):
             key = f"affine__case{i}__inv{inv}"
-            matrix = common.get_affine_transform(center, _scale(case), case["rot"], case["out"], shift, inv=bool(inv))
+            matrix = geometry.get_affine_transform(center, _scale(case), case["rot"], case["out"], shift, inv=bool(inv))
             assert matrix.dtype == np.float64 and matrix.shape == (2, 3)
             assert_close(matrix, ref[key], key, atol=0, rtol=0)
-            mapped = common.affine_transform(points, matrix).astype(np.float32)
+            mapped = geometry.affine_transform(points, matrix).astype(np.float32)
             assert_close(mapped, ref[f"{key}__points"], f"{key}__points", atol=1e-6, rtol=1e-7)
-            single = common.affine_transform(points[0], matrix)
+            single = geometry.affine_transform(points[0], matrix)
             assert single.shape == (2,)
             np.testing.assert_array_equal(single.astype(np.float32), mapped[0])
         key = f"affine__case{i}__transform_preds"
         if key in ref.files:  # the original's transform_preds only exists without rotation/shift
-            assert_close(common.transform_preds(points, center, _scale(case), case["out"]), ref[key], key, atol=1e-9, rtol=1e-9)
+            assert_close(geometry.transform_preds(points, center, _scale(case), case["out"]), ref[key], key, atol=1e-9, rtol=1e-9)
 
 
 def test_peak_filter(ref) -> None:
     heat = torch.from_numpy(ref["nms__in"])
-    assert_close(common.peak_filter(heat), ref["nms__out"], "_nms", atol=0, rtol=0)
+    assert_close(decoding.peak_filter(heat), ref["nms__out"], "_nms", atol=0, rtol=0)
 
 
 def test_focal_loss(ref) -> None:
-    pred = common.clamped_sigmoid(torch.from_numpy(ref["focal__logits"]))
+    pred = losses.clamped_sigmoid(torch.from_numpy(ref["focal__logits"]))
     gt = torch.from_numpy(ref["focal__gt"])
     assert_close(pred, ref["focal__pred_clamped"], "clamped sigmoid", atol=0, rtol=1e-6)
-    assert_close(common.focal_loss(pred, gt), ref["focal__loss_batch"], "focal batch", atol=0, rtol=1e-6)
-    per_image = [common.focal_loss(pred[i : i + 1], gt[i : i + 1]) for i in range(gt.shape[0])]
+    assert_close(losses.focal_loss(pred, gt), ref["focal__loss_batch"], "focal batch", atol=0, rtol=1e-6)
+    per_image = [losses.focal_loss(pred[i : i + 1], gt[i : i + 1]) for i in range(gt.shape[0])]
     assert_close(torch.stack(per_image), ref["focal__loss_per_image"], "focal per image", atol=0, rtol=1e-6)
 
 
 def test_regression_losses(ref) -> None:
     t = {k: torch.from_numpy(ref[k]) for k in ref.files if k.startswith(("regl1__", "regwl1__"))}
-    loss = common.reg_l1_loss(t["regl1__output"], t["regl1__mask"], t["regl1__ind"], t["regl1__target"])
+    loss = losses.reg_l1_loss(t["regl1__output"], t["regl1__mask"], t["regl1__ind"], t["regl1__target"])
     assert_close(loss, ref["regl1__loss"], "RegL1Loss", atol=0, rtol=1e-6)
     empty = [t[k][2:3] for k in ("regl1__output", "regl1__mask", "regl1__ind", "regl1__target")]
     assert int(empty[1].sum()) == 0
-    assert_close(common.reg_l1_loss(*empty), ref["regl1__loss_image2_only"], "RegL1Loss no object", atol=1e-12)
-    loss = common.reg_weighted_l1_loss(t["regwl1__output"], t["regwl1__mask"], t["regl1__ind"], t["regwl1__target"])
+    assert_close(losses.reg_l1_loss(*empty), ref["regl1__loss_image2_only"], "RegL1Loss no object", atol=1e-12)
+    loss = losses.reg_weighted_l1_loss(t["regwl1__output"], t["regwl1__mask"], t["regl1__ind"], t["regwl1__target"])
     assert_close(loss, ref["regwl1__loss"], "RegWeightedL1Loss", atol=0, rtol=1e-6)
 
 
 def test_gather_features_layout() -> None:
     fmap = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
     ind = torch.tensor([[0, 7, 19], [5, 5, 11]])
-    gathered = common.gather_features(fmap, ind)
+    gathered = decoding.gather_features(fmap, ind)
     assert gathered.shape == (2, 3, 3)
     for b in range(2):
         for m in range(3):

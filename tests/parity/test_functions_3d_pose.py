@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from centernet.data import kitti
-from centernet.tasks import ddd
+from centernet.data import objects3d
+from centernet.tasks import ddd, ddd_decoding
 from centernet.tasks.ddd import DddTask
 from centernet.tasks.multi_pose import MultiPoseTask
 from tests.helpers import assert_close
@@ -77,7 +77,7 @@ def test_depth_transform(functions):
 
 
 def test_locate_3d(functions):
-    location, rotation_y = ddd.locate_3d(
+    location, rotation_y = ddd_decoding.locate_3d(
         functions["ddd__centers"],
         functions["ddd__alpha"],
         functions["ddd__dim"],
@@ -90,16 +90,16 @@ def test_locate_3d(functions):
 
 def test_box3d_corners_and_projection(functions):
     calib = functions["ddd__calib"]
-    corners = kitti.box_corners(
+    corners = objects3d.box_corners(
         functions["ddd__dim"], functions["ddd__location"], functions["ddd__rotation_y"], dtype=np.float32
     )
     assert_close(corners, functions["ddd__box3d_corners"], "compute_box_3d", atol=1e-5, rtol=1e-6)
-    projected = kitti.project_to_image(np.asarray(functions["ddd__box3d_corners"], np.float32), calib)
+    projected = objects3d.project_to_image(np.asarray(functions["ddd__box3d_corners"], np.float32), calib)
     assert_close(projected, functions["ddd__box3d_projected"], "project_to_image", atol=1e-4, rtol=1e-6)
 
 
 def test_decode_alpha(functions):
-    alpha = ddd.decode_alpha(functions["ddd__rot8"])
+    alpha = ddd_decoding.decode_alpha(functions["ddd__rot8"])
     assert_close(alpha, functions["ddd__get_alpha"], "get_alpha", atol=1e-6, rtol=1e-6)
 
 

@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from centernet.data.transforms import InputSpec, TrainAugmentation, warp_to_input
-from centernet.tasks.base import ImageMeta
+from centernet.data.geometry import ImageMeta
+from centernet.data.transforms import InputSpec, warp_to_input
+from centernet.data.augment import TrainAugmentation
 from centernet.tasks.ctdet import CtdetTask, boxes_to_output
 from tests.helpers import assert_close
 

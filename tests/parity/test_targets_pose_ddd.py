@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
+from centernet.data.geometry import ImageMeta
 from centernet.data.kitti import read_calib, read_kitti_file
 from centernet.tasks import ddd
-from centernet.tasks.base import ImageMeta
 from centernet.tasks.ddd import DddTask
 from centernet.tasks.multi_pose import MultiPoseTask
 from tests.helpers import assert_close

@@ -1,4 +1,4 @@
-"""Class lists of the public data sets the original checkpoints were trained on."""
+"""Class lists of the public data sets the original checkpoints were trained on (each task picks its own)."""
 from __future__ import annotations
 
 COCO_CLASS_NAMES: tuple[str, ...] = (
@@ -18,19 +18,13 @@ COCO_CATEGORY_IDS: tuple[int, ...] = (
     34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61,
     62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90,
 )  # fmt: skip
+# Pascal VOC's 20 classes in the original's channel order.
+VOC_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
 
 
-def default_categories(task: str, num_classes: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """Class names and category ids for a checkpoint that carries none (the original's data sets by size)."""
-    from centernet.data.kitti import KITTI_CLASSES as KITTI_CLASS_NAMES
-    from centernet.evaluation.voc import VOC_CLASSES
-
-    if task == "ctdet" and num_classes == len(COCO_CLASS_NAMES):
-        return COCO_CLASS_NAMES, COCO_CATEGORY_IDS
-    if task == "ctdet" and num_classes == len(VOC_CLASSES):
-        return VOC_CLASSES, tuple(range(1, num_classes + 1))
-    if task == "ddd" and num_classes == len(KITTI_CLASS_NAMES):
-        return KITTI_CLASS_NAMES, tuple(range(1, num_classes + 1))
-    if task == "multi_pose" and num_classes == 1:
-        return ("person",), (1,)
+def numbered_categories(num_classes: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Placeholder names ``class0..`` and ids ``1..C`` for a checkpoint that carries no class list."""
     return tuple(f"class{i}" for i in range(num_classes)), tuple(range(1, num_classes + 1))

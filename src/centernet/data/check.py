@@ -277,34 +277,6 @@ def data_summary(dataset: DetectionDataset, skipped_boxes: int = 0) -> str:
     )
 
 
-def require_task_annotations(dataset: DetectionDataset, task: str) -> None:
-    """Refuses a data set without what ``task`` trains and is scored on (before any step, not in one).
-
-    Raises:
-        DataFormatError: ``multi_pose`` on data without keypoints, ``ddd`` on data without a camera
-            calibration and 3D annotations per image; the message names the source and the first image.
-    """
-    from centernet.tasks.multi_pose import NUM_JOINTS  # the task's heads, not a data concern
-
-    if task == "multi_pose" and dataset.keypoint_names is None:
-        raise DataFormatError(
-            f"{dataset.source}: has no keypoint annotations; the multi_pose task needs person keypoints "
-            "(a COCO person_keypoints json or a YOLO pose yaml with kpt_shape)"
-        )
-    if task == "multi_pose" and len(dataset.keypoint_names) != NUM_JOINTS:
-        raise DataFormatError(
-            f"{dataset.source}: {len(dataset.keypoint_names)} keypoints per person; the multi_pose task "
-            f"has COCO's {NUM_JOINTS} joints"
-        )
-    if task == "ddd":
-        lacking = next((r for r in dataset.records if r.calib is None or r.objects_3d is None), None)
-        if lacking is not None:
-            raise DataFormatError(
-                f"{dataset.source}: image {lacking.path} has no camera calibration or 3D annotations; "
-                "the ddd task needs KITTI data"
-            )
-
-
 def prepare_training_data(dataset: DetectionDataset, on_bad_image: str = "error", workers: int | None = None) -> str:
     """The pass ``train`` runs on each split before its first step: decode check, policy, summary line."""
     return data_summary(dataset, apply_image_policy(dataset, check_images(dataset, workers), on_bad_image))

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from centernet.data.image_io import image_size
-from centernet.data.kitti import KITTI_CLASSES, Objects3D, kitti_label
+from centernet.data.kitti import KITTI_CLASSES, kitti_label
+from centernet.data.objects3d import Objects3D
 from centernet.data.records import DataFormatError, DataReport, DetectionDataset, FlagPolicy, ImageRecord
 from centernet.data.validation import validate_record
 

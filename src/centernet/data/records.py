@@ -27,7 +27,7 @@ import numpy as np
 from centernet.data.image_io import load_image
 
 if TYPE_CHECKING:  # the KITTI module builds on this one
-    from centernet.data.kitti import Objects3D
+    from centernet.data.objects3d import Objects3D
 
 #: What to do with COCO ``iscrowd`` boxes and VOC ``difficult`` boxes: ``"train"`` keeps them as
 #: ordinary objects (the original's behaviour), ``"ignore"`` keeps them flagged ``ignore``,

@@ -12,7 +12,8 @@ from torch.utils.data import Dataset, Sampler
 from centernet.config import Config, ConfigError
 from centernet.data.check import SYNTHETIC, load_dataset
 from centernet.data.records import WHOLE_SET, DataFormatError, DetectionDataset, ImageRecord
-from centernet.data.transforms import NumpyAugmentRandom, TrainAugmentation, prepare_inference_input
+from centernet.data.augment import NumpyAugmentRandom, TrainAugmentation
+from centernet.data.transforms import prepare_inference_input
 from centernet.tasks.base import DEBUG_ONLY_KEYS, get_task
 
 logger = logging.getLogger("centernet.data")

@@ -15,8 +15,8 @@ def run_demo(output: str | Path = "runs/demo", overrides: Sequence[str] = ()) ->
 
     Returns the final validation metrics, the run folder and where the drawn predictions are.
     """
-    from centernet.detector import CenterNet
-    from centernet.engine.predictor import Predictor
+    from centernet.models.detector import CenterNet
+    from centernet.models.predictor import Predictor
     from centernet.engine.dataset import load_split
     from centernet.engine.trainer import train
 

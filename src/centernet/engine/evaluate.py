@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -17,48 +16,13 @@ import numpy as np
 import torch
 
 from centernet.config import Config
-from centernet.data.records import DetectionDataset, ImageRecord
+from centernet.data.records import DetectionDataset
+from centernet.data.results import Results
 from centernet.data.transforms import InputSpec, keep_res_pad
 from centernet.engine.distributed import DistributedContext
-from centernet.engine.predictor import Predictor
-from centernet.engine.results import Results
-from centernet.evaluation.coco import build_coco_ground_truth, evaluate_coco
+from centernet.models.predictor import Predictor
+from centernet.evaluation.scoring import EvaluationReport, coco_results
 from centernet.tasks.base import Task, final_stack
-
-
-@dataclass
-class EvaluationReport:
-    """A task's metrics: ``stats`` by name, the headline ``primary`` value and a printable ``table``."""
-
-    stats: dict[str, float]
-    primary: float
-    table: str
-    detections: list[dict] = field(default_factory=list, repr=False)
-
-    def stats_for_csv(self) -> dict[str, float]:
-        return {k: round(v, 5) for k, v in self.stats.items()}
-
-
-def score_coco(task: Task, data: DetectionDataset, predictions: Mapping[int, Results], keypoints: bool) -> EvaluationReport:
-    """COCO box AP (plus VOC mAP on VOC data) or keypoint OKS AP, on the rows the task writes."""
-    gt = build_coco_ground_truth(data.ground_truth(), data.class_names, data.category_ids, keypoints=keypoints)
-    rows = coco_results(task, data, predictions)
-    metrics = evaluate_coco(gt, rows, "keypoints" if keypoints else "bbox")
-    title = "COCO keypoints (OKS)" if keypoints else "COCO boxes"
-    stats, table = dict(metrics.stats), f"{title}, {len(data)} images\n{metrics.table}"
-    if not keypoints and _is_voc(data):
-        voc = _score_voc(data, predictions)
-        stats["mAP_voc07"] = voc.mean_average_precision
-        table += f"\n\nPascal VOC (IoU 0.5, VOC07 11-point)\n{voc.format_table()}"
-    return EvaluationReport(stats, metrics.stats["AP"], table, rows)
-
-
-def coco_results(task: Task, data: DetectionDataset, predictions: Mapping[int, Results]) -> list[dict]:
-    """The COCO results list of ``predictions`` in record order, as the task writes it (the original's rows)."""
-    rows: list[dict] = []
-    for index, result in sorted(predictions.items()):
-        rows += task.coco_rows(result, data.records[index].image_id, data.category_ids)
-    return rows
 
 
 def write_kitti_results(data: DetectionDataset, predictions: Mapping[int, Results], folder: str | Path) -> Path:
@@ -70,63 +34,6 @@ def write_kitti_results(data: DetectionDataset, predictions: Mapping[int, Result
         stem = f"{int(image_id):06d}" if str(image_id).isdigit() else Path(data.records[index].path).stem
         (folder / f"{stem}.txt").write_text(result.to_kitti())
     return folder
-
-
-def _is_voc(data: DetectionDataset) -> bool:
-    from centernet.data.voc import find_voc_folders
-
-    source = Path(data.source) if data.source else None
-    return source is not None and source.is_dir() and find_voc_folders(source) is not None
-
-
-def _score_voc(data: DetectionDataset, predictions: Mapping[int, Results]):
-    from centernet.evaluation.voc import evaluate_voc
-
-    ground_truth, detections = [], []
-    for index, record in enumerate(data.records):
-        trained = record.labels >= 0
-        ground_truth.append({"boxes": record.boxes[trained], "labels": record.labels[trained], "difficult": record.difficult[trained]})
-        result = predictions[index]
-        detections.append({"boxes": result.boxes, "labels": result.labels, "scores": result.scores})
-    return evaluate_voc(ground_truth, detections, data.class_names)
-
-
-def score_kitti(data: DetectionDataset, predictions: Mapping[int, Results]) -> EvaluationReport:
-    from centernet.data.kitti import Objects3D
-    from centernet.evaluation.kitti import EVALUATED_CLASSES, METRICS, evaluate_kitti_objects
-
-    ground_truth, detections = [], []
-    for index, record in enumerate(data.records):
-        ground_truth.append(_kitti_ground_truth(record))
-        result = predictions.get(index)
-        if result is None or result.boxes_3d is None or len(result) == 0:
-            detections.append(Objects3D.empty())
-            continue
-        detections.append(
-            dataclasses.replace(
-                result.boxes_3d,
-                types=[data.class_names[int(label)] for label in result.labels],
-                boxes=result.boxes,
-                scores=np.round(result.scores, 2),  # the original writes 2 decimals
-            )
-        )
-    kitti = evaluate_kitti_objects(ground_truth, detections)
-    stats = kitti.as_dict()
-    # A class with ground truth but no detection left (all below peak_thresh) scores 0, not nothing.
-    labelled = {t.lower() for record in data.records if record.objects_3d is not None for t in record.objects_3d.types}
-    for class_name in sorted(labelled & set(EVALUATED_CLASSES)):
-        for metric in METRICS:
-            for kind in ("ap11", "ap40"):
-                stats.setdefault(f"{class_name}/{metric}/moderate/{kind}", 0.0)
-    primary = stats.get("car/3d/moderate/ap11", 0.0) / 100.0
-    wanted = {k: v for k, v in stats.items() if k.endswith("moderate/ap11") or k.endswith("moderate/ap40")}
-    return EvaluationReport(wanted, primary, kitti.format_table())
-
-
-def _kitti_ground_truth(record: ImageRecord):
-    if record.objects_3d is None:
-        raise ValueError(f"{record.path}: 3D evaluation needs KITTI labels with 3D fields")
-    return dataclasses.replace(record.objects_3d, boxes=record.boxes)
 
 
 def evaluate_network(
@@ -161,8 +68,8 @@ def evaluate_network(
 
 def draw_examples(predictor: Predictor, data: DetectionDataset, folder: Path, count: int) -> None:
     """Save the first ``count`` validation images with predictions and their centre-heat-map overlay."""
-    from centernet.engine.visualize import draw_heatmap_overlay
-    from centernet.tasks.common import get_affine_transform
+    from centernet.data.geometry import get_affine_transform
+    from centernet.data.visualize import draw_heatmap_overlay
 
     indices = list(range(min(count, len(data))))
     predictions = predictor.detect_dataset(data, indices, keep_images=True)
@@ -250,8 +157,7 @@ def evaluate_checkpoint(
     overrides its validation split. ``save_json`` writes the COCO results list the original's
     ``test.py`` writes (``results.json``); ``save_kitti`` a folder of KITTI ``<frame>.txt`` files.
     """
-    from centernet.data.check import require_task_annotations
-    from centernet.detector import CenterNet
+    from centernet.models.detector import CenterNet
     from centernet.engine.dataset import load_split
 
     detector = CenterNet.from_checkpoint(weights)
@@ -260,7 +166,7 @@ def evaluate_checkpoint(
     if "data.source" in named and "data.val_source" not in named:
         cfg.data.val_source = None  # the source named on the command line is the one scored
     data = load_split(cfg, "val", split)
-    require_task_annotations(data, detector.task.name)
+    detector.task.require_annotations(data)
     if len(data.class_names) != detector.num_classes:
         raise ValueError(f"{weights}: trained for {detector.num_classes} classes, data set {cfg.data.source} has {len(data.class_names)}")
     predictor = Predictor.from_config(

@@ -1,4 +1,4 @@
-"""Prediction on images, folders, globs and videos: a thin caller of ``engine.predictor.Predictor``.
+"""Prediction on images, folders, globs and videos: a thin caller of ``models.predictor.Predictor``.
 
 ``predict`` yields ``Results`` lazily (a video is never held in memory); ``predict_to_folder`` is
 ``centernet predict``: it writes each image's results as soon as they are made (JSON lines, flushed
@@ -20,15 +20,15 @@ from tqdm import tqdm
 
 from centernet.config import Config
 from centernet.data.kitti import read_calib
-from centernet.engine.predictor import Predictor
-from centernet.engine.results import Results
+from centernet.models.predictor import Predictor
+from centernet.data.results import Results
 from centernet.engine.sources import count_frames, iter_frames
 
 log = logging.getLogger(__name__)
 
 
 def _detector(weights):
-    from centernet.detector import CenterNet
+    from centernet.models.detector import CenterNet
 
     return weights if isinstance(weights, CenterNet) else CenterNet.from_checkpoint(weights)
 

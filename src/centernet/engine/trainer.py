@@ -24,7 +24,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,17 +33,16 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from centernet.config import Config, ConfigError
-from centernet.data.check import prepare_training_data, require_task_annotations
+from centernet.data.check import prepare_training_data
 from centernet.engine.dataset import EpochSampler, TrainingDataset, collate
 from centernet.engine.distributed import DistributedContext
 from centernet.engine.evaluate import evaluate_network
+from centernet.engine.hooks import TensorBoardHook, TrainerHook, tensorboard_available
 from centernet.engine.run_folder import RunFolder
-from centernet.extras import MissingExtraError, require
 from centernet.models import build_model
 from centernet.models.checkpoint import load_checkpoint, save_checkpoint
 from centernet.models.heads import HEAD_INITS, reinit_regression_heads
 from centernet.models.pretrained import load_matching_weights, load_pretrained_backbone
-
 
 logger = logging.getLogger("centernet.train")
 
@@ -63,79 +62,12 @@ class TrainState:
     loss_steps: int = 0
 
 
-Callback = Callable[["Trainer"], None]
-
-
-class TrainerHook:
-    """Extension points of the training loop; override the ones needed (all default to nothing).
-
-    Every method gets the trainer (its ``state``, ``model``, ``optimizer``, ``run`` folder...); a
-    hook stops training with ``trainer.request_stop()`` (honoured after the current step).
-    """
-
-    def on_step_end(self, trainer: Trainer, losses: dict[str, float]) -> None:
-        """After each optimisation step, with that step's named losses (averaged over processes)."""
-
-    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
-        """After each (possibly partial) epoch, with its ``results.csv`` row, before it is saved."""
-
-    def on_validation_end(self, trainer: Trainer, metrics: Any) -> None:
-        """After each validation, with the ``EvaluationReport`` (``primary``, ``stats_for_csv()``)."""
-
-
-class TensorBoardHook(TrainerHook):
-    """Step losses, epoch rows and validation metrics as TensorBoard scalars (``<run>/tensorboard``)."""
-
-    def __init__(self, log_dir) -> None:
-        self.log_dir = log_dir
-        self._writer = None
-
-    @property
-    def writer(self):
-        """The event-file writer, made on first use: nothing is written before the run folder is locked."""
-        if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(log_dir=str(self.log_dir))
-        return self._writer
-
-    def on_step_end(self, trainer: Trainer, losses: dict[str, float]) -> None:
-        step = trainer.global_step
-        for key, value in losses.items():
-            self.writer.add_scalar(f"train_step/{key}", value, step)
-
-    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
-        for key, value in row.items():
-            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.writer.add_scalar(f"epoch/{key}", value, int(row["epoch"]))
-        self.writer.flush()
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-
-
-def tensorboard_available() -> bool:
-    """Whether ``torch.utils.tensorboard`` can write (the ``tensorboard`` package is installed).
-
-    ``train.tensorboard`` is on by default and the package is an extra, so a missing one is a
-    warning naming the extra (and the field that silences it), not an error: training goes on.
-    """
-    try:
-        require("tensorboard", "tensorboard", "train.tensorboard (TensorBoard event files)")
-    except MissingExtraError as err:
-        logger.warning("%s; or set train.tensorboard=false. No event files are written.", err)
-        return False
-    return True
-
-
 class Trainer:
     """Trains one config.
 
     Args:
         cfg: the experiment.
         resume: continue ``runs/<name>/last.pt``.
-        callbacks: functions called with the trainer after every optimisation step.
         hooks: ``TrainerHook`` objects (step, epoch-end and validation-end hooks).
     """
 
@@ -143,13 +75,11 @@ class Trainer:
         self,
         cfg: Config,
         resume: bool = False,
-        callbacks: tuple[Callback, ...] = (),
         hooks: Sequence[TrainerHook] = (),
     ) -> None:
         if cfg.model.head_init not in HEAD_INITS:
             raise ConfigError(f"model.head_init: {cfg.model.head_init!r} is not one of {', '.join(HEAD_INITS)}")
         self.cfg = cfg
-        self.callbacks = callbacks
         self.hooks: list[TrainerHook] = list(hooks)
         self.history: list[dict[str, Any]] = []
         self.stop_requested = False
@@ -161,7 +91,7 @@ class Trainer:
         self.train_set = TrainingDataset.from_config(cfg, "train")
         self.val_set = TrainingDataset.from_config(cfg, "val")
         for which, split in (("train", self.train_set), ("val", self.val_set)):  # before any step: nothing fails mid-epoch
-            require_task_annotations(split.data, cfg.task)
+            split.task.require_annotations(split.data)
             summary = prepare_training_data(split.data, cfg.data.on_bad_image)
             if self.ctx.is_main:
                 logger.info("%s data: %s", which, summary)
@@ -368,8 +298,6 @@ class Trainer:
             bar.set_postfix({k: f"{v / self.state.loss_steps:.3f}" for k, v in self.state.loss_sums.items()})
             if cfg.train.checkpoint_interval and self.state.iteration % cfg.train.checkpoint_interval == 0:
                 self._save_last()
-            for callback in self.callbacks:
-                callback(self)
             for hook in self.hooks:
                 hook.on_step_end(self, step_losses)
             if self.stop_requested:
@@ -388,11 +316,9 @@ class Trainer:
             group["lr"] = lr * factor
 
 
-def train(
-    cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] = (), hooks: Sequence[TrainerHook] = ()
-) -> dict:
+def train(cfg: Config, resume: bool = False, hooks: Sequence[TrainerHook] = ()) -> dict:
     """Train ``cfg`` to the end (continuing ``runs/<name>/last.pt`` with ``resume``); returns the last metrics."""
-    trainer = Trainer(cfg, resume=resume, callbacks=callbacks, hooks=hooks)
+    trainer = Trainer(cfg, resume=resume, hooks=hooks)
     try:
         return trainer.fit()
     finally:

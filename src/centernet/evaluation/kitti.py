@@ -33,12 +33,14 @@ from typing import Literal
 
 import numpy as np
 
-from centernet.data.kitti import Objects3D, read_kitti_file
+from centernet.data.kitti import read_kitti_file
+from centernet.data.objects3d import Objects3D
+from centernet.evaluation.kitti_matching import NUM_SAMPLE_POINTS, count_at_least, greedy_match, score_thresholds
+from centernet.evaluation.kitti_overlaps import PairOverlaps, frame_overlaps, rotated_rectangle_intersection
 
 EVALUATED_CLASSES = ("car", "pedestrian", "cyclist")  # lower case, in the order the binary reports them
 METRICS = ("bbox", "aos", "bev", "3d")
 DIFFICULTIES = ("easy", "moderate", "hard")
-NUM_SAMPLE_POINTS = 41
 
 # Per difficulty (easy, moderate, hard), applied to ground truth. An object is ignored at a level
 # when its occlusion or truncation is strictly above the limit or its height strictly below it.
@@ -256,7 +258,7 @@ def evaluate_kitti_objects(
 
     gt = _Flat.concatenate(ground_truth, "ground-truth")
     det = _Flat.concatenate(detections, "detection")
-    overlaps = _frame_overlaps(gt, det)
+    overlaps = frame_overlaps(gt, det)
     # AOS needs every detection line (any class) to carry an orientation.
     compute_aos = not np.any(det.objects.alpha == _NO_ALPHA)
 
@@ -319,229 +321,10 @@ def _detection_roles(det: _Flat, class_name: str, level: int) -> np.ndarray:
     return roles
 
 
-@dataclass
-class _PairOverlaps:
-    """Overlaps of same-frame (ground truth, detection) pairs with a non-zero intersection.
-
-    Sorted by ground truth then detection index. ``iou`` is against the ground truth;
-    ``of_detection`` is intersection / detection size, used against don't-care regions.
-    """
-
-    gt: np.ndarray
-    det: np.ndarray
-    iou: np.ndarray
-    of_detection: np.ndarray
-
-    def select(self, keep: np.ndarray) -> _PairOverlaps:
-        return _PairOverlaps(self.gt[keep], self.det[keep], self.iou[keep], self.of_detection[keep])
-
-
-def _same_frame_pairs(gt: _Flat, det: _Flat, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """All (gt index, det index) pairs of the same frame, sorted by gt then det."""
-    det_counts = np.bincount(det.frame, minlength=num_frames)
-    det_starts = np.cumsum(det_counts) - det_counts
-    per_gt = det_counts[gt.frame]
-    pair_gt = np.repeat(np.arange(len(gt.frame)), per_gt)
-    pair_starts = np.cumsum(per_gt) - per_gt
-    offset = np.arange(len(pair_gt)) - np.repeat(pair_starts, per_gt)
-    pair_det = det_starts[gt.frame][pair_gt] + offset
-    return pair_gt, pair_det
-
-
-def _frame_overlaps(gt: _Flat, det: _Flat) -> dict[str, _PairOverlaps]:
-    """Image, bird's-eye-view and 3D overlaps of every same-frame pair (zeros dropped)."""
-    num_frames = int(max(gt.frame.max(initial=-1), det.frame.max(initial=-1))) + 1
-    pair_gt, pair_det = _same_frame_pairs(gt, det, num_frames)
-    g, d = gt.objects, det.objects
-
-    # Image boxes in continuous pixels (no +1); no overlap unless width and height are > 0.
-    gb, db = g.boxes[pair_gt], d.boxes[pair_det]
-    width = np.minimum(gb[:, 2], db[:, 2]) - np.maximum(gb[:, 0], db[:, 0])
-    height = np.minimum(gb[:, 3], db[:, 3]) - np.maximum(gb[:, 1], db[:, 1])
-    hit = (width > 0) & (height > 0)
-    inter = (width * height)[hit]
-    gt_area = ((gb[:, 2] - gb[:, 0]) * (gb[:, 3] - gb[:, 1]))[hit]
-    det_area = ((db[:, 2] - db[:, 0]) * (db[:, 3] - db[:, 1]))[hit]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        image = _PairOverlaps(pair_gt[hit], pair_det[hit], inter / (det_area + gt_area - inter), inter / det_area)
-
-    # Bird's-eye view: only pairs whose circumscribed circles meet can intersect.
-    g_radius = 0.5 * np.hypot(g.dims[:, 1], g.dims[:, 2])
-    d_radius = 0.5 * np.hypot(d.dims[:, 1], d.dims[:, 2])
-    gap = np.hypot(
-        g.locations[pair_gt, 0] - d.locations[pair_det, 0], g.locations[pair_gt, 2] - d.locations[pair_det, 2]
-    )
-    near = gap < g_radius[pair_gt] + d_radius[pair_det]
-    pair_gt, pair_det = pair_gt[near], pair_det[near]
-    inter_area = rotated_rectangle_intersection(g.footprints()[pair_gt], d.footprints()[pair_det])
-    hit = inter_area > 0
-    pair_gt, pair_det, inter_area = pair_gt[hit], pair_det[hit], inter_area[hit]
-    # Signed w*l equals the polygon area the binary computes (the corner order flips with sign).
-    g_area = g.dims[pair_gt, 1] * g.dims[pair_gt, 2]
-    d_area = d.dims[pair_det, 1] * d.dims[pair_det, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ground = _PairOverlaps(pair_gt, pair_det, inter_area / (d_area + g_area - inter_area), inter_area / d_area)
-
-        # 3D: a box spans [y - h, y] vertically (y is the bottom; camera y points down).
-        g_bottom, d_bottom = g.locations[pair_gt, 1], d.locations[pair_det, 1]
-        g_top, d_top = g_bottom - g.dims[pair_gt, 0], d_bottom - d.dims[pair_det, 0]
-        vertical = np.maximum(0.0, np.minimum(g_bottom, d_bottom) - np.maximum(g_top, d_top))
-        inter_volume = inter_area * vertical
-        g_volume = g_area * g.dims[pair_gt, 0]
-        d_volume = d_area * d.dims[pair_det, 0]
-        box3d = _PairOverlaps(
-            pair_gt, pair_det, inter_volume / (d_volume + g_volume - inter_volume), inter_volume / d_volume
-        )
-    return {"bbox": image, "bev": ground, "3d": box3d}
-
-
-def _polygon_area(points: np.ndarray, count: np.ndarray) -> np.ndarray:
-    """Signed shoelace area of [N, K, 2] polygons whose first ``count[n]`` vertices are used."""
-    k = np.arange(points.shape[1])
-    nxt = np.where(k + 1 < count[:, None], k + 1, 0)
-    following = np.take_along_axis(points, nxt[..., None], axis=1)
-    cross = points[..., 0] * following[..., 1] - following[..., 0] * points[..., 1]
-    return 0.5 * np.sum(np.where(k < count[:, None], cross, 0.0), axis=1)
-
-
-def rotated_rectangle_intersection(first: np.ndarray, second: np.ndarray, chunk: int = 65536) -> np.ndarray:
-    """Intersection areas of convex quadrilaterals, pair by pair (Sutherland-Hodgman clipping).
-
-    Args:
-        first: [N, 4, 2] corners in order (either orientation).
-        second: [N, 4, 2] corners in order (either orientation).
-        chunk: pairs clipped at once (bounds the memory).
-
-    Returns:
-        [N] non-negative areas, in the squared unit of the corners; 0 if either is degenerate.
-    """
-    areas = np.zeros(len(first))
-    for start in range(0, len(first), chunk):
-        stop = start + chunk
-        areas[start:stop] = _clip_area(first[start:stop], second[start:stop])
-    return areas
-
-
-def _clip_area(subject: np.ndarray, clip: np.ndarray) -> np.ndarray:
-    n = len(subject)
-    four = np.full(n, 4)
-    orientation = np.sign(_polygon_area(clip, four))
-    points, count = subject, four
-    for edge in range(4):
-        if points.shape[1] == 0:
-            break
-        start, stop = clip[:, edge], clip[:, (edge + 1) % 4]
-        direction = stop - start
-        k = np.arange(points.shape[1])
-        valid = k < count[:, None]
-        nxt = np.where(k + 1 < count[:, None], k + 1, 0)
-        # > 0 on the interior side of this edge, whatever the clip polygon's orientation.
-        rel = points - start[:, None, :]
-        side = orientation[:, None] * (direction[:, None, 0] * rel[..., 1] - direction[:, None, 1] * rel[..., 0])
-        side_next = np.take_along_axis(side, nxt, axis=1)
-        inside = side >= 0
-        crosses = inside != (side_next >= 0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = np.where(crosses, side / (side - side_next), 0.0)
-        following = np.take_along_axis(points, nxt[..., None], axis=1)
-        crossing = points + t[..., None] * (following - points)
-        # Each vertex emits itself if inside, then the edge's crossing point if it leaves/enters.
-        candidates = np.stack([points, crossing], axis=2).reshape(n, -1, 2)
-        keep = np.stack([inside & valid, crosses & valid], axis=2).reshape(n, -1)
-        count = keep.sum(axis=1)
-        order = np.argsort(~keep, axis=1, kind="stable")[:, : int(count.max(initial=0))]
-        points = np.take_along_axis(candidates, order[..., None], axis=1)
-    area = np.abs(_polygon_area(points, count))
-    return np.where((orientation != 0) & (_polygon_area(subject, four) != 0), area, 0.0)
-
-
-@dataclass
-class _Matches:
-    """Greedy assignments: threshold index, ground truth and detection of each."""
-
-    step: np.ndarray
-    gt: np.ndarray
-    det: np.ndarray
-
-
-def _greedy_match(
-    pairs: _PairOverlaps, gt_frame: np.ndarray, priority: np.ndarray, scores: np.ndarray, min_scores: np.ndarray
-) -> _Matches:
-    """Each frame's ground truth, in file order, takes its best remaining candidate detection.
-
-    The j-th candidate-holding ground truth of every frame is matched in the same step (frames
-    share no detections); all score thresholds are matched at once.
-
-    Args:
-        pairs: candidate pairs (overlap above threshold, neither side "other"), sorted by gt, det.
-        gt_frame: [N_gt] frame of each ground truth.
-        priority: [P] preference of each pair; ties go to the lower detection index (file order).
-        scores: [N_det] detection scores.
-        min_scores: [T] score thresholds: at step t only detections scoring >= min_scores[t] exist.
-
-    Returns:
-        The assignments over all thresholds.
-    """
-    if len(pairs.gt) == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return _Matches(empty, empty, empty)
-    gts, pair_to_gt = np.unique(pairs.gt, return_inverse=True)
-    frames = gt_frame[gts]
-    rank = np.arange(len(gts)) - np.searchsorted(frames, frames)  # position among the frame's candidates
-    dets, pair_det = np.unique(pairs.det, return_inverse=True)
-    present = scores[dets][None, :] >= min_scores[:, None]  # [T, D]
-    taken = np.zeros_like(present)
-    pair_rank = rank[pair_to_gt]
-    by_step = np.argsort(pair_rank, kind="stable")  # keeps (gt, det) order within a step
-    bounds = np.searchsorted(pair_rank[by_step], np.arange(rank.max() + 2))
-    steps, matched_gt, matched_det = [], [], []
-    for r in range(rank.max() + 1):
-        sel = by_step[bounds[r] : bounds[r + 1]]
-        candidate_det, owner = pair_det[sel], pair_to_gt[sel]
-        starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-        available = present[:, candidate_det] & ~taken[:, candidate_det]  # [T, P]
-        score = np.where(available, priority[sel], -np.inf)
-        best = np.maximum.reduceat(score, starts, axis=1)  # [T, G]
-        lengths = np.diff(np.r_[starts, len(sel)])
-        is_best = available & (score == np.repeat(best, lengths, axis=1))
-        first = np.minimum.reduceat(np.where(is_best, np.arange(len(sel)), len(sel)), starts, axis=1)
-        step, group = np.nonzero(first < len(sel))
-        chosen = first[step, group]
-        taken[step, candidate_det[chosen]] = True
-        steps.append(step)
-        matched_gt.append(gts[owner[chosen]])
-        matched_det.append(dets[candidate_det[chosen]])
-    return _Matches(np.concatenate(steps), np.concatenate(matched_gt), np.concatenate(matched_det))
-
-
-def _score_thresholds(scores: np.ndarray, num_valid: int) -> np.ndarray:
-    """Up to 41 true-positive scores approximating recall 0, 1/40, ..., 1 (the binary's rule).
-
-    The running recall target is accumulated by repeated float additions as in the binary;
-    computing it as k/40 changes which score is chosen in tie cases.
-    """
-    scores = np.sort(scores)[::-1]
-    chosen, target = [], 0.0
-    last = len(scores) - 1
-    for i, score in enumerate(scores):
-        left = (i + 1) / num_valid
-        right = (i + 2) / num_valid if i < last else left
-        if i < last and (right - target) < (target - left):
-            continue
-        chosen.append(score)
-        target += 1.0 / (NUM_SAMPLE_POINTS - 1.0)
-    return np.asarray(chosen, dtype=np.float64)
-
-
-def _count_at_least(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """[T] number of ``values`` >= each threshold."""
-    return len(values) - np.searchsorted(np.sort(values), thresholds, side="left")
-
-
 def _evaluate_level(
     gt: _Flat,
     det: _Flat,
-    overlaps: _PairOverlaps,
+    overlaps: PairOverlaps,
     class_name: str,
     level: int,
     iou_threshold: float,
@@ -557,14 +340,14 @@ def _evaluate_level(
     )
 
     # Pass 1: the highest-scoring candidate wins; true-positive scores give the thresholds.
-    first = _greedy_match(candidates, gt.frame, scores[candidates.det], scores, np.array([-np.inf]))
+    first = greedy_match(candidates, gt.frame, scores[candidates.det], scores, np.array([-np.inf]))
     first_tp = (gt_role[first.gt] == _VALID) & (det_role[first.det] == _VALID)
-    thresholds = _score_thresholds(scores[first.det[first_tp]], num_valid)
+    thresholds = score_thresholds(scores[first.det[first_tp]], num_valid)
 
     # Pass 2, at every threshold: a valid candidate with the largest overlap wins; a small one
     # only when there is no valid one.
     priority = np.where(det_role[candidates.det] == _VALID, candidates.iou, -1.0)
-    matches = _greedy_match(candidates, gt.frame, priority, scores, thresholds)
+    matches = greedy_match(candidates, gt.frame, priority, scores, thresholds)
     num_steps = len(thresholds)
     tp_mask = (gt_role[matches.gt] == _VALID) & (det_role[matches.det] == _VALID)
     tp = np.bincount(matches.step[tp_mask], minlength=num_steps)
@@ -577,10 +360,10 @@ def _evaluate_level(
     covered = np.zeros(len(scores), dtype=bool)
     covered[overlaps.det[dont_care & (overlaps.of_detection > iou_threshold)]] = True
     taken_valid = valid_det[matches.det]
-    untaken = _count_at_least(scores[valid_det], thresholds) - np.bincount(
+    untaken = count_at_least(scores[valid_det], thresholds) - np.bincount(
         matches.step[taken_valid], minlength=num_steps
     )
-    covered_untaken = _count_at_least(scores[valid_det & covered], thresholds) - np.bincount(
+    covered_untaken = count_at_least(scores[valid_det & covered], thresholds) - np.bincount(
         matches.step[taken_valid & covered[matches.det]], minlength=num_steps
     )
     fp = untaken - covered_untaken

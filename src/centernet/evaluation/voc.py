@@ -28,10 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
+from centernet.data.categories import VOC_CLASSES
 
 
 def voc_average_precision(recall: np.ndarray, precision: np.ndarray, *, eleven_point: bool) -> float:

@@ -46,15 +46,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from centernet.data.geometry import ImageMeta, get_affine_transform
 from centernet.data.transforms import InputSpec
-from centernet.engine.results import Results
+from centernet.data.results import Results
 from centernet.extras import require
-from centernet.tasks.base import HeadOutputs, ImageMeta, final_stack
-from centernet.tasks.common import get_affine_transform
+from centernet.tasks.base import HeadOutputs, final_stack
 from centernet.tasks.ctdet import CtdetTask
 
 if TYPE_CHECKING:
-    from centernet.detector import CenterNet
+    from centernet.models.detector import CenterNet
 
 __all__ = [
     "ExportMetadata",
@@ -357,7 +357,7 @@ def export_onnx(
         ImageReadError: a calibration image cannot be read (named).
         MissingExtraError: onnx or onnxscript is not installed (``pip install "centernet[export]"``).
     """
-    from centernet.detector import CenterNet
+    from centernet.models.detector import CenterNet
 
     # torch's dynamo exporter imports both lazily, deep inside; check before loading any weights.
     require("onnx", "export", "ONNX export")
@@ -488,7 +488,7 @@ class OnnxDetector:
         """
         step = self.max_batch or batch_size
         if not self.metadata.decoded:
-            from centernet.engine.predictor import Predictor
+            from centernet.models.predictor import Predictor
             from centernet.tasks.base import task_for_heads
 
             heads = self.metadata.heads

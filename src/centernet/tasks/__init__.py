@@ -1,1 +1,13 @@
-"""Task modules: one per task (2D boxes, multi-person pose, monocular 3D), each with its heads, targets, loss and decoder."""
+"""Tasks: what is particular to 2D boxes (``ctdet``), multi-person pose (``multi_pose``) and 3D (``ddd``).
+
+Concern: a ``base.Task`` holds a task's heads, targets, loss, decoding, test-time merging, result
+rows and scoring; ``base.get_task`` builds one by name. Where the paper's equations live:
+the Gaussian splat of each centre and its radius (section 3: ``targets.draw_gaussian``,
+``targets.gaussian_radius``); the penalty-reduced focal loss (eq. 1: ``losses.focal_loss``); the L1
+offset and size losses (eqs. 2-3: ``losses.reg_l1_loss`` on the ``reg`` and ``wh`` heads) and their
+weighted sum (eq. 4: ``base.Task.loss`` with each task's ``loss_weights``, 1 / 0.1 / 1); the 3x3
+max-pool peak extraction and top-100 decoding (section 4: ``decoding.peak_filter``,
+``decoding.topk``); 3D depth ``1 / sigmoid - 1``, the two-bin orientation and back-projection (section
+4.1: ``ddd_decoding``, ``losses.bin_rot_loss``); pose joint offsets snapped to joint heat maps
+(section 4.2: ``multi_pose_decoding``); flip and multi-scale testing with soft-NMS (``tta``).
+"""

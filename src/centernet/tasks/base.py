@@ -1,7 +1,7 @@
 """The contract every task module (2D boxes, pose, 3D) implements, and the per-image warp metadata.
 
 Data flow in training: ``Task.training_sample`` runs the task's own augmentation pipeline
-(``Task.augment``: which steps of ``data.transforms.TrainAugmentation`` apply, and in which
+(``Task.augment``: which steps of ``data.augment.TrainAugmentation`` apply, and in which
 order their random numbers are drawn), which warps the image and returns its ``ImageMeta``;
 ``Task.encode`` turns the image's annotations into fixed-size target arrays with that meta; the network's raw head maps
 go to ``Task.loss`` in training, or to ``Task.decode`` then ``Task.post_process`` at inference.
@@ -11,20 +11,21 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
-from centernet.tasks.common import get_affine_transform
+from centernet.data.categories import numbered_categories
+from centernet.data.geometry import ImageMeta
+from centernet.data.results import Results
+from centernet.evaluation.scoring import EvaluationReport, score_coco
+from centernet.tasks.tta import MAX_PER_IMAGE, merge_ctdet
 
 if TYPE_CHECKING:
     from centernet.data.records import DetectionDataset
-    from centernet.data.transforms import AugmentedImage, AugmentRandom, TrainAugmentation
-    from centernet.engine.evaluate import EvaluationReport
-    from centernet.engine.results import Results
+    from centernet.data.augment import AugmentedImage, AugmentRandom, TrainAugmentation
 
 HeadOutputs = dict[str, torch.Tensor]
 
@@ -32,80 +33,9 @@ HeadOutputs = dict[str, torch.Tensor]
 # length varies per image, so they are never batched.
 DEBUG_ONLY_KEYS = frozenset({"gt_det"})
 
-# Boxes per image the original keeps after merging 2D detections (``BaseDetector.max_per_image``).
-MAX_PER_IMAGE = 100
 
 # Task name -> module defining it (each module holds one ``Task`` subclass with that ``name``).
 TASK_MODULES = {"ctdet": "centernet.tasks.ctdet", "multi_pose": "centernet.tasks.multi_pose", "ddd": "centernet.tasks.ddd"}
-
-
-@dataclass(frozen=True)
-class ImageMeta:
-    """How one network input was cut out of its source image (the original's ``meta`` dict).
-
-    Attributes:
-        center: ``(x, y)`` window centre in source-image pixels (float32; already mirrored,
-            ``width - x - 1``, when ``flipped``).
-        scale: window size in source pixels: a scalar (square window, fix-res) or ``(w, h)``.
-        input_hw: network input ``(height, width)`` in pixels.
-        output_hw: output map ``(height, width)`` in pixels (input / down ratio).
-        image_hw: source image ``(height, width)`` in pixels.
-        rot: rotation of the window in degrees (training augmentation of pose; 0 otherwise).
-        flipped: whether the source image was mirrored before the warp (training augmentation).
-        calib: camera projection ``[3, 4]`` for 3D tasks, ``None`` otherwise.
-        augmented: the 3D scale/shift augmentation was applied (its depth and size targets are off).
-    """
-
-    center: np.ndarray
-    scale: float | np.ndarray
-    input_hw: tuple[int, int]
-    output_hw: tuple[int, int]
-    image_hw: tuple[int, int]
-    rot: float = 0.0
-    flipped: bool = False
-    calib: np.ndarray | None = None
-    augmented: bool = False
-
-    @classmethod
-    def from_original(
-        cls, meta: Mapping[str, Any], input_hw: tuple[int, int] | None = None, image_hw: tuple[int, int] | None = None
-    ) -> ImageMeta:
-        """The meta of the original detector's ``pre_process`` (``{'c', 's', 'out_height', 'out_width'}``).
-
-        The original's ``s`` takes every form its detectors give it: a Python or NumPy scalar
-        (fix-res, ``max(h, w)``), a 0-d array, or the 2-vector ``[w, h]`` (keep-res, ddd); each is
-        kept as it is (scalar -> float, vector -> float32 ``[2]``). ``out_height`` / ``out_width``
-        may also come as ``out_hw``; the input defaults to 4x the output map.
-        """
-        scale = np.asarray(meta["s"], dtype=np.float32)
-        if scale.size == 1:
-            window: float | np.ndarray = float(scale.reshape(()))
-        elif scale.size == 2:
-            window = scale.reshape(2)
-        else:
-            raise ValueError(f"original meta 's' must be a scalar or [w, h], got shape {scale.shape}")
-        if "out_hw" in meta:
-            out_hw = tuple(int(v) for v in np.asarray(meta["out_hw"]).reshape(2))
-        else:
-            out_hw = (int(meta["out_height"]), int(meta["out_width"]))
-        return cls(
-            center=np.asarray(meta["c"], dtype=np.float32).reshape(2),
-            scale=window,
-            input_hw=input_hw or (out_hw[0] * 4, out_hw[1] * 4),
-            output_hw=out_hw,
-            image_hw=image_hw or out_hw,
-            calib=None if meta.get("calib") is None else np.asarray(meta["calib"], np.float32).reshape(3, 4),
-        )
-
-    def input_transform(self, rot: float | None = None, inv: bool = False) -> np.ndarray:
-        """``[2, 3]`` float64 map from (mirrored) source pixels to input pixels (``inv``: back)."""
-        rot = self.rot if rot is None else rot
-        return get_affine_transform(self.center, self.scale, rot, self.input_hw[::-1], inv=inv)
-
-    def output_transform(self, rot: float | None = None, inv: bool = False) -> np.ndarray:
-        """``[2, 3]`` float64 map from (mirrored) source pixels to output-map pixels (``inv``: back)."""
-        rot = self.rot if rot is None else rot
-        return get_affine_transform(self.center, self.scale, rot, self.output_hw[::-1], inv=inv)
 
 
 def final_stack(outputs: HeadOutputs | list[HeadOutputs]) -> HeadOutputs:
@@ -141,6 +71,20 @@ class Task(ABC):
     @abstractmethod
     def head_channels(cls, num_classes: int) -> dict[str, int]:
         """Head name -> output channels, in the original's options order (``hm`` first)."""
+
+    @classmethod
+    def default_categories(cls, num_classes: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """Class names and category ids for a checkpoint that carries none (this default numbers them)."""
+        return numbered_categories(num_classes)
+
+    def require_annotations(self, dataset: DetectionDataset) -> None:
+        """Refuses a data set without what this task trains and is scored on (before any step).
+
+        Boxes and labels every data set has; tasks needing more (keypoints, 3D) override this.
+
+        Raises:
+            DataFormatError: naming the source and, where one is at fault, the first image.
+        """
 
     @property
     def heads(self) -> dict[str, int]:
@@ -263,8 +207,6 @@ class Task(ABC):
         The original detector's ``merge_outputs``: this default is ctdet's (per class, soft-NMS with
         several scales or ``nms``, then the ``max_per_image`` cut keeping ties); tasks override it.
         """
-        from centernet.tasks.tta import merge_ctdet
-
         return merge_ctdet(per_scale, self.num_classes, max_per_image=max_per_image, nms=nms)
 
     def to_results(
@@ -276,8 +218,6 @@ class Task(ABC):
         calib: np.ndarray | None = None,
     ) -> Results:
         """``merge_outputs`` of one image as ``Results`` (best first); this default reads per-class 2D rows."""
-        from centernet.engine.results import Results
-
         found = self.detections(merged)
         order = np.argsort(-found["scores"], kind="stable")
         return Results(found["boxes"][order], found["scores"][order], found["labels"][order], names, image, path)
@@ -288,8 +228,6 @@ class Task(ABC):
 
     def score(self, data: DetectionDataset, predictions: Mapping[int, Results]) -> EvaluationReport:
         """This task's standard metric of ``predictions`` (record index -> results): COCO box AP (+ VOC mAP)."""
-        from centernet.engine.evaluate import score_coco
-
         return score_coco(self, data, predictions, keypoints=False)
 
 

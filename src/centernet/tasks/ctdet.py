@@ -12,23 +12,12 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from centernet.tasks.base import HeadOutputs, ImageMeta, Task, final_stack
-from centernet.tasks.common import (
-    affine_transform,
-    clamped_sigmoid,
-    dense_l1_loss,
-    draw_dense_reg,
-    draw_gaussian,
-    flip_lr,
-    focal_loss,
-    reg_weighted_l1_loss,
-    gather_features,
-    gaussian_radius,
-    peak_filter,
-    reg_l1_loss,
-    topk,
-    transform_preds,
-)
+from centernet.data.categories import COCO_CATEGORY_IDS, COCO_CLASS_NAMES, VOC_CLASSES, numbered_categories
+from centernet.data.geometry import ImageMeta, affine_transform, transform_preds
+from centernet.tasks.base import HeadOutputs, Task, final_stack
+from centernet.tasks.decoding import flip_lr, gather_features, peak_filter, topk
+from centernet.tasks.losses import clamped_sigmoid, dense_l1_loss, focal_loss, reg_l1_loss, reg_weighted_l1_loss
+from centernet.tasks.targets import draw_dense_reg, draw_gaussian, gaussian_radius
 
 MAX_OBJECTS = 128
 # The paper's weights: heat map 1, size 0.1, offset 1.
@@ -134,6 +123,15 @@ class CtdetTask(Task):
         self.cat_spec_wh = cat_spec_wh
         self.dense_wh_original = dense_wh_original
         self.loss_weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
+
+    @classmethod
+    def default_categories(cls, num_classes: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """COCO's 80 classes (sparse ids) or Pascal VOC's 20 by their count, else numbered ones."""
+        if num_classes == len(COCO_CLASS_NAMES):
+            return COCO_CLASS_NAMES, COCO_CATEGORY_IDS
+        if num_classes == len(VOC_CLASSES):
+            return VOC_CLASSES, tuple(range(1, num_classes + 1))
+        return numbered_categories(num_classes)
 
     @classmethod
     def head_channels(cls, num_classes: int) -> dict[str, int]:

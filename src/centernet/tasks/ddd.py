@@ -18,25 +18,28 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from centernet.data.categories import numbered_categories
+from centernet.data.geometry import ImageMeta, affine_transform, get_affine_transform
 from centernet.data.kitti import KITTI_CLASSES, KITTI_TYPE_RULES
-from centernet.tasks.base import HeadOutputs, ImageMeta, Task, final_stack
-from centernet.tasks.common import (
-    affine_transform,
-    clamped_sigmoid,
-    draw_gaussian,
-    focal_loss,
-    gather_features,
-    gaussian_radius,
-    get_affine_transform,
-    peak_filter,
-    topk,
-    transform_preds,
+from centernet.data.objects3d import Objects3D, require_calib
+from centernet.data.records import DataFormatError, DetectionDataset
+from centernet.data.results import Results
+from centernet.evaluation.scoring import score_kitti
+from centernet.tasks.base import HeadOutputs, Task, final_stack
+from centernet.tasks.ddd_decoding import (
+    BIN_CENTRES,
+    PEAK_THRESH,
+    ddd_decode,
+    ddd_post_process,
+    depth_from_logits,
+    keep_confident,
 )
+from centernet.tasks.losses import bin_rot_loss, clamped_sigmoid, focal_loss, l1_mean_loss
+from centernet.tasks.targets import draw_gaussian, gaussian_radius
 
 if TYPE_CHECKING:
-    from centernet.data.transforms import AugmentedImage, AugmentRandom, TrainAugmentation
+    from centernet.data.augment import AugmentedImage, AugmentRandom, TrainAugmentation
 
 CLASS_NAMES = KITTI_CLASSES
 """Trained classes, in heat-map channel order (result class ids are 1-based in this order)."""
@@ -61,8 +64,6 @@ HEADS = {"hm": len(CLASS_NAMES), "dep": 1, "rot": 8, "dim": 3, "wh": 2, "reg": 2
 
 MAX_OBJECTS = 50
 IGNORE_VALUE = 0.9999  # below 1, so the focal loss sees no positive, and (1 - 0.9999)^4 ~ 0 negative weight
-DEPTH_EPS = 1e-6
-PEAK_THRESH = 0.2  # the original's --peak_thresh for keeping 3D results
 # The original defaults, in the order it sums the terms.
 LOSS_WEIGHTS = {"hm_loss": 1.0, "dep_loss": 1.0, "dim_loss": 1.0, "rot_loss": 1.0, "wh_loss": 0.1, "off_loss": 1.0}
 
@@ -73,22 +74,6 @@ _L1_TERMS = (
     ("wh_loss", "wh", "rot_mask"),
     ("off_loss", "reg", "rot_mask"),
 )
-
-# Centres of the two overlapping orientation bins (see encode_alpha), radians.
-_BIN_CENTRES = (-0.5 * np.pi, 0.5 * np.pi)
-
-
-def _require_calib(calib: np.ndarray | None) -> np.ndarray:
-    """The 3x4 camera matrix as float32; a clear error instead of any silent default camera."""
-    if calib is None:
-        raise ValueError(
-            "ddd needs the image's own 3x4 camera matrix (KITTI P2, e.g. centernet.data.kitti.read_calib); "
-            "no default calibration is assumed"
-        )
-    calib = np.asarray(calib, dtype=np.float32)
-    if calib.shape != (3, 4):
-        raise ValueError(f"calib must be the 3x4 projection matrix P2, got shape {calib.shape}")
-    return calib
 
 
 # ----------------------------------------------------------------------------------------------
@@ -112,7 +97,7 @@ def encode_alpha(alpha: float) -> tuple[list[int], list[float], list[float]]:
     bins, residuals, rot8 = [0, 0], [0.0, 0.0], [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
     for b in range(2):
         if in_bin[b]:
-            residual = alpha - _BIN_CENTRES[b]
+            residual = alpha - BIN_CENTRES[b]
             bins[b], residuals[b] = 1, residual
             rot8[4 * b + 1], rot8[4 * b + 2], rot8[4 * b + 3] = 1.0, np.sin(residual), np.cos(residual)
     return bins, residuals, rot8
@@ -154,7 +139,7 @@ def encode_ddd(
         ``wh [M, 2]`` and ``reg [M, 2]`` output pixels, ``calib [3, 4]``, and ``gt_det [n, 18]``
         rows ``[x, y, 1, rot8, depth, h, w, l, box_w, box_h, cls0]`` of the trained objects.
     """
-    calib = _require_calib(calib)
+    calib = require_calib(calib)
     out_w, out_h = int(output_size[0]), int(output_size[1])
     trans = get_affine_transform(center, scale, 0, (out_w, out_h))
     num_classes = len(CLASS_NAMES)
@@ -234,223 +219,9 @@ def encode_ddd(
 # ----------------------------------------------------------------------------------------------
 
 
-def depth_from_logits(x: torch.Tensor) -> torch.Tensor:
-    """Depth in metres from the raw ``dep`` head: ``1 / (sigmoid(x) + 1e-6) - 1`` (in (0, 1e6))."""
-    return 1.0 / (x.sigmoid() + DEPTH_EPS) - 1.0
-
-
-def l1_mean_loss(output: torch.Tensor, mask: torch.Tensor, ind: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The ddd L1 loss: masked ``|pred - target|`` averaged over ALL ``B * M * D`` entries.
-
-    Unlike ``reg_l1_loss`` it is not normalised by the number of objects, so its scale depends on
-    ``max_objects`` (the original's ``L1Loss``; kept for faithfulness of the loss weights).
-
-    Args:
-        output: ``[B, D, H, W]`` map; mask ``[B, M]``; ind ``[B, M]``; target ``[B, M, D]``.
-    """
-    pred = gather_features(output, ind)
-    mask = mask.unsqueeze(2).expand_as(pred).float()
-    return F.l1_loss(pred * mask, target * mask, reduction="mean")
-
-
-def bin_rot_loss(
-    output: torch.Tensor, mask: torch.Tensor, ind: torch.Tensor, rotbin: torch.Tensor, rotres: torch.Tensor
-) -> torch.Tensor:
-    """Two-bin orientation loss (the original's ``BinRotLoss``).
-
-    Per bin: cross-entropy of the 2 bin logits (multiplied by the mask, so padding rows count as
-    uniform logits in the mean over all ``B * M`` rows), plus smooth-L1 of ``(sin, cos)`` against
-    the residual angle over the rows whose bin flag is set.
-
-    Args:
-        output: ``[B, 8, H, W]`` raw ``rot`` map ``[bin1 logits (2), sin1, cos1, bin2 logits (2), sin2, cos2]``.
-        mask: ``[B, M]``; ind: ``[B, M]``; rotbin: ``[B, M, 2]`` int64; rotres: ``[B, M, 2]`` radians.
-    """
-    pred = gather_features(output, ind).reshape(-1, 8)
-    bins = rotbin.reshape(-1, 2)
-    residuals = rotres.reshape(-1, 2)
-    row_mask = mask.reshape(-1, 1).float()
-    loss = pred.new_zeros(())
-    for b in range(2):
-        logits = pred[:, 4 * b : 4 * b + 2] * row_mask
-        loss = loss + F.cross_entropy(logits, bins[:, b], reduction="mean")
-    for b in range(2):
-        rows = bins[:, b].nonzero()[:, 0]
-        if rows.numel() > 0:
-            sin_cos = pred[rows, 4 * b + 2 : 4 * b + 4]
-            angle = residuals[rows, b]
-            loss = loss + F.smooth_l1_loss(sin_cos[:, 0], torch.sin(angle), reduction="mean")
-            loss = loss + F.smooth_l1_loss(sin_cos[:, 1], torch.cos(angle), reduction="mean")
-    return loss
-
-
 # ----------------------------------------------------------------------------------------------
 # Decoding
 # ----------------------------------------------------------------------------------------------
-
-
-def ddd_decode(
-    heat: torch.Tensor,
-    rot: torch.Tensor,
-    depth: torch.Tensor,
-    dim: torch.Tensor,
-    wh: torch.Tensor | None = None,
-    reg: torch.Tensor | None = None,
-    K: int = 100,
-) -> torch.Tensor:
-    """Top-K centre peaks with their 3D attributes (the original's ``ddd_decode``).
-
-    Args:
-        heat: ``[B, C, H, W]`` centre scores (after sigmoid).
-        rot: ``[B, 8, H, W]`` raw rotation bins; depth: ``[B, 1, H, W]`` metres (after
-            ``depth_from_logits``); dim: ``[B, 3, H, W]`` metres.
-        wh: optional ``[B, 2, H, W]`` 2D box size in output pixels.
-        reg: optional ``[B, 2, H, W]`` sub-pixel offset; without it the pixel centre (+0.5) is used.
-        K: detections per image.
-
-    Returns:
-        ``[B, K, 18]`` rows ``[x, y, score, rot8, depth, h, w, l, box_w, box_h, cls0]`` in
-        output pixels (``[B, K, 16]`` without ``wh``), sorted by score.
-    """
-    batch = heat.shape[0]
-    scores, inds, classes, ys, xs = topk(peak_filter(heat), K)
-    if reg is not None:
-        offset = gather_features(reg, inds)
-        xs = xs.view(batch, K, 1) + offset[:, :, 0:1]
-        ys = ys.view(batch, K, 1) + offset[:, :, 1:2]
-    else:
-        xs = xs.view(batch, K, 1) + 0.5
-        ys = ys.view(batch, K, 1) + 0.5
-    columns = [
-        xs,
-        ys,
-        scores.view(batch, K, 1),
-        gather_features(rot, inds),
-        gather_features(depth, inds),
-        gather_features(dim, inds),
-    ]
-    if wh is not None:
-        columns.append(gather_features(wh, inds))
-    columns.append(classes.view(batch, K, 1).float())
-    return torch.cat(columns, dim=2)
-
-
-def decode_alpha(rot8: np.ndarray) -> np.ndarray:
-    """Observation angle from the 8 rotation outputs (the original's ``get_alpha``).
-
-    The bin with the larger second logit wins; its angle is ``atan2(sin, cos)`` plus its centre.
-
-    Args:
-        rot8: ``[N, 8]`` raw rotation outputs.
-
-    Returns:
-        ``[N]`` alpha in radians (float32 for float32 input).
-    """
-    alpha1 = np.arctan2(rot8[:, 2], rot8[:, 3]) + _BIN_CENTRES[0]
-    alpha2 = np.arctan2(rot8[:, 6], rot8[:, 7]) + _BIN_CENTRES[1]
-    return np.where(rot8[:, 1] > rot8[:, 5], alpha1, alpha2)
-
-
-def unproject_to_3d(points: np.ndarray, depth: np.ndarray, calib: np.ndarray) -> np.ndarray:
-    """Camera coordinates of image points at a known depth, through the 3x4 matrix ``P``.
-
-    ``P`` carries a translation column (KITTI's rectified cameras are offset from the reference
-    camera), hence ``z = depth - P[2, 3]`` and the ``P[:, 3]`` terms.
-
-    Args:
-        points: ``[N, 2]`` image pixels; depth: ``[N]`` metres; calib: ``[3, 4]``.
-
-    Returns:
-        ``[N, 3]`` camera coordinates in metres.
-    """
-    z = depth - calib[2, 3]
-    x = (points[:, 0] * depth - calib[0, 3] - calib[0, 2] * z) / calib[0, 0]
-    y = (points[:, 1] * depth - calib[1, 3] - calib[1, 2] * z) / calib[1, 1]
-    return np.stack([x, y, z], axis=1)
-
-
-def alpha_to_rotation_y(alpha: np.ndarray, x: np.ndarray, cx: float, fx: float) -> np.ndarray:
-    """Yaw from the observation angle and the ray through image column ``x``, wrapped to [-pi, pi]."""
-    rotation_y = alpha + np.arctan2(x - cx, fx)
-    rotation_y = np.where(rotation_y > np.pi, rotation_y - 2 * np.pi, rotation_y)
-    return np.where(rotation_y < -np.pi, rotation_y + 2 * np.pi, rotation_y)
-
-
-def locate_3d(
-    centers: np.ndarray, alpha: np.ndarray, dims: np.ndarray, depth: np.ndarray, calib: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """KITTI location and yaw of objects from their projected 3D centre (the original's ``ddd2locrot``).
-
-    The centre is back-projected at ``depth``; KITTI locations are box bottoms, so the y (down) axis
-    is moved by half the height.
-
-    Args:
-        centers: ``[N, 2]`` image pixels; alpha: ``[N]`` radians; dims: ``[N, 3]`` (h, w, l) metres;
-            depth: ``[N]`` metres; calib: ``[3, 4]``.
-
-    Returns:
-        ``(location [N, 3] metres, rotation_y [N] radians)``.
-    """
-    location = unproject_to_3d(centers, depth, calib)
-    location[:, 1] += dims[:, 0] / 2
-    return location, alpha_to_rotation_y(alpha, centers[:, 0], calib[0, 2], calib[0, 0])
-
-
-def ddd_post_process(
-    dets: np.ndarray,
-    center: np.ndarray,
-    scale: np.ndarray,
-    calib: np.ndarray | None,
-    output_size: tuple[int, int],
-    num_classes: int = len(CLASS_NAMES),
-) -> dict[int, np.ndarray]:
-    """Decoded rows of one image -> KITTI results per class.
-
-    The centre goes to image pixels through the inverse letterbox, the angle is decoded from its
-    bins, and the 3D location is recovered with THIS image's camera matrix. Quirk kept from the
-    original: the 2D box size ``(w, h)`` is mapped with ``transform_preds`` as if it were a point,
-    so the letterbox translation is added to it (a sub-pixel to few-pixel bias, trained in).
-
-    Args:
-        dets: ``[K, 18]`` (or ``[K, 16]`` without 2D size) rows of ``ddd_decode`` for one image.
-        center, scale: the letterbox window of the image (see ``get_affine_transform``).
-        calib: the image's ``[3, 4]`` camera matrix; required.
-        output_size: ``(width, height)`` of the output map.
-        num_classes: number of classes.
-
-    Returns:
-        ``{cls1: [n, 13] float32}`` rows ``[alpha, x1, y1, x2, y2, h, w, l, x, y, z, rotation_y,
-        score]``, class ids 1-based, rows in decode order.
-    """
-    calib = _require_calib(calib)
-    dets = np.asarray(dets, dtype=np.float32)
-    centers = transform_preds(dets[:, 0:2], center, scale, output_size).astype(np.float32)
-    if dets.shape[1] > 16:
-        sizes = transform_preds(dets[:, 15:17], center, scale, output_size).astype(np.float32)
-    else:
-        sizes = np.zeros((len(dets), 2), dtype=np.float32)
-    alpha = decode_alpha(dets[:, 3:11]).astype(np.float32)
-    depth, dims, scores = dets[:, 11], dets[:, 12:15], dets[:, 2]
-    location, rotation_y = locate_3d(centers, alpha, dims, depth, calib)
-    rows = np.concatenate(
-        [
-            alpha[:, None],
-            centers - sizes / 2,
-            centers + sizes / 2,
-            dims,
-            location,
-            rotation_y[:, None],
-            scores[:, None],
-        ],
-        axis=1,
-    ).astype(np.float32)
-    classes = dets[:, -1]
-    return {c + 1: rows[classes == c] for c in range(num_classes)}
-
-
-def keep_confident(results: Mapping[int, np.ndarray], thresh: float = PEAK_THRESH) -> dict[int, np.ndarray]:
-    """Drop results whose score (last column) is not above ``thresh`` (the original's ``merge_outputs``)."""
-    return {cls: rows[rows[:, -1] > thresh] for cls, rows in results.items()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -493,6 +264,22 @@ class DddTask(Task):
         self.max_objects = max_objects
         self.peak_thresh = peak_thresh
         self.loss_weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
+
+    @classmethod
+    def default_categories(cls, num_classes: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """KITTI's three trained classes, else numbered ones."""
+        if num_classes == len(CLASS_NAMES):
+            return CLASS_NAMES, tuple(range(1, num_classes + 1))
+        return numbered_categories(num_classes)
+
+    def require_annotations(self, dataset: DetectionDataset) -> None:
+        """A camera calibration and 3D annotations for every image (KITTI data)."""
+        lacking = next((r for r in dataset.records if r.calib is None or r.objects_3d is None), None)
+        if lacking is not None:
+            raise DataFormatError(
+                f"{dataset.source}: image {lacking.path} has no camera calibration or 3D annotations; "
+                "the ddd task needs KITTI data"
+            )
 
     @classmethod
     def head_channels(cls, num_classes: int) -> dict[str, int]:
@@ -609,9 +396,6 @@ class DddTask(Task):
 
     def to_results(self, merged, names, image=None, path=None, calib=None):
         """3D ``Results`` (2D boxes, scores and ``boxes_3d``) of one frame, best first."""
-        from centernet.data.kitti import Objects3D
-        from centernet.engine.results import Results
-
         if calib is None:
             raise ValueError(f"{path or 'image'}: 3D results need the camera calibration")
         found = self.detections(merged)
@@ -622,6 +406,4 @@ class DddTask(Task):
 
     def score(self, data, predictions):
         """KITTI AP11 / AP40 (2D, AOS, BEV, 3D) of the frames, scores at the 2 decimals the original writes."""
-        from centernet.engine.evaluate import score_kitti
-
         return score_kitti(data, predictions)

@@ -1,6 +1,6 @@
 """Test-time augmentation maths: Gaussian soft-NMS and the merge of several test scales.
 
-The driver that runs the scales is ``engine.predictor.Predictor``; the tasks' ``merge_outputs`` call
+The driver that runs the scales is ``models.predictor.Predictor``; the tasks' ``merge_outputs`` call
 ``merge_ctdet`` / ``merge_multi_pose``.
 
 Everything here reproduces what the original CenterNet does at test time with ``--test_scales``,
@@ -20,11 +20,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from centernet.tasks.base import MAX_PER_IMAGE
+# Boxes per image the original keeps after merging 2D detections (``BaseDetector.max_per_image``).
+MAX_PER_IMAGE = 100
 
 # Soft-NMS overlap re-scoring, as the original's ``method`` argument numbers them.
 HARD_NMS, LINEAR_NMS, GAUSSIAN_NMS = 0, 1, 2
-
 
 
 def soft_nms(

@@ -9,9 +9,9 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from centernet.data.kitti import Objects3D, format_kitti_lines
-from centernet.engine import visualize
-from centernet.evaluation.coco import coco_box_rows, coco_keypoint_results
+from centernet.data.objects3d import Objects3D
+from centernet.data.kitti import format_kitti_lines
+from centernet.data import visualize
 
 
 @dataclass
@@ -122,3 +122,59 @@ class Results:
         ).subset(np.argsort(np.asarray(self.labels), kind="stable"))
         return "".join(line + "\n" for line in format_kitti_lines(objects))
 
+
+
+def coco_box_rows(
+    image_id: int,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    category_ids: Sequence[int],
+) -> list[dict]:
+    """COCO box results of one image as the original's ``convert_eval_format`` writes them.
+
+    ``bbox`` ``[x1, y1, x2 - x1, y2 - y1]`` with the differences taken in float32, every number
+    rounded to 2 decimals; ``category_id`` is ``category_ids[label]``.
+    """
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    sizes = boxes[:, 2:4] - boxes[:, 0:2]  # float32, as the original's numpy rows
+    return [
+        {
+            "image_id": int(image_id),
+            "category_id": int(category_ids[int(label)]),
+            "bbox": [two_decimals(v) for v in (box[0], box[1], size[0], size[1])],
+            "score": two_decimals(score),
+        }
+        for box, size, score, label in zip(boxes, sizes, np.asarray(scores, np.float32).reshape(-1), np.asarray(labels).reshape(-1))
+    ]
+
+
+def coco_keypoint_results(image_id: int, rows: np.ndarray) -> list[dict]:
+    """COCO keypoint-detection results of one image, as the original writes them.
+
+    Boxes become ``[x, y, w, h]``, every joint gets visibility 1, and box, joints and score are
+    rounded to 2 decimals; the category is 1 (person).
+
+    Args:
+        image_id: COCO image id.
+        rows: ``[N, 5 + 2J]`` rows of ``multi_pose_post_process`` (image pixels).
+    """
+    results = []
+    for row in np.asarray(rows, dtype=np.float32):
+        x1, y1, x2, y2, score = (float(v) for v in row[:5])
+        joints = np.concatenate([row[5:].reshape(-1, 2), np.ones((len(row[5:]) // 2, 1), np.float32)], axis=1)
+        results.append(
+            {
+                "image_id": int(image_id),
+                "category_id": 1,
+                "bbox": [two_decimals(v) for v in (x1, y1, x2 - x1, y2 - y1)],
+                "score": two_decimals(score),
+                "keypoints": [two_decimals(v) for v in joints.reshape(-1).tolist()],
+            }
+        )
+    return results
+
+
+def two_decimals(value: float) -> float:
+    """The original's ``float("{:.2f}".format(v))``."""
+    return float(f"{float(value):.2f}")

@@ -22,9 +22,11 @@ import torch
 from tqdm import tqdm
 
 from centernet.config import TestConfig
+from centernet.data.geometry import ImageMeta
 from centernet.data.transforms import InputSpec
-from centernet.engine.results import Results
-from centernet.tasks.base import MAX_PER_IMAGE, ImageMeta, Task, final_stack
+from centernet.data.results import Results
+from centernet.tasks.tta import MAX_PER_IMAGE
+from centernet.tasks.base import Task, final_stack
 from centernet.tasks.tta import to_source_pixels
 
 PRECISIONS = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}

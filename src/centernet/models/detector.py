@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from centernet.config import COCO_MEAN_BGR, COCO_STD_BGR, KITTI_MEAN, KITTI_STD
-from centernet.data.categories import default_categories
+from centernet.data.geometry import ImageMeta
 from centernet.data.transforms import InputSpec, keep_res_pad, warp_to_input
 from centernet.models.checkpoint import (
     CheckpointError,
@@ -26,8 +26,9 @@ from centernet.models.checkpoint import (
     load_original_checkpoint,
     save_checkpoint,
 )
+from centernet.models.predictor import Predictor
 from centernet.models.registry import build_model, default_head_conv
-from centernet.tasks.base import DEBUG_ONLY_KEYS, ImageMeta, Task, get_task, task_for_heads
+from centernet.tasks.base import DEBUG_ONLY_KEYS, Task, get_task, task_for_heads
 
 WarpBackend = Literal["cv2", "torch"]
 
@@ -116,7 +117,7 @@ class CenterNet(nn.Module):
             raise ValueError(f"warp must be 'cv2' or 'torch', not {warp!r}")
         self.arch = arch
         self.task = task if isinstance(task, Task) else get_task(task, num_classes)
-        default_names, default_ids = default_categories(self.task.name, num_classes)
+        default_names, default_ids = self.task.default_categories(num_classes)
         self.class_names = list(class_names) if class_names is not None else list(default_names)
         self.category_ids = list(category_ids) if category_ids is not None else list(default_ids)
         if len(self.category_ids) != num_classes:
@@ -237,8 +238,6 @@ class CenterNet(nn.Module):
             images: ``[3, H, W]`` float RGB tensors in 0..1.
             calibs: per-image ``[3, 4]`` camera projections, required by the 3D task (``ddd``).
         """
-        from centernet.engine.predictor import Predictor
-
         predictor = Predictor.for_detector(self, eval_mode=False)  # the module's mode is the caller's choice
         if self.warp == "cv2":
             found = predictor.detect([_to_uint8_bgr(image) for image in images], calibs, keep_images=False)

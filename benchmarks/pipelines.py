@@ -10,14 +10,16 @@ onnxruntime), at one input size and batch, whose stages are zero-argument callab
   device), ``network`` (``Predictor.forward``: eval mode, precision, float32 maps), ``decode``
   (``Predictor.decode``: sigmoid, 3x3 peaks, top-K, to the host) and ``postprocess`` (boxes to image
   pixels, ``Results``); ``end_to_end`` is ``Predictor.detect`` on the uint8 images.
-- onnxruntime on the graph ``export_onnx`` writes (decoding inside the graph).
+- onnxruntime on the graph ``export_onnx`` writes (decoding inside the graph), float32 or INT8
+  (``export --int8``: the network quantised statically, QDQ; the decoder stays float).
 - torchvision's RetinaNet-R50-FPN, Faster R-CNN MobileNetV3-FPN and SSDlite320, end to end with
   their own resizing and post-processing, with score threshold 0 so that their NMS sees every
   candidate, as it would with trained weights (random weights score below the default thresholds),
   and 100 detections per image as CenterNet's ``K``.
-- Ultralytics YOLOv8n built from ``yolov8n.yaml`` (the ``bench`` extra; skipped with a printed reason
-  when ultralytics is missing): CenterNet's letterbox (RGB, 0..1), the network, Ultralytics' NMS
-  with confidence threshold 0 and 100 boxes per image.
+- Ultralytics YOLOv8n and YOLO11n built from their yamls (the ``bench`` extra; skipped with a printed
+  reason when ultralytics is missing), fused as Ultralytics' inference fuses them, eager and in
+  onnxruntime (exported by ``torch.onnx.export``): CenterNet's letterbox (RGB, 0..1), the network,
+  Ultralytics' NMS with confidence threshold 0 and 100 boxes per image.
 
 Also the training input pipeline (decode, augmentation, ctdet targets) and the res_18 training step.
 """
@@ -51,6 +53,7 @@ DATA_DIR = Path(os.environ.get("CENTERNET_DATA_DIR", Path(__file__).resolve().pa
 COCO_MINI = DATA_DIR / "coco_mini"
 NUM_CLASSES = 80
 K = 100
+CALIBRATION_IMAGES = 16  # coco_mini train images calibrating the INT8 graph (random weights: speed only)
 CENTERNET_STAGES = ("preprocess", "network", "decode", "postprocess", "end_to_end")
 
 
@@ -158,13 +161,16 @@ def centernet_variants(
     """Every requested variant of one (architecture, size, batch); eager first (the ratios' base).
 
     ``variants``: any of ``channels_last``, ``compile`` (on CUDA: CUDA graphs through
-    ``mode="reduce-overhead"``), ``onnx``; ``amp`` (CUDA): ``fp16``, ``bf16`` or ``none``.
+    ``mode="reduce-overhead"``), ``onnx``, ``int8`` (onnxruntime on ``export_onnx(..., int8=True)``'s
+    graph, calibrated on coco_mini training images); ``amp`` (CUDA): ``fp16``, ``bf16`` or ``none``.
     """
     torch.manual_seed(0)
     detector = CenterNet(arch, num_classes=NUM_CLASSES, input_size=(size, size), K=K).eval()
     batch_images = batch_of(images, batch)
 
     def predictor(network: torch.nn.Module, **options: Any) -> Predictor:
+        # NCHW unless a variant asks (the Predictor converts a network in place, and they share one).
+        options.setdefault("channels_last", False)
         return Predictor(network, detector.task, detector.spec, detector.class_names, K=K, device=device, batch_size=batch, **options)
 
     builders: list[tuple[str, Callable[[], dict[str, Callable[[], Any]]], str]] = [
@@ -173,7 +179,7 @@ def centernet_variants(
     if "channels_last" in variants:
         builders.append((
             "channels_last",
-            lambda: predictor_stages(predictor(copy.deepcopy(detector.network).to(memory_format=torch.channels_last)), batch_images),
+            lambda: predictor_stages(predictor(copy.deepcopy(detector.network), channels_last=True), batch_images),
             "",
         ))
     precision = {"fp16": "float16", "bf16": "bfloat16"}[amp] if device.type == "cuda" and amp != "none" else "float32"
@@ -194,6 +200,16 @@ def centernet_variants(
             return OnnxPipeline(path, detector.spec, device).stages(batch_images)
 
         builders.append(("onnxruntime", onnx_stages, "network includes decoding (in the graph)"))
+    if "int8" in variants:
+
+        def int8_stages() -> dict[str, Callable[[], Any]]:
+            path = workdir / f"{arch}_{size}_int8.onnx"
+            if not path.exists():
+                export_onnx(copy.deepcopy(detector).cpu(), path, input_size=(size, size), K=K, int8=True,
+                            calibration_images=COCO_MINI / "train2017", calibration_count=CALIBRATION_IMAGES)
+            return OnnxPipeline(path, detector.spec, device).stages(batch_images)
+
+        builders.append(("onnxruntime int8", int8_stages, "INT8 QDQ network (export --int8), decoding in the graph (float)"))
 
     out = []
     for name, build, note in builders:
@@ -242,29 +258,96 @@ def torchvision_variants(size: int, batch: int, images: Sequence[np.ndarray], de
     return out
 
 
-def yolov8n_variants(size: int, batch: int, images: Sequence[np.ndarray], device: torch.device) -> list[Variant]:
-    """Ultralytics YOLOv8n from ``yolov8n.yaml`` end to end: CenterNet's letterbox, the network, its NMS."""
+YOLO_MODELS = ("yolov8n", "yolo11n")
+
+
+class YoloPipeline:
+    """An Ultralytics YOLO network end to end: CenterNet's letterbox (RGB, 0..1), the network, Ultralytics' NMS.
+
+    ``run`` is the network: the eager module, or an onnxruntime session on the graph that
+    ``torch.onnx.export`` writes (never Ultralytics' exporter, which may download tools).
+    """
+
+    def __init__(self, size: int, run: Callable[[np.ndarray], torch.Tensor], nms: Callable[..., list[torch.Tensor]]) -> None:
+        self.spec = InputSpec(input_hw=(size, size), pad=31, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), channel_order="rgb")
+        self.run, self.nms = run, nms
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return np.stack([self.spec.inference_input(im)[0] for im in images])
+
+    def postprocess(self, prediction: torch.Tensor) -> list[np.ndarray]:
+        return [d.cpu().numpy() for d in self.nms(prediction, conf_thres=0.0, max_det=K)]
+
+    def stages(self, images: Sequence[np.ndarray]) -> dict[str, Callable[[], Any]]:
+        inputs = self.preprocess(images)
+        prediction = self.run(inputs)
+        return {
+            "preprocess": lambda: self.preprocess(images),
+            "network": lambda: self.run(inputs),
+            "postprocess": lambda: self.postprocess(prediction),
+            "end_to_end": lambda: self.postprocess(self.run(self.preprocess(images))),
+        }
+
+
+def export_yolo_onnx(model: torch.nn.Module, path: Path, size: int, batch: int) -> Path:
+    """``model`` (an Ultralytics ``DetectionModel``) as ONNX through ``torch.onnx.export``: ``images [batch, 3, size, size]``
+    -> ``[batch, 4 + C, N]``."""
+    model = copy.deepcopy(model).cpu().eval()
+    model.model[-1].export = True  # the head returns its decoded boxes and scores alone
+    with torch.inference_mode(False), torch.no_grad():
+        program = torch.onnx.export(model, (torch.zeros(batch, 3, size, size),), None, input_names=["images"],
+                                    output_names=["predictions"], opset_version=19, dynamo=True, verbose=False)
+    program.save(str(path))
+    return path
+
+
+def yolo_variants(
+    size: int, batch: int, images: Sequence[np.ndarray], device: torch.device, variants: Sequence[str], workdir: Path,
+) -> list[Variant]:
+    """YOLOv8n and YOLO11n from their yamls (no weights), eager and, with ``onnx`` in ``variants``, onnxruntime.
+
+    Each is fused (convolution + batch norm) as Ultralytics' own inference does. Skipped with a
+    printed reason when ultralytics (the ``bench`` extra) is missing.
+    """
     try:
         from ultralytics import YOLO
         from ultralytics.utils.nms import non_max_suppression
     except ImportError as exc:
-        print(f"  yolov8n skipped: ultralytics is not installed (pip install -e '.[bench]'): {exc}", file=sys.stderr)
+        print(f"  YOLO skipped: ultralytics is not installed (pip install -e '.[bench]'): {exc}", file=sys.stderr)
         return []
-    spec = InputSpec(input_hw=(size, size), pad=31, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), channel_order="rgb")
     batch_images = batch_of(images, batch)
-    try:
-        torch.manual_seed(0)
-        model = YOLO("yolov8n.yaml").model.eval().to(device)
-    except Exception as exc:
-        return [failed_variant("yolov8n", "eager", size, batch, exc)]
+    note = "letterbox + network + NMS, conf 0"
+    out = []
+    for name in YOLO_MODELS:
+        print(f"  preparing {name} {size} b{batch} ...", file=sys.stderr, flush=True)
+        try:
+            torch.manual_seed(0)
+            model = YOLO(f"{name}.yaml").model.eval().fuse(verbose=False).to(device)
+        except Exception as exc:
+            out.append(failed_variant(name, "eager", size, batch, exc))
+            continue
 
-    def run() -> list[np.ndarray]:
-        with torch.inference_mode():
-            inputs = np.stack([spec.inference_input(im)[0] for im in batch_images])
-            prediction = model(torch.from_numpy(inputs).to(device))[0]
-            return [d.cpu().numpy() for d in non_max_suppression(prediction, conf_thres=0.0, max_det=K)]
+        def eager(inputs: np.ndarray, model: torch.nn.Module = model) -> torch.Tensor:
+            with torch.inference_mode():
+                return model(torch.from_numpy(inputs).to(device))[0]
 
-    return [Variant("yolov8n", "eager", size, batch, {"end_to_end": run}, "letterbox + network + NMS, conf 0")]
+        out.append(Variant(name, "eager", size, batch, YoloPipeline(size, eager, non_max_suppression).stages(batch_images), note))
+        if "onnx" not in variants:
+            continue
+        try:
+            import onnxruntime as ort
+
+            path = export_yolo_onnx(model, workdir / f"{name}_{size}_b{batch}.onnx", size, batch)
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+            def onnx_run(inputs: np.ndarray, session: Any = session) -> torch.Tensor:
+                return torch.from_numpy(session.run(None, {"images": inputs})[0])
+
+            out.append(Variant(name, "onnxruntime", size, batch,
+                               YoloPipeline(size, onnx_run, non_max_suppression).stages(batch_images), note))
+        except Exception as exc:
+            out.append(failed_variant(name, "onnxruntime", size, batch, exc))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

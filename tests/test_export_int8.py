@@ -107,9 +107,9 @@ def test_int8_graph_quantises_the_network_and_keeps_the_decoder_float(exported) 
     dequantized = {out for node in network if node.op_type == "DequantizeLinear" for out in node.output}
     quantized_convs = [conv for conv in convs if conv.input[1] in dequantized]
     assert len(quantized_convs) == len(convs) - 3
-    # The decoder (sigmoid, sliding-max peak filter, top-K, gathers) holds no QDQ pair.
+    # The decoder (sigmoid, max-pool peak filter, top-K, gathers) holds no QDQ pair.
     decoder_ops = {node.op_type for node in decoder}
-    assert {"Sigmoid", "Max", "TopK", "GatherElements"} <= decoder_ops and not decoder_ops & QDQ_OPS
+    assert {"Sigmoid", "MaxPool", "TopK", "GatherElements"} <= decoder_ops and not decoder_ops & QDQ_OPS
     assert [i.name for i in graph.graph.input] == ["images", "trans"]
     assert [o.name for o in graph.graph.output] == ["boxes", "scores", "labels"]
     assert read_metadata(exported["int8"]).precision == "int8"

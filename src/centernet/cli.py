@@ -60,13 +60,16 @@ def _train_config(args: argparse.Namespace):
 def _cmd_train(args: argparse.Namespace) -> int:
     import logging
 
+    from centernet.engine.distributed import process_rank, quiet_other_ranks
     from centernet.engine.trainer import train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # epoch and validation lines
+    quiet_other_ranks()  # under torchrun, rank 0 alone logs and prints
     cfg = _train_config(args)
     args.experiment = cfg  # for the Ctrl-C message (the run folder, possibly renamed by on_existing_run)
     summary = train(cfg, resume=bool(args.resume))
-    print(json.dumps(summary, indent=2))
+    if process_rank() == 0:
+        print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -90,12 +93,40 @@ def _test_overrides(args: argparse.Namespace) -> list[str]:
         out.append(f"test.precision={precision}")
     if args.compile:
         out.append("test.compile=true")
+    if args.channels_last is not None:
+        out.append(f"test.channels_last={str(args.channels_last).lower()}")
+    if args.threads is not None:
+        out.append(f"test.threads={args.threads}")
     return out
+
+
+def _log_threads() -> None:
+    """``val`` and ``predict`` say on stderr how many threads they run with and why (``centernet.threads``)."""
+    import logging
+
+    class ToStderr(logging.StreamHandler):
+        def emit(self, record: logging.LogRecord) -> None:
+            self.stream = sys.stderr  # the current one (a caller may have replaced it since)
+            super().emit(record)
+
+    log = logging.getLogger("centernet.threads")
+    if not log.handlers:
+        handler = ToStderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
 
 
 def _cmd_val(args: argparse.Namespace) -> int:
     from centernet.engine.evaluate import evaluate_checkpoint
 
+    _log_threads()
+    for option in ("save_json", "save_kitti"):  # a bare --save-json followed by a recipe or an override took it as its path
+        value = getattr(args, option)
+        if isinstance(value, str) and ("=" in value or value in list_recipes() or value.endswith((".yaml", ".yml"))):
+            args.config.append(value)
+            setattr(args, option, True)
     path, overrides = _split_config(args.config)
     report = evaluate_checkpoint(
         args.weights,
@@ -113,6 +144,7 @@ def _cmd_val(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from centernet.engine.predict import predict_to_folder
 
+    _log_threads()
     path, overrides = _split_config(args.config)
     summary = predict_to_folder(
         args.weights,
@@ -124,6 +156,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         calib=args.calib,
         recipe=path,
         overrides=overrides + _test_overrides(args),
+        on_folder=lambda folder: setattr(args, "predict_folder", folder),  # for the Ctrl-C message
     )
     print(summary)
     return 0
@@ -161,7 +194,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from centernet.engine.demo import run_demo
 
-    summary = run_demo(args.output, overrides=args.overrides)
+    summary = run_demo(args.output, overrides=args.overrides, resume=args.resume)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -195,8 +228,19 @@ def _interrupted(args: argparse.Namespace) -> str:
             f"interrupted: the last checkpoint is {folder / 'last.pt'} (written at each epoch end and every "
             f"train.checkpoint_interval steps); continue with: centernet train --resume {folder}"
         )
+    if args.verb == "demo":
+        from pathlib import Path
+
+        last = Path(args.output) / "last.pt"
+        again = "centernet demo" + ("" if args.output == "runs/demo" else f" --output {args.output}")
+        if not last.is_file():
+            return f"interrupted: no checkpoint yet ({last} is written at each epoch end); start again with: {again}"
+        return f"interrupted: the demo's last checkpoint is {last}; continue with: {again} --resume"
     if args.verb == "predict":
-        return f"interrupted: the images done so far are in {args.output} (results.jsonl)"
+        folder = getattr(args, "predict_folder", None)
+        if folder is None:
+            return "interrupted: predict stopped before its output folder was made; nothing was written"
+        return f"interrupted: the images done so far are in {folder} (results.jsonl, results.json)"
     return f"interrupted: {args.verb} stopped"
 
 
@@ -215,6 +259,10 @@ def _add_test_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--half", action="store_true", help="float16 autocast (test.precision=float16)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (test.precision=bfloat16)")
     g.add_argument("--compile", action="store_true", help="torch.compile the network, CUDA graphs on a GPU (test.compile=true)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory format on the CPU (test.channels_last; default: the experiment's, auto = the architecture's measured default)")
+    g.add_argument("--threads", default=None, metavar="N|auto",
+                   help="intra-op threads on the CPU (test.threads; default: the experiment's, auto = chosen from the free cores)")
 
 
 class _AnyOrderParser(argparse.ArgumentParser):
@@ -274,8 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="*", help="optional recipe (YAML or shipped name) and overrides (default: the checkpoint's own)")
     p.add_argument("--weights", required=True, help="our checkpoint (.pt) or an original CenterNet .pth (required)")
     p.add_argument("--split", default=None, help="data split (default: the experiment's data.val_split)")
-    p.add_argument("--save-json", default=None, help="write the COCO results list (the original's results.json) here (default: not written)")
-    p.add_argument("--save-kitti", default=None, help="3D: write one KITTI <frame>.txt per frame into this folder (default: not written)")
+    p.add_argument("--save-json", nargs="?", const=True, default=None, metavar="FILE",
+                   help="write the COCO results list (the original's results.json) to FILE, a new file; without FILE into a fresh "
+                   "runs/val, runs/val2, ... (or name=) with args.yaml (default: not written)")
+    p.add_argument("--save-kitti", nargs="?", const=True, default=None, metavar="DIR",
+                   help="3D: write one KITTI <frame>.txt per frame into DIR, new or empty; without DIR into a fresh runs/val... "
+                   "(default: not written)")
     p.add_argument("--batch", type=int, default=8, help="images per network call (default: %(default)s)")
     _add_test_options(p)
     p.set_defaults(func=_cmd_val)
@@ -284,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="*", help="optional recipe (YAML or shipped name) and data.* / test.* overrides")
     p.add_argument("--weights", required=True, help="our checkpoint (.pt) or an original CenterNet .pth (required)")
     p.add_argument("--source", required=True, help="image, folder, glob pattern, video, webcam index or stream URL (required)")
-    p.add_argument("--output", default="runs/predict", help="folder for drawn images/video and results (default: %(default)s)")
+    p.add_argument("--output", default=None,
+                   help="folder for drawn images/video and results; new or empty, unless on_existing_run=increment/overwrite "
+                   "(default: a fresh runs/predict, runs/predict2, ...; name= / project= choose it too)")
     p.add_argument("--conf", type=float, default=0.3,
                    help="score a detection needs to be drawn and written to txt labels; the summary says how many passed (default: %(default)s)")
     p.add_argument("--batch", type=int, default=8, help="images per network call (default: %(default)s)")
@@ -320,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("demo", help="train res_18 on the built-in synthetic shapes, evaluate, predict")
     p.add_argument("--output", default="runs/demo", help="folder for the demo's run, metrics and drawn images (default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted demo in --output from its last.pt")
     p.add_argument("overrides", nargs="*", help="section.field=value overrides of the demo recipe")
     p.set_defaults(func=_cmd_demo)
     return parser
@@ -331,6 +386,11 @@ def main(argv: list[str] | None = None) -> int:
     from centernet.models.checkpoint import CheckpointError
 
     args = build_parser().parse_args(argv)
+    from centernet.engine.command import set_command
+
+    set_command(["centernet", *(sys.argv[1:] if argv is None else argv)])  # recorded in the run folders
+    if hasattr(sys.stdout, "reconfigure"):  # a file name that is not valid UTF-8 is printed escaped, never a crash
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         return args.func(args)
     except (ConfigError, CheckpointError, MissingExtraError, FileNotFoundError, ValueError, OSError) as err:

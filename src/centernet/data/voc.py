@@ -78,18 +78,28 @@ def _parse_xml(xml_path: Path) -> tuple[ElementTree.Element, list[tuple[str, lis
         root = ElementTree.parse(xml_path).getroot()
     except (ElementTree.ParseError, OSError) as error:
         raise DataFormatError(f"{xml_path}: not a readable VOC xml file ({error})") from error
+    if root.tag != "annotation":
+        raise DataFormatError(f"{xml_path}: the root element is <{root.tag}>, expected <annotation> (a VOC annotation file)")
     objects = []
     for number, element in enumerate(root.iter("object"), start=1):
         where = f"object {number}"
         box = element.find("bndbox")
         if box is None:
             raise DataFormatError(f"{xml_path} [{where}]: missing <bndbox>")
-        try:
-            corners = [float(_text(box, tag, xml_path, where)) for tag in ("xmin", "ymin", "xmax", "ymax")]
-        except ValueError as error:
-            raise DataFormatError(f"{xml_path} [{where}]: non-numeric box corner ({error})") from error
-        difficult = element.findtext("difficult", default="0").strip() not in ("0", "")
-        objects.append((_text(element, "name", xml_path, where), corners, difficult))
+        corners = []
+        for tag in ("xmin", "ymin", "xmax", "ymax"):
+            text = _text(box, tag, xml_path, where)
+            try:
+                corners.append(float(text))
+            except ValueError:
+                raise DataFormatError(f"{xml_path} [{where}]: <{tag}> is {text!r:.40}, expected a number (a box corner in pixels)") from None
+        difficult = element.findtext("difficult", default="0").strip()
+        if difficult not in ("0", "1", ""):
+            raise DataFormatError(f"{xml_path} [{where}]: <difficult> is {difficult!r:.40}, expected 0 or 1")
+        name = _text(element, "name", xml_path, where)
+        if not name:
+            raise DataFormatError(f"{xml_path} [{where}]: <name> is empty, expected the object's class name")
+        objects.append((name, corners, difficult == "1"))
     return root, objects
 
 

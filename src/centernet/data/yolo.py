@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from centernet.data.image_io import image_size
+from centernet.data.files import walk_files
 from centernet.data.records import WHOLE_SET, DataFormatError, DataReport, DetectionDataset, ImageRecord, missing_split_error
 from centernet.data.validation import validate_record
 
@@ -27,21 +28,74 @@ _NOT_SPLITS = frozenset({"path", "names", "nc", "kpt_shape", "flip_idx", "downlo
 _IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 
+def _found(value: object) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
 def _class_names(yaml_path: Path, names: object) -> tuple[str, ...]:
-    if isinstance(names, list):
-        return tuple(str(n) for n in names)
-    if isinstance(names, dict) and sorted(int(k) for k in names) == list(range(len(names))):
-        return tuple(str(names[k]) for k in sorted(names, key=int))
-    raise DataFormatError(f"{yaml_path}: 'names' must be a list or a dict {{0: name, 1: name, ...}}, got {names!r}")
+    expected = "a list of class names or a dict {0: name, 1: name, ...}"
+    if isinstance(names, dict):
+        numeric = [k for k in names if (isinstance(k, int) and not isinstance(k, bool)) or (isinstance(k, str) and k.isdigit())]
+        index = {int(k): k for k in numeric}
+        if len(index) != len(names) or sorted(index) != list(range(len(names))):
+            raise DataFormatError(f"{yaml_path}: 'names' is {_found(names)}, expected {expected} (keys 0..N-1)")
+        names = [names[index[i]] for i in range(len(names))]
+    if not isinstance(names, list) or not names:
+        raise DataFormatError(f"{yaml_path}: 'names' is {_found(names)}, expected {expected}")
+    for index, name in enumerate(names):
+        if isinstance(name, (list, dict)) or name is None or (isinstance(name, str) and not name.strip()):
+            raise DataFormatError(f"{yaml_path}: 'names' entry {index} is {_found(name)}, expected a class name")
+    return tuple(str(n) for n in names)
 
 
-def _split_images(yaml_path: Path, root: Path, entry: object) -> list[Path]:
-    """Image files of one split entry: folders (searched recursively), list files, or a list of both."""
+def _check_spec(yaml_path: Path, spec: dict, splits: list[str]) -> tuple[int, int] | None:
+    """The yaml's other fields: ``nc`` agrees with ``names``, ``path`` is a folder, split entries are
+    paths (or lists of paths), ``kpt_shape`` is ``[K, 2 or 3]``. Returns the keypoint shape."""
+    count = len(_class_names(yaml_path, spec["names"]))
+    if "nc" in spec and (isinstance(spec["nc"], bool) or spec["nc"] != count):
+        raise DataFormatError(f"{yaml_path}: 'nc' is {_found(spec['nc'])}, expected {count} (the number of 'names')")
+    if "path" in spec:
+        if not isinstance(spec["path"], str):
+            raise DataFormatError(f"{yaml_path}: 'path' is {_found(spec['path'])}, expected the data folder (a string)")
+        if not (yaml_path.parent / spec["path"]).is_dir():
+            folder = yaml_path.parent / spec["path"]
+            raise DataFormatError(f"{yaml_path}: 'path' {spec['path']!r} is no folder ({folder} does not exist)")
+    for key in splits:
+        entry = spec[key]
+        items = entry if isinstance(entry, list) else [entry]
+        if not items or not all(isinstance(item, str) and item for item in items):
+            raise DataFormatError(
+                f"{yaml_path}: '{key}' is {_found(entry)}, expected an image folder, a .txt list of images, or a list of those"
+            )
+    if "kpt_shape" not in spec:
+        return None
+    shape = spec["kpt_shape"]
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
+        or shape[0] < 1
+        or shape[1] not in (2, 3)
+    ):
+        raise DataFormatError(f"{yaml_path}: 'kpt_shape' is {_found(shape)}, expected [joints, 2 or 3], e.g. [17, 3]")
+    return shape[0], shape[1]
+
+
+def _split_images(yaml_path: Path, root: Path, entry: object, not_followed: list | None = None) -> list[Path]:
+    """Image files of one split entry: folders (searched recursively), list files, or a list of both.
+
+    Folders are walked safely (``data.files.walk_files``: each file once, no link back into a
+    folder already walked); ``not_followed`` collects ``(path, reason)`` of the links passed over.
+    """
     images: list[Path] = []
     for item in entry if isinstance(entry, list) else [entry]:
         location = root / str(item)
         if location.is_dir():
-            images += sorted(p for p in location.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+            walk = walk_files(location, _IMAGE_SUFFIXES, recursive=True)
+            images += walk.files
+            if not_followed is not None:
+                not_followed += walk.not_followed
         elif location.is_file() and location.suffix == ".txt":
             lines = [line.strip() for line in location.read_text().splitlines() if line.strip()]
             images += [(location.parent / line).resolve() for line in lines]
@@ -126,14 +180,17 @@ def read_yolo(yaml_path: str | Path, split: str = "val") -> DetectionDataset:
     if not isinstance(spec, dict) or "names" not in spec:
         raise DataFormatError(f"{yaml_path}: a YOLO data yaml needs 'names' and the split entries")
     splits = [key for key in spec if key not in _NOT_SPLITS]
+    keypoint_shape = _check_spec(yaml_path, spec, [k for k in splits if k in ("train", "val", "test", split) or split == WHOLE_SET])
     if split != WHOLE_SET and split not in splits:
         raise missing_split_error(yaml_path, split, f"a {split!r} entry in {yaml_path}", splits)
     root = yaml_path.parent / str(spec.get("path", "."))
     entries = [spec[key] for key in splits] if split == WHOLE_SET else [spec[split]]
-    images = [image for entry in entries for image in _split_images(yaml_path, root, entry)]
+    not_followed: list[tuple[Path, str]] = []
+    images = [image for entry in entries for image in _split_images(yaml_path, root, entry, not_followed)]
     class_names = _class_names(yaml_path, spec["names"])
-    keypoint_shape = tuple(spec["kpt_shape"]) if "kpt_shape" in spec else None
     report = DataReport()
+    for link, reason in not_followed:
+        report.add("link_not_followed", link, reason)
     records = []
     for index, image_path in enumerate(images):
         width, height = image_size(image_path)

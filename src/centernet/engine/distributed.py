@@ -1,12 +1,54 @@
 """Single-process or torchrun/DistributedDataParallel execution, behind one small object."""
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from centernet.config import ConfigError
+
+logger = logging.getLogger("centernet.distributed")
+
+
+def process_rank() -> int:
+    """This process's rank under ``torchrun`` (``RANK``), 0 without a launcher."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def check_device(device: str) -> torch.device:
+    """``train.device`` resolved as ``val`` and ``predict`` resolve ``--device``: a CUDA device asked
+    for without a GPU (or an unknown name) is one ``ConfigError`` line, not a CUDA traceback."""
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(name)
+    except RuntimeError:
+        resolved = None
+    if resolved is None or resolved.type not in ("cpu", "cuda"):
+        raise ConfigError(f"train.device: device {name!r}: expected auto, cpu, cuda or cuda:N")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"train.device: device {name!r}: no CUDA GPU is available (torch.cuda.is_available() is False); "
+            "use train.device=cpu (or auto)"
+        )
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ConfigError(f"train.device: device {name!r}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
+    return resolved
+
+
+def quiet_other_ranks() -> None:
+    """One voice per job: on every rank but 0 the ``centernet`` loggers keep only warnings and errors
+    (epoch lines, data summaries and progress are rank 0's alone)."""
+    if process_rank() != 0:
+        logging.getLogger("centernet").setLevel(logging.WARNING)
 
 
 @dataclass
@@ -38,7 +80,7 @@ class DistributedContext:
         launched = "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
         rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+        use_cuda = check_device(device).type == "cuda"
         if use_cuda:
             # One GPU per process under torchrun; otherwise the one the user named (default 0).
             index = local_rank if world_size > 1 else (torch.device(device).index or 0 if device != "auto" else 0)
@@ -48,7 +90,23 @@ class DistributedContext:
             resolved = torch.device("cpu")
         if (world_size > 1 or launched) and not dist.is_initialized():
             dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-        return cls(rank, world_size, local_rank, resolved, process_group=dist.is_initialized())
+        quiet_other_ranks()
+        ctx = cls(rank, world_size, local_rank, resolved, process_group=dist.is_initialized())
+        ctx.log_setup()
+        return ctx
+
+    def log_setup(self) -> None:
+        """Rank 0 logs the backend, the world size and every rank's device (all ranks take part)."""
+        if not self.enabled:
+            logger.info("device: %s (one process; torchrun --nproc_per_node=N runs N)", self.device)
+            return
+        devices = self.gather(str(self.device))
+        logger.info(
+            "distributed: backend %s, world size %d, devices %s",
+            dist.get_backend(),
+            self.world_size,
+            ", ".join(f"rank {rank} {device}" for rank, device in enumerate(devices)),
+        )
 
     def barrier(self) -> None:
         if self.enabled:

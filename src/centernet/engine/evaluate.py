@@ -32,7 +32,10 @@ def write_kitti_results(data: DetectionDataset, predictions: Mapping[int, Result
     for index, result in sorted(predictions.items()):
         image_id = data.records[index].image_id
         stem = f"{int(image_id):06d}" if str(image_id).isdigit() else Path(data.records[index].path).stem
-        (folder / f"{stem}.txt").write_text(result.to_kitti())
+        try:
+            (folder / f"{stem}.txt").write_text(result.to_kitti())
+        except OSError as error:
+            raise OSError(f"cannot write {folder / f'{stem}.txt'}: {error.strerror or error}") from error
     return folder
 
 
@@ -53,8 +56,9 @@ def evaluate_network(
     data: DetectionDataset = dataset.data
     predictor = Predictor.from_config(
         network, task, InputSpec.from_config(cfg), data.class_names, data.category_ids, cfg.test,
-        # compile=False: the network changes every epoch, a compiled copy would serve one pass.
-        device=None, batch_size=max(1, cfg.train.batch_size // 2), compile=False,
+        # compile=False: the network changes every epoch, a compiled copy would serve one pass;
+        # channels_last=False: the network keeps the memory format it trains in (train.channels_last).
+        device=None, batch_size=max(1, cfg.train.batch_size // 2), compile=False, channels_last=False,
     )
     shard = predictor.detect_dataset(data, range(ctx.rank, len(data), ctx.world_size), progress="validate" if ctx.is_main else None)
     merged: dict[int, Results] = {}
@@ -147,8 +151,8 @@ def evaluate_checkpoint(
     recipe: str | Path | Config | None = None,
     overrides: Sequence[str] = (),
     split: str | None = None,
-    save_json: str | Path | None = None,
-    save_kitti: str | Path | None = None,
+    save_json: str | Path | bool | None = None,
+    save_kitti: str | Path | bool | None = None,
     batch_size: int = 8,
 ) -> EvaluationReport:
     """``centernet val``: evaluate a checkpoint (ours or an original ``.pth``) on a data set split.
@@ -156,10 +160,17 @@ def evaluate_checkpoint(
     The experiment comes from ``experiment_for`` (a recipe, or the checkpoint's own); ``split``
     overrides its validation split. ``save_json`` writes the COCO results list the original's
     ``test.py`` writes (``results.json``); ``save_kitti`` a folder of KITTI ``<frame>.txt`` files.
+    ``True`` for either puts it in a fresh run folder (``runs/val``, ``runs/val2``..., or
+    ``project=`` / ``name=`` among the overrides) with an ``args.yaml`` of the command and options;
+    a path given must be new (a file) or empty (a folder) unless ``on_existing_run=overwrite``
+    (``engine.outputs.ValOutputs``, checked before the model loads).
     """
     from centernet.models.detector import CenterNet
     from centernet.engine.dataset import load_split
+    from centernet.engine.outputs import ValOutputs, folder_overrides, write_text
 
+    chosen, overrides = folder_overrides(overrides)
+    outputs = ValOutputs(save_json, save_kitti, chosen)
     detector = CenterNet.from_checkpoint(weights)
     cfg = experiment_for(detector, weights, recipe, overrides)
     named = [o.split("=", 1)[0].strip() for o in overrides]
@@ -173,12 +184,13 @@ def evaluate_checkpoint(
         detector.network, detector.task, detector_spec(detector, cfg), data.class_names, data.category_ids, cfg.test,
         batch_size=batch_size,
     )
+    if save_kitti not in (None, False) and detector.task.result_format != "kitti":
+        raise ValueError(f"--save-kitti: a {detector.task.name} network gives no 3D results; use --save-json")
     predictions = predictor.detect_dataset(data, range(len(data)), progress="val")
-    if save_kitti is not None:
-        if detector.task.result_format != "kitti":
-            raise ValueError(f"--save-kitti: a {detector.task.name} network gives no 3D results; use --save-json")
-        write_kitti_results(data, predictions, save_kitti)
-    if save_json is not None:
-        Path(save_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(save_json).write_text(json.dumps(coco_results(detector.task, data, predictions)))
+    outputs.open({"weights": str(weights), "split": split, "batch_size": batch_size, "overrides": list(overrides),
+                  "data": cfg.to_dict()["data"], "test": cfg.to_dict()["test"]})
+    if outputs.save_kitti is not None:
+        write_kitti_results(data, predictions, outputs.save_kitti)
+    if outputs.save_json is not None:
+        write_text(outputs.save_json, json.dumps(coco_results(detector.task, data, predictions)))
     return detector.task.score(data, predictions)

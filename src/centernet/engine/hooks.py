@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from centernet.engine.tensorboard_log import trim_event_files
 from centernet.extras import MissingExtraError, require
 
 if TYPE_CHECKING:
@@ -37,16 +38,22 @@ class TrainerHook:
 class TensorBoardHook(TrainerHook):
     """Step losses, epoch rows and validation metrics as TensorBoard scalars (``<run>/tensorboard``)."""
 
-    def __init__(self, log_dir) -> None:
+    def __init__(self, log_dir, resumed_at: tuple[int, int] | None = None) -> None:
         self.log_dir = log_dir
+        self.resumed_at = resumed_at  # (step, epoch) of the checkpoint a resumed run continues
         self._writer = None
 
     @property
     def writer(self):
-        """The event-file writer, made on first use: nothing is written before the run folder is locked."""
+        """The event-file writer, made on first use: nothing is written before the run folder is locked.
+
+        A resumed run first drops the events of the steps it redoes (``tensorboard_log``): each step once.
+        """
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
+            if self.resumed_at is not None:
+                trim_event_files(self.log_dir, *self.resumed_at)
             self._writer = SummaryWriter(log_dir=str(self.log_dir))
         return self._writer
 

@@ -38,11 +38,13 @@ from centernet.engine.dataset import EpochSampler, TrainingDataset, collate
 from centernet.engine.distributed import DistributedContext
 from centernet.engine.evaluate import evaluate_network
 from centernet.engine.hooks import TensorBoardHook, TrainerHook, tensorboard_available
+from centernet.engine.run_checkpoints import save_run_checkpoint
 from centernet.engine.run_folder import RunFolder
 from centernet.models import build_model
-from centernet.models.checkpoint import load_checkpoint, save_checkpoint
+from centernet.models.checkpoint_fields import load_resume_checkpoint
 from centernet.models.heads import HEAD_INITS, reinit_regression_heads
 from centernet.models.pretrained import load_matching_weights, load_pretrained_backbone
+from centernet.threads import ThreadTuner
 
 logger = logging.getLogger("centernet.train")
 
@@ -106,6 +108,10 @@ class Trainer:
             report = load_matching_weights(self.model, cfg.model.weights, self.task.heads)
             if self.ctx.is_main and (report.kept or report.dropped):
                 warnings.warn(f"model.weights {cfg.model.weights}: {report.summary()}", stacklevel=2)
+        # Intra-op threads on the CPU from the free cores (the DataLoader workers count), re-chosen
+        # during the run as the load changes (train.threads=N fixes the count).
+        self.threads = ThreadTuner(cfg.train.threads, "train.threads", workers=cfg.data.num_workers,
+                                   log=logger.info if self.ctx.is_main else lambda line: None, enabled=self.ctx.device.type == "cpu")
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.model.to(self.ctx.device, memory_format=self.memory_format)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.base_lr())
@@ -132,7 +138,7 @@ class Trainer:
             persistent_workers=cfg.data.num_workers > 0,
         )
         if self.run and cfg.train.tensorboard and tensorboard_available():
-            self.hooks.append(TensorBoardHook(self.run.root / "tensorboard"))
+            self.hooks.append(TensorBoardHook(self.run.root / "tensorboard", (self.global_step, self.state.epoch) if resume else None))
 
     @property
     def global_step(self) -> int:
@@ -179,18 +185,18 @@ class Trainer:
 
     def _save_last(self) -> None:
         if self.run:  # the main process's alone
-            save_checkpoint(self.run.last, self._payload(training_state=True))
+            save_run_checkpoint(self.run.root, self.run.last, self._payload(training_state=True))
 
     def _save_best(self) -> None:
         """``best.pt`` is for prediction and fine-tuning: weights and description, no optimiser (a third the size)."""
         if self.run:
-            save_checkpoint(self.run.best, self._payload(training_state=False))
+            save_run_checkpoint(self.run.root, self.run.best, self._payload(training_state=False))
 
     def _resume(self) -> None:
         path = RunFolder.path_of(self.cfg) / "last.pt"
         if not path.exists():
             raise FileNotFoundError(f"--resume: no {path} to continue from")
-        ckpt = load_checkpoint(path)
+        ckpt = load_resume_checkpoint(path)  # every field checked: one line naming a bad one
         if ckpt["arch"] != self.cfg.model.arch or ckpt["heads"] != self.task.heads:
             raise ValueError(f"{path}: was trained as {ckpt['arch']} {ckpt['heads']}, not {self.cfg.model.arch} {self.task.heads}")
         self.model.load_state_dict(ckpt["state_dict"])
@@ -278,19 +284,7 @@ class Trainer:
         bar = tqdm(self.loader, desc=f"epoch {epoch}/{cfg.train.epochs}", disable=not self.ctx.is_main, dynamic_ncols=True)
         for batch in bar:
             self._warm_up(self.global_step)
-            batch = {k: v.to(self.ctx.device, non_blocking=True) for k, v in batch.items()}
-            batch["input"] = batch["input"].contiguous(memory_format=self.memory_format)
-            with torch.autocast(self.ctx.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-                outputs = self.network(batch["input"])
-            total, named = self.task.loss(_to_float(outputs), batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(total).backward()
-            if cfg.train.grad_clip:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            step_losses = {key: float(self.ctx.all_reduce_mean(value.detach())) for key, value in named.items()}
+            step_losses = self.train_step(batch)
             self.state.iteration += 1
             self.state.loss_steps += 1
             for key, value in step_losses.items():
@@ -305,6 +299,23 @@ class Trainer:
         self._warm_up(None)
         steps = self.state.loss_steps
         return {k: round(v / max(steps, 1), 5) for k, v in self.state.loss_sums.items()}, steps
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimisation step on a collated batch (threads re-chosen first when due); its named losses."""
+        self.threads.update()
+        batch = {k: v.to(self.ctx.device, non_blocking=True) for k, v in batch.items()}
+        batch["input"] = batch["input"].contiguous(memory_format=self.memory_format)
+        with torch.autocast(self.ctx.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            outputs = self.network(batch["input"])
+        total, named = self.task.loss(_to_float(outputs), batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.cfg.train.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {key: float(self.ctx.all_reduce_mean(value.detach())) for key, value in named.items()}
 
     def _warm_up(self, step: int | None) -> None:
         """Scale the epoch's lr by ``(step + 1) / warmup_iters`` during the warm-up; ``None`` restores it."""

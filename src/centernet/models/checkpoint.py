@@ -15,6 +15,7 @@ optionally optimizer / scheduler / epoch / RNG states. Only tensors, numbers, st
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tempfile
@@ -33,6 +34,7 @@ __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
     "CheckpointError",
     "CheckpointInfo",
+    "CheckpointWriteError",
     "infer_arch",
     "infer_heads",
     "load_checkpoint",
@@ -326,30 +328,78 @@ def _check_plain(value: Any, where: str) -> None:
         )
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, file-size limit, read-only folder...); the
+    previous file, if any, is intact. ``errno`` is the system's; ``filename`` the target."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
+class _RecordingWriter(io.RawIOBase):
+    """A file for ``torch.save`` that keeps the system error of a failed write: torch itself reports
+    one as an unrelated ``RuntimeError`` (``unexpected pos ...``)."""
+
+    def __init__(self, stream) -> None:
+        super().__init__()
+        self.stream, self.error = stream, None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        try:
+            return self.stream.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _write_failure(target: Path, err: BaseException) -> CheckpointWriteError:
+    code = getattr(err, "errno", None)
+    reason = os.strerror(code) if code else f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else 'no detail'}"
+    failure = CheckpointWriteError(code or 0, f"{target}: cannot write the checkpoint ({reason})")
+    failure.filename = str(target)
+    return failure
+
+
 def save_checkpoint(path: str | PathLike[str], payload: dict[str, Any]) -> None:
     """Write ``payload`` atomically: a temporary file in the same folder, fsync, then ``os.replace``.
 
-    A crash mid-write leaves the previous file intact. ``format_version`` is set to
+    A crash or a failed write leaves the previous file intact. ``format_version`` is set to
     :data:`CHECKPOINT_FORMAT_VERSION` unless the payload already carries one.
 
     Raises:
         TypeError: the payload holds something ``weights_only`` loading could not read back.
+        CheckpointWriteError: the file could not be written (an ``OSError`` naming the file and the
+            system's reason: no space left, file too large, permission denied...).
     """
     payload = {"format_version": CHECKPOINT_FORMAT_VERSION, **payload}
     _check_plain(payload, "payload")
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    temp_name = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as stream:
             # mkstemp makes the file private (0600); a checkpoint gets a plain file's permissions.
             os.fchmod(stream.fileno(), 0o666 & ~_umask())
-            torch.save(payload, stream)
+            writer = _RecordingWriter(stream)
+            try:
+                torch.save(payload, writer)
+            except RuntimeError as err:
+                raise (writer.error or err) from err
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
+    except BaseException as err:
+        if temp_name is not None:
+            Path(temp_name).unlink(missing_ok=True)
+        if isinstance(err, (OSError, RuntimeError)) and not isinstance(err, CheckpointWriteError):
+            raise _write_failure(target, err) from err
         raise
     directory = os.open(target.parent, os.O_RDONLY)
     try:

@@ -77,9 +77,11 @@ def predict(
 
 
 def export(weights, output: str | Path | None = None, **options) -> Path:
-    """Export to ONNX with decoding in the graph (see ``centernet.export.onnx.export_onnx``).
+    """Export any task to ONNX with its decoding in the graph (see ``centernet.export.onnx.export_onnx``).
 
-    ``int8=True, calibration_images="folder/"`` quantises the network statically to INT8.
+    ``int8=True, calibration_images="folder/"`` quantises the network statically to INT8; ``flip``
+    puts the flip test in the graph (default: the checkpoint's ``test.flip``). Run the graph with
+    ``centernet.export.OnnxDetector(path).predict(images)`` (3D: ``calib=[P2, ...]``).
     """
     from centernet.export.onnx import export_onnx
 

@@ -176,6 +176,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         int8=args.int8,
         calibration_images=args.calibration_images,
         calibration_count=args.calibration_count,
+        flip=args.flip,
     )
     print(f"exported {path}")
     return 0
@@ -346,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_test_options(p)
     p.set_defaults(func=_cmd_predict)
 
-    p = verbs.add_parser("export", help="export to ONNX with decoding in the graph")
+    p = verbs.add_parser("export", help="export any task to ONNX with its decoding (and flip test) in the graph")
     p.add_argument("--weights", required=True, help="our checkpoint (.pt) or an original CenterNet .pth (required)")
     p.add_argument("--format", default="onnx", help="output format (default: %(default)s)")
     p.add_argument("--output", default=None, help="the .onnx file to write (default: the weights' path with .onnx)")
@@ -357,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="statically quantised INT8 network (QDQ), decoder kept float32")
     p.add_argument("--calibration-images", default=None, metavar="DIR", help="folder of images to calibrate --int8 on (default: none; required with --int8)")
     p.add_argument("--calibration-count", type=int, default=64, metavar="N", help="calibration images used (default: %(default)s)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="flip test inside the graph (default: the checkpoint's test.flip, as predict)")
     p.set_defaults(func=_cmd_export)
 
     p = verbs.add_parser("data", help="data set tools")

@@ -1,8 +1,10 @@
 """Static INT8 quantisation of an exported network (onnxruntime, QDQ format), calibrated on images.
 
-Only the network is quantised. ``export_onnx(..., int8=True)`` exports the raw-heads graph,
-quantises it here, and then re-attaches the float decoder graph (sigmoid, 3x3 max-pool peaks,
-top-K, gathers, the ``trans`` affine) under the node prefix ``decode/``: 8-bit steps on the
+Only the network is quantised. ``export_onnx(..., int8=True)`` exports the raw-heads graph (with
+the flip test, each image and its mirror as one batch), quantises it here, and then re-attaches
+the task's float decoder graph (``Task.export_decoder``: sigmoid, 3x3 max-pool peaks, top-K,
+gathers, the flip merge, the ``trans`` affine, 3D's camera geometry) under the node prefix
+``decode/``, for every task alike: 8-bit steps on the
 peak scores would tie neighbouring peaks and reorder the top-K, and the decoder costs almost
 nothing next to the network. The last convolution of every head stays in float too (its input
 is de-quantised): the logits it writes feed the scores and box sizes directly, and an 8-bit

@@ -25,6 +25,7 @@ from centernet.tasks.tta import MAX_PER_IMAGE, merge_ctdet
 
 if TYPE_CHECKING:
     from centernet.data.records import DetectionDataset
+    from centernet.tasks.decoding import ExportDecoder
     from centernet.data.augment import AugmentedImage, AugmentRandom, TrainAugmentation
 
 HeadOutputs = dict[str, torch.Tensor]
@@ -229,6 +230,19 @@ class Task(ABC):
     def score(self, data: DetectionDataset, predictions: Mapping[int, Results]) -> EvaluationReport:
         """This task's standard metric of ``predictions`` (record index -> results): COCO box AP (+ VOC mAP)."""
         return score_coco(self, data, predictions, keypoints=False)
+
+
+    # ------------------------------------------------------------------ deployment
+    def export_decoder(self, K: int = 100, flip: bool = False) -> ExportDecoder:
+        """The module that decodes this task's raw head maps inside an exported graph (``tasks.decoding.ExportDecoder``)."""
+        raise NotImplementedError(f"{self.name} defines no in-graph decoder")
+
+    def from_export(self, outputs: Mapping[str, np.ndarray]) -> Any:
+        """One image's outputs of ``export_decoder`` (``name -> [K, ...]``) in ``post_process``'s form.
+
+        What ``Predictor.finish`` merges into ``Results``, as for the PyTorch path.
+        """
+        raise NotImplementedError(f"{self.name} defines no in-graph decoder")
 
 
 def get_task(name: str, num_classes: int, **options: Any) -> Task:

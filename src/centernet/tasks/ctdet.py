@@ -15,7 +15,7 @@ import torch
 from centernet.data.categories import COCO_CATEGORY_IDS, COCO_CLASS_NAMES, VOC_CLASSES, numbered_categories
 from centernet.data.geometry import ImageMeta, affine_transform, transform_preds
 from centernet.tasks.base import HeadOutputs, Task, final_stack
-from centernet.tasks.decoding import flip_lr, gather_features, peak_filter, topk
+from centernet.tasks.decoding import ExportDecoder, flip_lr, gather_features, peak_filter, to_image_pixels, topk
 from centernet.tasks.losses import clamped_sigmoid, dense_l1_loss, focal_loss, reg_l1_loss, reg_weighted_l1_loss
 from centernet.tasks.targets import draw_dense_reg, draw_gaussian, gaussian_radius
 
@@ -86,6 +86,17 @@ def decode_boxes(
     half_h = size[..., 1] / 2
     boxes = torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=2)
     return torch.cat([boxes, scores.unsqueeze(2), classes.unsqueeze(2).float()], dim=2)
+
+
+class CtdetExportDecoder(ExportDecoder):
+    """ctdet in a graph: ``trans [B, 2, 3]`` -> ``boxes [B, K, 4]`` xyxy image pixels, ``scores [B, K]``, ``labels [B, K]`` int64 0-based."""
+
+    outputs = ("boxes", "scores", "labels")
+
+    def to_outputs(self, dets: torch.Tensor, trans: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        batch, k = dets.shape[:2]
+        boxes = to_image_pixels(dets[..., :4].reshape(batch, 2 * k, 2), trans).reshape(batch, k, 4)
+        return boxes, dets[..., 4], dets[..., 5].to(torch.int64)
 
 
 class CtdetTask(Task):
@@ -264,3 +275,12 @@ class CtdetTask(Task):
         classes = dets[:, 5]
         return {c + 1: dets[classes == c, :5] for c in range(self.num_classes)}
 
+
+    def export_decoder(self, K: int = 100, flip: bool = False) -> CtdetExportDecoder:
+        return CtdetExportDecoder(self, K, flip)
+
+    def from_export(self, outputs: Mapping[str, np.ndarray]) -> dict[int, np.ndarray]:
+        """``{class_id: [n, 5]}`` rows of one image's graph outputs, as ``post_process``."""
+        rows = np.concatenate([np.asarray(outputs["boxes"], np.float32), np.asarray(outputs["scores"], np.float32)[:, None]], axis=1)
+        labels = np.asarray(outputs["labels"])
+        return {c + 1: rows[labels == c] for c in range(self.num_classes)}

@@ -28,6 +28,7 @@ from centernet.data.results import Results
 from centernet.evaluation.scoring import score_kitti
 from centernet.tasks.base import HeadOutputs, Task, final_stack
 from centernet.tasks.ddd_decoding import (
+    DddExportDecoder,
     BIN_CENTRES,
     PEAK_THRESH,
     ddd_decode,
@@ -407,3 +408,16 @@ class DddTask(Task):
     def score(self, data, predictions):
         """KITTI AP11 / AP40 (2D, AOS, BEV, 3D) of the frames, scores at the 2 decimals the original writes."""
         return score_kitti(data, predictions)
+
+    def export_decoder(self, K: int = 100, flip: bool = False) -> DddExportDecoder:
+        if flip:
+            raise ValueError("ddd has no flip test (the original defines none)")
+        return DddExportDecoder(self, K)
+
+    def from_export(self, outputs: Mapping[str, np.ndarray]) -> dict[int, np.ndarray]:
+        """``{cls1: [n, 13]}`` KITTI rows of one image's graph outputs, as ``post_process``."""
+        columns = [outputs["alpha"][:, None], outputs["boxes"], outputs["dims"], outputs["locations"],
+                   outputs["rotation_y"][:, None], outputs["scores"][:, None]]
+        rows = np.concatenate([np.asarray(c, np.float32) for c in columns], axis=1)
+        labels = np.asarray(outputs["labels"])
+        return {c + 1: rows[labels == c] for c in range(self.num_classes)}

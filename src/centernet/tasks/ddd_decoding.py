@@ -16,7 +16,7 @@ import torch
 from centernet.data.geometry import transform_preds
 from centernet.data.kitti import KITTI_CLASSES as CLASS_NAMES
 from centernet.data.objects3d import alpha_to_rotation_y, require_calib, unproject_to_3d
-from centernet.tasks.decoding import gather_features, peak_filter, topk
+from centernet.tasks.decoding import ExportDecoder, gather_features, peak_filter, to_image_pixels, topk
 
 
 DEPTH_EPS = 1e-6
@@ -171,3 +171,35 @@ def ddd_post_process(
 def keep_confident(results: Mapping[int, np.ndarray], thresh: float = PEAK_THRESH) -> dict[int, np.ndarray]:
     """Drop results whose score (last column) is not above ``thresh`` (the original's ``merge_outputs``)."""
     return {cls: rows[rows[:, -1] > thresh] for cls, rows in results.items()}
+
+
+class DddExportDecoder(ExportDecoder):
+    """3D in a graph: ``trans [B, 2, 3]`` and each image's camera ``calib [B, 3, 4]`` -> the rows of
+    ``ddd_post_process``, before the ``peak_thresh`` cut: ``boxes [B, K, 4]`` (image pixels, the
+    original's size quirk included), ``scores``, ``labels`` (int64 0-based), ``alpha``, ``dims [B, K, 3]``,
+    ``locations [B, K, 3]`` (metres), ``rotation_y`` (radians)."""
+
+    extra_inputs = ("trans", "calib")
+    outputs = ("boxes", "scores", "labels", "alpha", "dims", "locations", "rotation_y")
+
+    def to_outputs(self, dets: torch.Tensor, trans: torch.Tensor, calib: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        centers = to_image_pixels(dets[..., 0:2], trans)
+        sizes = to_image_pixels(dets[..., 15:17], trans) if dets.shape[2] > 16 else torch.zeros_like(centers)
+        rot = dets[..., 3:11]  # decode_alpha, batched
+        alpha = torch.where(
+            rot[..., 1] > rot[..., 5],
+            torch.atan2(rot[..., 2], rot[..., 3]) + BIN_CENTRES[0],
+            torch.atan2(rot[..., 6], rot[..., 7]) + BIN_CENTRES[1],
+        )
+        depth, dims = dets[..., 11], dets[..., 12:15]
+        p = calib[:, None]  # [B, 1, 3, 4] against [B, K] rows: unproject_to_3d and alpha_to_rotation_y, batched
+        u, v = centers[..., 0], centers[..., 1]
+        z = depth - p[..., 2, 3]
+        x = (u * depth - p[..., 0, 3] - p[..., 0, 2] * z) / p[..., 0, 0]
+        y = (v * depth - p[..., 1, 3] - p[..., 1, 2] * z) / p[..., 1, 1] + dims[..., 0] / 2
+        rotation_y = alpha + torch.atan2(u - p[..., 0, 2], p[..., 0, 0])
+        rotation_y = torch.where(rotation_y > np.pi, rotation_y - 2 * np.pi, rotation_y)
+        rotation_y = torch.where(rotation_y < -np.pi, rotation_y + 2 * np.pi, rotation_y)
+        boxes = torch.cat([centers - sizes / 2, centers + sizes / 2], dim=2)
+        locations = torch.stack([x, y, z], dim=2)
+        return boxes, dets[..., 2], dets[..., -1].to(torch.int64), alpha, dims, locations, rotation_y

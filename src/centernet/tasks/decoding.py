@@ -8,9 +8,14 @@ flip test. Maps are NCHW; ``ind = y * W + x`` indexes the flattened output map.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+if TYPE_CHECKING:
+    from centernet.tasks.base import Task
 
 
 def gather_features(fmap: torch.Tensor, ind: torch.Tensor) -> torch.Tensor:
@@ -105,3 +110,45 @@ def flip_lr_pairs(x: torch.Tensor, pairs: Sequence[tuple[int, int]]) -> torch.Te
     for left, right in pairs:
         order[left], order[right] = right, left
     return flipped[:, order]
+
+
+class ExportDecoder(nn.Module):
+    """A task's decoding inside an exported graph: raw head maps (and per-image inputs) -> fixed-size outputs.
+
+    ``forward`` takes the head maps in ``heads`` order (``[B, C, Ho, Wo]``; ``[2B, ...]`` with
+    ``flip``: the images then their mirrors, as ``Task.decode``), then one tensor per name of
+    ``extra_inputs``, and returns one tensor per name of ``outputs`` (batch ``B``, ``K`` rows each).
+    The runtime feeds the extra inputs by name: ``trans [B, 2, 3]``, each image's output-map ->
+    image-pixel affine; ``calib [B, 3, 4]``, each image's camera matrix. ``Task.from_export``
+    turns one image's outputs back into the task's ``post_process`` form. Each task subclasses it
+    (``Task.export_decoder``).
+
+    Args:
+        task: the task whose ``decode`` runs in the graph.
+        K: detections per image.
+        flip: the graph's batch holds each image and its mirror (the flip test), merged by ``decode``.
+    """
+
+    extra_inputs: ClassVar[tuple[str, ...]] = ("trans",)
+    outputs: ClassVar[tuple[str, ...]] = ()
+    # Shape of one image's slice of each extra input (for the export's sample inputs).
+    EXTRA_SHAPES: ClassVar[dict[str, tuple[int, ...]]] = {"trans": (2, 3), "calib": (3, 4)}
+
+    def __init__(self, task: Task, K: int, flip: bool = False) -> None:
+        super().__init__()
+        self.task, self.K, self.flip = task, int(K), bool(flip)
+        self.heads = tuple(task.heads)
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        maps = dict(zip(self.heads, tensors))
+        dets = self.task.decode(maps, K=self.K, flip=self.flip)
+        return self.to_outputs(dets, *tensors[len(self.heads):])
+
+    def to_outputs(self, dets: torch.Tensor, *extra: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``Task.decode``'s rows ``[B, K, D]`` (output-map pixels) -> the graph's ``outputs`` (image pixels)."""
+        raise NotImplementedError
+
+
+def to_image_pixels(points: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
+    """Points ``[B, N, 2]`` in output-map pixels through each image's affine ``trans [B, 2, 3]``."""
+    return points @ trans[:, :, :2].transpose(1, 2) + trans[:, None, :, 2]

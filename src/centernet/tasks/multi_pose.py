@@ -27,7 +27,7 @@ from centernet.data.results import Results
 from centernet.evaluation.scoring import score_coco
 from centernet.tasks.base import HeadOutputs, Task, final_stack
 from centernet.tasks.losses import clamped_sigmoid, dense_l1_loss, focal_loss, reg_l1_loss, reg_weighted_l1_loss
-from centernet.tasks.multi_pose_decoding import merge_flipped, multi_pose_decode, multi_pose_post_process
+from centernet.tasks.multi_pose_decoding import MultiPoseExportDecoder, merge_flipped, multi_pose_decode, multi_pose_post_process
 from centernet.tasks.targets import draw_dense_reg, draw_gaussian, gaussian_radius
 from centernet.tasks.tta import merge_multi_pose
 
@@ -394,3 +394,12 @@ class MultiPoseTask(Task):
     def score(self, data, predictions):
         """COCO keypoint OKS AP."""
         return score_coco(self, data, predictions, keypoints=True)
+
+    def export_decoder(self, K: int = 100, flip: bool = False) -> MultiPoseExportDecoder:
+        return MultiPoseExportDecoder(self, K, flip)
+
+    def from_export(self, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """``[K, 39]`` rows of one image's graph outputs, as ``post_process``."""
+        boxes = np.asarray(outputs["boxes"], np.float32)
+        joints = np.asarray(outputs["keypoints"], np.float32).reshape(len(boxes), -1)
+        return np.concatenate([boxes, np.asarray(outputs["scores"], np.float32)[:, None], joints], axis=1)

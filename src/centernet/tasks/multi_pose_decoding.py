@@ -15,7 +15,7 @@ import torch
 from centernet.data.geometry import transform_preds
 from centernet.data.keypoints import COCO_FLIP_PAIRS
 from centernet.tasks.base import HeadOutputs
-from centernet.tasks.decoding import flip_lr, flip_lr_pairs, gather_features, peak_filter, topk
+from centernet.tasks.decoding import ExportDecoder, flip_lr, flip_lr_pairs, gather_features, peak_filter, to_image_pixels, topk
 
 
 JOINT_THRESH = 0.1  # joint heat-map peaks below this score never replace a regressed joint
@@ -189,3 +189,16 @@ def multi_pose_post_process(
     boxes = transform_preds(dets[:, :4].reshape(-1, 2), center, scale, output_size).reshape(num_people, 4)
     joints = transform_preds(dets[:, 5 : 5 + 2 * num_joints].reshape(-1, 2), center, scale, output_size)
     return np.concatenate([boxes, dets[:, 4:5], joints.reshape(num_people, 2 * num_joints)], axis=1).astype(np.float32)
+
+
+class MultiPoseExportDecoder(ExportDecoder):
+    """Pose in a graph: ``trans [B, 2, 3]`` -> ``boxes [B, K, 4]`` xyxy, ``scores [B, K]``, ``keypoints [B, K, J, 2]`` (image pixels)."""
+
+    outputs = ("boxes", "scores", "keypoints")
+
+    def to_outputs(self, dets: torch.Tensor, trans: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        batch, k = dets.shape[:2]
+        joints = (dets.shape[2] - 6) // 2
+        points = torch.cat([dets[..., :4].reshape(batch, 2 * k, 2), dets[..., 5 : 5 + 2 * joints].reshape(batch, k * joints, 2)], dim=1)
+        mapped = to_image_pixels(points, trans)
+        return mapped[:, : 2 * k].reshape(batch, k, 4), dets[..., 4], mapped[:, 2 * k :].reshape(batch, k, joints, 2)

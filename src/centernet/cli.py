@@ -162,21 +162,46 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# What of an experiment an exported graph holds: the decoded peaks, the flip test and the input size.
+EXPORT_FIELDS = {"test.K": "K", "test.flip": "flip", "data.input_size": "input_size"}
+
+
+def _export_settings(args: argparse.Namespace) -> dict:
+    """``export``'s K, flip and input size: its options, else the recipe's / overrides', else the checkpoint's.
+
+    A recipe or ``test.K`` / ``test.flip`` / ``data.input_size`` overrides resolve against the
+    checkpoint's experiment as ``val`` and ``predict`` resolve them; an override of any other field
+    would change nothing in the graph, so it is refused.
+    """
+    path, overrides = _split_config(args.config)
+    settings = {"K": 100 if args.K is None else args.K, "flip": args.flip, "input_size": args.input_size}
+    ignored = [item for item in overrides if item.split("=", 1)[0].strip() not in EXPORT_FIELDS]
+    if ignored:
+        raise ConfigError(f"export: {', '.join(ignored)} would not change the graph; export reads {', '.join(EXPORT_FIELDS)}")
+    if path is None and not overrides:
+        return settings
+    from centernet import CenterNet
+    from centernet.engine.evaluate import experiment_for
+
+    cfg = experiment_for(CenterNet.from_checkpoint(args.weights), args.weights, path, overrides)
+    resolved = {"K": cfg.test.K, "flip": cfg.test.flip, "input_size": list(cfg.data.input_size)}
+    return {name: resolved[name] if settings[name] is None or (name == "K" and args.K is None) else settings[name] for name in settings}
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from centernet.export.onnx import export_onnx
 
     if args.format != "onnx":
         raise ValueError(f"unsupported export format {args.format!r}; only 'onnx' is available")
+    settings = _export_settings(args)
     path = export_onnx(
         args.weights,
         args.output,
-        input_size=args.input_size,
-        K=args.K,
         decode=not args.raw_heads,
         int8=args.int8,
         calibration_images=args.calibration_images,
         calibration_count=args.calibration_count,
-        flip=args.flip,
+        **settings,
     )
     print(f"exported {path}")
     return 0
@@ -353,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="the .onnx file to write (default: the weights' path with .onnx)")
     p.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="network input, multiples of 32 (default: the checkpoint's input size)")
-    p.add_argument("--K", type=int, default=100, help="detections per image of the decoded graph (default: %(default)s)")
+    p.add_argument("config", nargs="*", help="optional recipe and test.K / test.flip / data.input_size overrides (default: the checkpoint's own)")
+    p.add_argument("--K", type=int, default=None, help="detections per image of the decoded graph (default: the experiment's test.K, 100)")
     p.add_argument("--raw-heads", action="store_true", help="export the raw head maps without decoding")
     p.add_argument("--int8", action="store_true", help="statically quantised INT8 network (QDQ), decoder kept float32")
     p.add_argument("--calibration-images", default=None, metavar="DIR", help="folder of images to calibrate --int8 on (default: none; required with --int8)")

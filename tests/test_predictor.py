@@ -102,7 +102,7 @@ def test_val_predict_api_and_training_validation_agree(setup, tmp_path):
     api = centernet.predict(setup.weights, setup.images[0], *OPTIONS)
     assert not isinstance(api, list)
     (result,) = list(api)
-    from centernet.tasks.base import get_task
+    from centernet.tasks.registry import get_task
 
     rows = get_task("ctdet", 80).coco_rows(result, setup.ids[0], load_dataset(setup.json).category_ids)
     assert _by_image(rows)[setup.ids[0]] == val_rows[setup.ids[0]]

@@ -489,7 +489,7 @@ class OnnxDetector:
         step = self.max_batch or batch_size
         if not self.metadata.decoded:
             from centernet.models.predictor import Predictor
-            from centernet.tasks.base import task_for_heads
+            from centernet.tasks.registry import task_for_heads
 
             heads = self.metadata.heads
             task = task_for_heads(self.metadata.task, heads["hm"], heads)  # e.g. cat_spec_wh's 2C size head

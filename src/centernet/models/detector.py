@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from centernet.config import COCO_MEAN_BGR, COCO_STD_BGR, KITTI_MEAN, KITTI_STD
+from centernet.config import COCO_MEAN_BGR, COCO_STD_BGR
 from centernet.data.geometry import ImageMeta
 from centernet.data.transforms import InputSpec, keep_res_pad, warp_to_input
 from centernet.models.checkpoint import (
@@ -28,18 +28,10 @@ from centernet.models.checkpoint import (
 )
 from centernet.models.predictor import Predictor
 from centernet.models.registry import build_model, default_head_conv
-from centernet.tasks.base import DEBUG_ONLY_KEYS, Task, get_task, task_for_heads
+from centernet.tasks.base import DEBUG_ONLY_KEYS, Task
+from centernet.tasks.registry import get_task, task_class, task_for_heads, task_name_for_heads
 
 WarpBackend = Literal["cv2", "torch"]
-
-
-def _heads_task(heads: dict[str, int]) -> str:
-    """The task an original checkpoint was trained for, from its head names."""
-    if "hps" in heads:
-        return "multi_pose"
-    if "dep" in heads:
-        return "ddd"
-    return "ctdet"
 
 
 def _to_uint8_bgr(image: torch.Tensor) -> np.ndarray:
@@ -310,20 +302,19 @@ class CenterNet(nn.Module):
             state_dict = payload["state_dict"]
         else:
             network, info = load_original_checkpoint(path)
+            try:
+                task_name = task_name_for_heads(info.heads)
+            except ValueError as err:
+                raise CheckpointError(f"{path}: {err}") from None
             options = {
                 "arch": info.arch,
                 "num_classes": info.num_classes,
-                "task": task_for_heads(_heads_task(info.heads), info.num_classes, info.heads),
+                "task": task_for_heads(task_name, info.num_classes, info.heads),
                 "head_conv": info.head_conv,
-                **ORIGINAL_TASK_INPUTS.get(_heads_task(info.heads), {}),
+                **task_class(task_name).original_input(),
             }
             state_dict = network.state_dict()
         detector = cls(**{**options, **overrides})
         detector.network.load_state_dict(state_dict, strict=True)
         return detector
 
-
-# The original's default input settings per task (its dataset classes), for checkpoints without metadata.
-ORIGINAL_TASK_INPUTS: dict[str, dict[str, Any]] = {
-    "ddd": {"input_size": (384, 1280), "mean": KITTI_MEAN, "std": KITTI_STD},
-}

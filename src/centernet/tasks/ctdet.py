@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from centernet.data.geometry import ImageMeta, affine_transform, transform_preds
 from centernet.tasks.base import HeadOutputs, Task, final_stack
 from centernet.tasks.decoding import flip_lr, gather_features, peak_filter, topk
 from centernet.tasks.losses import clamped_sigmoid, dense_l1_loss, focal_loss, reg_l1_loss, reg_weighted_l1_loss
+from centernet.tasks.registry import register_task
 from centernet.tasks.targets import draw_dense_reg, draw_gaussian, gaussian_radius
 
 MAX_OBJECTS = 128
@@ -88,6 +90,22 @@ def decode_boxes(
     return torch.cat([boxes, scores.unsqueeze(2), classes.unsqueeze(2).float()], dim=2)
 
 
+@dataclass
+class CtdetOptions:
+    """The 2D task's switches (a recipe's ``task_options``), the original's target-set options."""
+
+    # The original's --dense_wh: the size loss covers each object's Gaussian, weighted by the heat
+    # map, not its centre pixel alone.
+    dense_wh: bool = False
+    # With dense_wh: the original's exact float64 ruling test, bit-faithful to its targets (about half
+    # of each Gaussian then keeps size 0); False rounds the kernel first (see targets.draw_dense_reg).
+    dense_wh_original: bool = False
+    # The original's --cat_spec_wh: one (w, h) head pair per class (head ``wh`` of 2 C channels),
+    # trained at each object's own class and decoded from the detected class.
+    cat_spec_wh: bool = False
+
+
+@register_task
 class CtdetTask(Task):
     """Centre-point 2D detection.
 
@@ -105,6 +123,7 @@ class CtdetTask(Task):
     """
 
     name = "ctdet"
+    options_class = CtdetOptions
 
     def __init__(
         self,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from centernet.config import KITTI_MEAN, KITTI_STD
 from centernet.data.categories import numbered_categories
 from centernet.data.geometry import ImageMeta, affine_transform, get_affine_transform
 from centernet.data.kitti import KITTI_CLASSES, KITTI_TYPE_RULES
@@ -36,6 +37,7 @@ from centernet.tasks.ddd_decoding import (
     keep_confident,
 )
 from centernet.tasks.losses import bin_rot_loss, clamped_sigmoid, focal_loss, l1_mean_loss
+from centernet.tasks.registry import register_task
 from centernet.tasks.targets import draw_gaussian, gaussian_radius
 
 if TYPE_CHECKING:
@@ -229,6 +231,7 @@ def encode_ddd(
 # ----------------------------------------------------------------------------------------------
 
 
+@register_task
 class DddTask(Task):
     """Monocular 3D detection on KITTI: heads, targets, loss, decoder and KITTI post-processing.
 
@@ -241,6 +244,11 @@ class DddTask(Task):
     """
 
     name = "ddd"
+    optional_heads = frozenset({"wh", "reg"})
+    config_defaults = {
+        "data": {"input_size": [384, 1280], "mean": list(KITTI_MEAN), "std": list(KITTI_STD)},
+        "augment": {"random_crop": False, "flip": 0.0, "color": False, "aug_ddd": 0.5},
+    }
     multi_scale = False  # the original has neither multi-scale nor flip testing for 3D
     flip_test = False
     needs_calib = True

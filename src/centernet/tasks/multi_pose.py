@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,6 +29,7 @@ from centernet.evaluation.scoring import score_coco
 from centernet.tasks.base import HeadOutputs, Task, final_stack
 from centernet.tasks.losses import clamped_sigmoid, dense_l1_loss, focal_loss, reg_l1_loss, reg_weighted_l1_loss
 from centernet.tasks.multi_pose_decoding import merge_flipped, multi_pose_decode, multi_pose_post_process
+from centernet.tasks.registry import register_task
 from centernet.tasks.targets import draw_dense_reg, draw_gaussian, gaussian_radius
 from centernet.tasks.tta import merge_multi_pose
 
@@ -193,6 +195,20 @@ def encode_multi_pose(
 # ----------------------------------------------------------------------------------------------
 
 
+@dataclass
+class MultiPoseOptions:
+    """The pose task's switches (a recipe's ``task_options``), the original's target-set options."""
+
+    # The original's --dense_hp: joint offsets regressed over each person's Gaussian (weighted by
+    # it), not at the centre pixel alone.
+    dense_hp: bool = False
+    # Joint heat maps (False: the original's --not_hm_hp, which also drops hp_offset).
+    hm_hp: bool = True
+    # Joint sub-pixel offsets (False: the original's --not_reg_hp_offset).
+    hp_offset: bool = True
+
+
+@register_task
 class MultiPoseTask(Task):
     """Multi-person pose: heads, targets, loss, decoder and post-processing.
 
@@ -208,6 +224,9 @@ class MultiPoseTask(Task):
     """
 
     name = "multi_pose"
+    options_class = MultiPoseOptions
+    object_cap_option = "max_people"
+    optional_heads = frozenset({"hm_hp", "hp_offset"})
 
     def __init__(
         self,
@@ -251,6 +270,15 @@ class MultiPoseTask(Task):
     @classmethod
     def head_channels(cls, num_classes: int) -> dict[str, int]:
         return {**HEADS, "hm": num_classes}
+
+    @classmethod
+    def constructor_options(cls, options: MultiPoseOptions) -> dict[str, bool]:
+        # The original's --not_hm_hp also drops the joint offsets (they refine joint heat-map peaks).
+        return {
+            "dense_hp": options.dense_hp,
+            "joint_heatmaps": options.hm_hp,
+            "joint_offsets": options.hm_hp and options.hp_offset,
+        }
 
     @classmethod
     def options_for_heads(cls, heads: Mapping[str, int], num_classes: int) -> dict[str, bool]:

@@ -114,7 +114,7 @@ def test_val_predict_api_and_training_validation_agree(setup, tmp_path):
                             "test": {"flip": True, "scales": [0.75, 1.0], "K": 20}})
     detector = CenterNet.from_checkpoint(setup.weights)
     data = load_dataset(setup.json)
-    training = evaluate_network(detector.network, detector.task, SimpleNamespace(data=data), cfg)
+    training = evaluate_network(detector, SimpleNamespace(data=data), cfg)
     assert _by_image(training.detections) == val_rows
 
 

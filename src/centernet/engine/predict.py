@@ -19,10 +19,10 @@ import numpy as np
 from tqdm import tqdm
 
 from centernet.config import Config
-from centernet.data.kitti import read_calib
-from centernet.models.predictor import Predictor
+from centernet.data.kitti import read_calib, write_kitti_results
 from centernet.data.results import Results
 from centernet.engine.sources import count_frames, iter_frames
+from centernet.models.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +236,5 @@ def _write_outputs(frame, result: Results, output: Path, score_thresh: float, sa
         h, w = frame.image.shape[:2]
         (output / "labels" / f"{stem}.txt").write_text(result.filter(score_thresh).to_yolo(w, h))
     if result.boxes_3d is not None:
-        (output / "kitti").mkdir(exist_ok=True)
-        (output / "kitti" / f"{stem}.txt").write_text(result.to_kitti())
+        write_kitti_results(output / "kitti", {stem: result.kitti_objects()})
         cv2.imwrite(str(output / f"{stem}_bev.png"), result.plot_birds_eye_view(score_thresh))

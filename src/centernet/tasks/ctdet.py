@@ -26,6 +26,21 @@ MAX_OBJECTS = 128
 LOSS_WEIGHTS = {"hm_loss": 1.0, "wh_loss": 0.1, "off_loss": 1.0}
 
 
+@dataclass
+class CtdetOptions:
+    """The 2D task's switches (a recipe's ``task_options``), the original's target-set options."""
+
+    # The original's --dense_wh: the size loss covers each object's Gaussian, weighted by the heat
+    # map, not its centre pixel alone.
+    dense_wh: bool = False
+    # With dense_wh: the original's exact float64 ruling test, bit-faithful to its targets (about half
+    # of each Gaussian then keeps size 0); False rounds the kernel first (see targets.draw_dense_reg).
+    dense_wh_original: bool = False
+    # The original's --cat_spec_wh: one (w, h) head pair per class (head ``wh`` of 2 C channels),
+    # trained at each object's own class and decoded from the detected class.
+    cat_spec_wh: bool = False
+
+
 def mirror_boxes(boxes: np.ndarray, image_width: int) -> np.ndarray:
     """Boxes ``[N, 4]`` xyxy of an image mirrored left-right (``x -> width - x - 1``, as the original)."""
     mirrored = boxes.copy()
@@ -88,21 +103,6 @@ def decode_boxes(
     half_h = size[..., 1] / 2
     boxes = torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=2)
     return torch.cat([boxes, scores.unsqueeze(2), classes.unsqueeze(2).float()], dim=2)
-
-
-@dataclass
-class CtdetOptions:
-    """The 2D task's switches (a recipe's ``task_options``), the original's target-set options."""
-
-    # The original's --dense_wh: the size loss covers each object's Gaussian, weighted by the heat
-    # map, not its centre pixel alone.
-    dense_wh: bool = False
-    # With dense_wh: the original's exact float64 ruling test, bit-faithful to its targets (about half
-    # of each Gaussian then keeps size 0); False rounds the kernel first (see targets.draw_dense_reg).
-    dense_wh_original: bool = False
-    # The original's --cat_spec_wh: one (w, h) head pair per class (head ``wh`` of 2 C channels),
-    # trained at each object's own class and decoded from the detected class.
-    cat_spec_wh: bool = False
 
 
 @register_task

@@ -52,6 +52,19 @@ LOSS_WEIGHTS = {
 }
 
 
+@dataclass
+class MultiPoseOptions:
+    """The pose task's switches (a recipe's ``task_options``), the original's target-set options."""
+
+    # The original's --dense_hp: joint offsets regressed over each person's Gaussian (weighted by
+    # it), not at the centre pixel alone.
+    dense_hp: bool = False
+    # Joint heat maps (False: the original's --not_hm_hp, which also drops hp_offset).
+    hm_hp: bool = True
+    # Joint sub-pixel offsets (False: the original's --not_reg_hp_offset).
+    hp_offset: bool = True
+
+
 # ----------------------------------------------------------------------------------------------
 # Targets
 # ----------------------------------------------------------------------------------------------
@@ -193,19 +206,6 @@ def encode_multi_pose(
 # ----------------------------------------------------------------------------------------------
 # Task
 # ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class MultiPoseOptions:
-    """The pose task's switches (a recipe's ``task_options``), the original's target-set options."""
-
-    # The original's --dense_hp: joint offsets regressed over each person's Gaussian (weighted by
-    # it), not at the centre pixel alone.
-    dense_hp: bool = False
-    # Joint heat maps (False: the original's --not_hm_hp, which also drops hp_offset).
-    hm_hp: bool = True
-    # Joint sub-pixel offsets (False: the original's --not_reg_hp_offset).
-    hp_offset: bool = True
 
 
 @register_task

@@ -13,10 +13,14 @@ from centernet.config import RESUME_SAFE_FIELDS, ConfigError, list_recipes, load
 
 
 def _split_config(items: list[str]) -> tuple[str | None, list[str]]:
-    """The first item is a recipe file unless it is an override (contains '=')."""
-    if items and "=" not in items[0]:
-        return items[0], items[1:]
-    return None, items
+    """The recipe (the one word without '=', wherever it stands) and the overrides, in their order."""
+    recipes = [item for item in items if "=" not in item]
+    if len(recipes) > 1:
+        raise ConfigError(
+            f"more than one recipe given ({', '.join(recipes)}): name one recipe (a YAML file or a shipped name); "
+            "overrides are section.field=value"
+        )
+    return (recipes[0] if recipes else None), [item for item in items if "=" in item]
 
 
 def _train_config(args: argparse.Namespace):
@@ -212,8 +216,30 @@ def _add_test_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_true", help="torch.compile the network, CUDA graphs on a GPU (test.compile=true)")
 
 
+class _AnyOrderParser(argparse.ArgumentParser):
+    """A parser whose verbs take their words in any order: recipe, overrides and ``--options`` mixed.
+
+    argparse stops filling a ``nargs="*"`` positional at the first option, so ``val RECIPE --weights W
+    data.source=S`` left ``data.source=S`` unrecognised. A verb's own parser (one without sub-verbs)
+    parses intermixed instead: options first, wherever they stand, then the positionals from what is
+    left. Parsers with sub-verbs parse as usual (argparse cannot intermix those); the sub-verb parsers
+    they create are of this class too.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._subparsers is not None or self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True  # parse_known_intermixed_args calls back into parse_known_args
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="centernet", description="CenterNet: Objects as Points")
+    parser = _AnyOrderParser(prog="centernet", description="CenterNet: Objects as Points")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     p = verbs.add_parser(

@@ -49,8 +49,9 @@ class TaskOptions:
 class Task(ABC):
     """One CenterNet task: its heads, target encoder, loss, decoder and post-processor.
 
-    Subclasses set ``name`` and ``loss_weights`` (named loss -> weight, in the order the original
-    sums them) and implement the abstract methods.
+    Subclasses set ``name`` and ``default_loss_weights`` (named loss -> weight, in the order the
+    original sums them), implement the abstract methods and register with
+    ``tasks.registry.register_task``; the class attributes below hold the rest of their knowledge.
 
     Args:
         num_classes: number of object classes (channels of the centre heat map ``hm``).
@@ -74,10 +75,20 @@ class Task(ABC):
     options_class: ClassVar[type] = TaskOptions
     object_cap_option: ClassVar[str] = "max_objects"
 
-    def __init__(self, num_classes: int) -> None:
+    # Named loss -> weight, in the order the original sums the terms (the paper's values).
+    default_loss_weights: ClassVar[dict[str, float]] = {}
+
+    def __init__(
+        self,
+        num_classes: int,
+        loss_weights: Mapping[str, float] | None = None,
+        switched_on: Mapping[str, bool] | None = None,
+    ) -> None:
+        """``loss_weights`` override ``default_loss_weights``; ``switched_on`` says, per optional
+        head, whether the network has it (the original's ``--not_*`` switch it off)."""
         self.num_classes = num_classes
-        self.loss_weights: dict[str, float] = {}
-        self.disabled_heads: frozenset[str] = frozenset()  # optional heads switched off (the original's --not_*)
+        self.loss_weights: dict[str, float] = {**self.default_loss_weights, **(loss_weights or {})}
+        self.disabled_heads = frozenset(name for name, on in (switched_on or {}).items() if not on)
 
     @classmethod
     @abstractmethod

@@ -123,6 +123,7 @@ class CtdetTask(Task):
     """
 
     name = "ctdet"
+    default_loss_weights = LOSS_WEIGHTS
     options_class = CtdetOptions
 
     def __init__(
@@ -136,12 +137,11 @@ class CtdetTask(Task):
     ) -> None:
         if dense_wh and cat_spec_wh:
             raise ValueError("dense_wh and cat_spec_wh exclude each other (the dense size map has one (w, h) pair)")
-        super().__init__(num_classes)
+        super().__init__(num_classes, loss_weights)
         self.max_objects = max_objects
         self.dense_wh = dense_wh
         self.cat_spec_wh = cat_spec_wh
         self.dense_wh_original = dense_wh_original
-        self.loss_weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
 
     @classmethod
     def default_categories(cls, num_classes: int) -> tuple[tuple[str, ...], tuple[int, ...]]:

@@ -244,6 +244,7 @@ class DddTask(Task):
     """
 
     name = "ddd"
+    default_loss_weights = LOSS_WEIGHTS
     optional_heads = frozenset({"wh", "reg"})
     config_defaults = {
         "data": {"input_size": [384, 1280], "mean": list(KITTI_MEAN), "std": list(KITTI_STD)},
@@ -265,13 +266,11 @@ class DddTask(Task):
     ) -> None:
         if num_classes != len(CLASS_NAMES):
             raise ValueError(f"ddd trains the KITTI classes {CLASS_NAMES}; got num_classes={num_classes}")
-        super().__init__(num_classes)
+        super().__init__(num_classes, loss_weights, {"wh": regress_box_size, "reg": regress_offset})
         self.regress_box_size = regress_box_size
         self.regress_offset = regress_offset
-        self.disabled_heads = frozenset(name for name, on in (("wh", regress_box_size), ("reg", regress_offset)) if not on)
         self.max_objects = max_objects
         self.peak_thresh = peak_thresh
-        self.loss_weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
 
     @classmethod
     def default_categories(cls, num_classes: int) -> tuple[tuple[str, ...], tuple[int, ...]]:

@@ -224,6 +224,7 @@ class MultiPoseTask(Task):
     """
 
     name = "multi_pose"
+    default_loss_weights = LOSS_WEIGHTS
     options_class = MultiPoseOptions
     object_cap_option = "max_people"
     optional_heads = frozenset({"hm_hp", "hp_offset"})
@@ -240,14 +241,12 @@ class MultiPoseTask(Task):
     ) -> None:
         if num_classes != 1:
             raise ValueError(f"multi_pose detects one class (person); got num_classes={num_classes}")
-        super().__init__(num_classes)
+        super().__init__(num_classes, loss_weights, {"hm_hp": joint_heatmaps, "hp_offset": joint_offsets})
         self.joint_heatmaps = joint_heatmaps
         self.joint_offsets = joint_offsets
-        self.disabled_heads = frozenset(name for name, on in (("hm_hp", joint_heatmaps), ("hp_offset", joint_offsets)) if not on)
         self.flip_pairs = tuple(tuple(pair) for pair in flip_pairs)
         self.max_people = max_people
         self.dense_hp = dense_hp
-        self.loss_weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
 
     @classmethod
     def default_categories(cls, num_classes: int) -> tuple[tuple[str, ...], tuple[int, ...]]:

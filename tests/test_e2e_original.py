@@ -21,6 +21,7 @@ import pytest
 
 from centernet.cli import main
 from tests.conftest import REFERENCE_DIR, ROOT
+from tests.opencv_build import made_with_opencv
 
 E2E_DIR = REFERENCE_DIR / "e2e"
 
@@ -204,7 +205,9 @@ def test_val_writes_the_originals_result_files(name, contract, tmp_path):
     out = tmp_path / "out"
     assert main(our_command(case, checkpoint, annotation, out)) == 0
     ours, theirs, floor = _ours_and_theirs(case, out)
-    compare_rows(ours, theirs, contract["tolerances"], floor)
+    # The network sees warped pixels: under another OpenCV build a miss is one line naming both builds.
+    with made_with_opencv(contract.get("environment", {}), f"e2e case {name}"):
+        compare_rows(ours, theirs, contract["tolerances"], floor)
 
 
 def test_the_comparison_fails_on_perturbed_values(contract):

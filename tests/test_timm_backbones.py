@@ -209,9 +209,12 @@ def test_model_pretrained_refuses_what_does_not_fit(tmp_path: Path, monkeypatch)
         load_pretrained_backbone(build_model(LITE0, {"hm": 1}), LITE0, LITE0_PACKAGE)
 
 
-# Fine-tuning length: far fewer steps than the 150 ResNet-18 needs from scratch in test_learning_2d
-# (measured: AP50 0.26 after 10 steps, 0.85 after 30, 1.00 after 40).
+# Fine-tuning length: far fewer steps than the 150 ResNet-18 needs from scratch in test_learning_2d.
 FINE_TUNE_EPOCHS = 40
+# Measured after 40 steps with train.seed 1, 2, 3, 4 (one thread, OpenCV 5.0.0): AP50 0.901, 0.629,
+# 0.951, 0.951. The seeds spread by 0.3, so the floor sits below the lowest with a margin of 0.13;
+# ResNet-18 from scratch in the same 40 steps (seed 1): AP50 0.077.
+MIN_FINE_TUNE_AP50 = 0.5
 
 
 @pytest.mark.slow
@@ -232,4 +235,7 @@ def test_pretrained_lite0_learns_a_few_raccoons_faster_than_res18_from_scratch(t
     )
     assert cfg.model.arch == LITE0 and cfg.model.pretrained == LITE0_PACKAGE
     metrics = train(cfg)
-    assert metrics["AP50"] >= 0.9, metrics
+    assert metrics["AP50"] >= MIN_FINE_TUNE_AP50, (
+        f"pretrained Lite0 reached AP50 {metrics['AP50']:.3f} after {FINE_TUNE_EPOCHS} steps; four seeds measured "
+        f"0.63-0.95, the floor is {MIN_FINE_TUNE_AP50}: {metrics}"
+    )

@@ -1,9 +1,9 @@
-"""The demo recipe's figures in the README: ``centernet demo`` and the settings it was tuned with.
+"""The demo recipe's figures in docs/demo.md: ``centernet demo`` and the settings it was tuned with.
 
 Each variant trains the demo recipe (``configs/ctdet_res18_synthetic.yaml``, through
 ``centernet.engine.demo.run_demo``) with one setting changed and prints the final validation COCO
 AP (flip test) and the wall time. The log of a run is committed beside ``RESULTS*.md``
-(``demo_ablations.log``); the README quotes it.
+(``demo_ablations.log``); docs/demo.md and the README quote it.
 
     python benchmarks/demo_ablations.py                      # the demo itself
     python benchmarks/demo_ablations.py --variants all       # every variant (about 9 min each, 2 idle cores)
@@ -19,7 +19,7 @@ import torch
 
 from centernet.engine.demo import run_demo
 
-#: name -> overrides of the demo recipe (README, "The demo").
+#: name -> overrides of the demo recipe (docs/demo.md).
 VARIANTS: dict[str, list[str]] = {
     "demo": [],
     "seed_1": ["train.seed=1"],

@@ -6,7 +6,7 @@ way (a translated box), both inwards (a smaller box) and both outwards (a larger
 the smallest of the three distances. This script finds that bound exactly (bisection on each IoU,
 no quadratic formula) and prints it beside ``centernet.tasks.targets.gaussian_radius`` (the
 original's roots, kept for fidelity) for square and elongated boxes. Its log,
-``gaussian_radius.log``, is the README's figure.
+``gaussian_radius.log``, is the figure in docs/parity.md.
 
     python benchmarks/gaussian_radius.py
 """

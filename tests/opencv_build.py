@@ -53,7 +53,8 @@ def made_with_opencv(environment: dict, what: str) -> Iterator[None]:
     try:
         yield
     except AssertionError:
-        pytest.fail(mismatch_line(environment, what), pytrace=False)
+        # ``from None``: the numeric report of the miss is not chained to the line.
+        raise pytest.fail.Exception(mismatch_line(environment, what), pytrace=False) from None
 
 
 def warp_rounding_only(ours: np.ndarray, theirs: np.ndarray, source: np.ndarray, matrix: np.ndarray, name: str) -> np.ndarray:

@@ -48,7 +48,14 @@ def test_val_prints_the_twelve_coco_numbers(trained, capsys):
     assert main(["val", "--weights", str(trained / "best.pt"), "--save-json", str(trained / "val.json")]) == 0
     out = capsys.readouterr().out
     assert out.count("Average Precision") == 6 and out.count("Average Recall") == 6
-    assert isinstance(json.loads((trained / "val.json").read_text()), list)
+    # The COCO results list of every validation image: K = 100 rows each (the original writes them all).
+    rows = json.loads((trained / "val.json").read_text())
+    val_ids = [record.image_id for record in load_dataset("synthetic", "val", num_images=4, image_size=64).records]
+    per_image = {image_id: sum(r["image_id"] == image_id for r in rows) for image_id in val_ids}
+    assert len(rows) == sum(per_image.values()) and min(per_image.values()) >= 100, per_image
+    for row in rows:
+        assert set(row) == {"image_id", "category_id", "bbox", "score"} and row["category_id"] in (1, 2, 3)
+        assert len(row["bbox"]) == 4 and row["bbox"][2] >= 0 and row["bbox"][3] >= 0 and 0 <= row["score"] <= 1
 
 
 def test_predict_on_a_folder_with_txt_labels(trained, image_folder, tmp_path):

@@ -189,7 +189,7 @@ def test_ctrl_c_in_val_and_predict_is_one_line_and_exit_130(tmp_path: Path, monk
     assert main(["val", "--weights", "w.pt"]) == 130
     assert capsys.readouterr().err.strip() == "interrupted: val stopped"
     assert main(["predict", "--weights", "w.pt", "--source", "x.jpg", "--output", str(tmp_path / "out")]) == 130
-    assert capsys.readouterr().err.strip() == f"interrupted: the images done so far are in {tmp_path / 'out'} (results.jsonl)"
+    assert capsys.readouterr().err.strip() == "interrupted: predict stopped before its output folder was made; nothing was written"
 
 
 # ---------------------------------------------------------------- 5: a misspelt override

@@ -240,7 +240,7 @@ def test_predict_help_shows_the_conf_default(capsys):
         main(["predict", "--help"])
     assert exit_.value.code == 0
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    assert "(default: 0.3)" in text and "(default: runs/predict)" in text and "(default: 8)" in text
+    assert "(default: 0.3)" in text and "(default: a fresh runs/predict, runs/predict2, ...;" in text and "(default: 8)" in text
 
 
 # ---------------------------------------------------------------- YOLO rounding, plots, labels

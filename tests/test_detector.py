@@ -1,6 +1,7 @@
 """The ``CenterNet`` detector object: torchvision-style train/eval contract, checkpoints, pre-processing."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -56,14 +57,41 @@ def test_each_image_is_processed_as_if_alone(detector) -> None:
         torch.testing.assert_close(batched[1][key], alone[0][key], rtol=1e-4, atol=1e-3)
 
 
+# The original's COCO statistics, per channel in BGR order (its ctdet dataset's mean / std, float32).
+ORIGINAL_MEAN_BGR = np.array([0.40789654, 0.44719302, 0.47026115], dtype=np.float32)
+ORIGINAL_STD_BGR = np.array([0.28863828, 0.27408164, 0.27809835], dtype=np.float32)
+
+
+def original_preprocess(bgr: np.ndarray, input_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, float]:
+    """The original detector's test-time input at scale 1, written out here independently of the package.
+
+    Its ``pre_process``: centre ``c = (w / 2, h / 2)`` and window ``s = max(h, w)``; the affine
+    transform maps the points c, c + (0, -s/2) and c + (-s/2, -s/2) (float32) onto the input's
+    centre, centre + (0, -W/2) and centre + (-W/2, -W/2); ``cv2.warpAffine`` bilinear with a black
+    border; then ``(img / 255 - mean) / std`` in float64, cast to float32, HWC -> CHW.
+    """
+    height, width = bgr.shape[:2]
+    inp_h, inp_w = input_hw
+    c = np.array([width / 2.0, height / 2.0], dtype=np.float32)
+    s = np.float32(max(height, width))
+    src = np.array([c, c + [0, -s / 2], c + [-s / 2, -s / 2]], dtype=np.float32)
+    centre = np.array([inp_w / 2.0, inp_h / 2.0], dtype=np.float32)
+    dst = np.array([centre, centre + [0, -inp_w / 2], centre + [-inp_w / 2, -inp_w / 2]], dtype=np.float32)
+    trans = cv2.getAffineTransform(src, dst)
+    warped = cv2.warpAffine(bgr, trans, (inp_w, inp_h), flags=cv2.INTER_LINEAR)
+    normalised = ((warped / 255.0 - ORIGINAL_MEAN_BGR) / ORIGINAL_STD_BGR).astype(np.float32)
+    return normalised.transpose(2, 0, 1), c, float(s)
+
+
 def test_cv2_preprocessing_is_the_originals(detector) -> None:
-    image = random_image(90, 150, 3)
-    inputs, metas = detector.preprocess([image])
-    bgr = (image * 255).round().byte().flip(0).permute(1, 2, 0).numpy()
-    expected, meta = InputSpec(input_hw=INPUT).inference_input(np.ascontiguousarray(bgr))
-    np.testing.assert_array_equal(inputs[0].numpy(), expected)
-    np.testing.assert_array_equal(metas[0].center, meta.center)
-    assert metas[0].scale == meta.scale
+    for image in (random_image(91, 151, 3), random_image(150, 93, 4), random_image(96, 96, 5)):  # odd sides: half-pixel centres
+        inputs, metas = detector.preprocess([image])
+        # The 8-bit BGR image the float RGB tensor stands for (its values are exact multiples of 1/255).
+        bgr = np.ascontiguousarray((image.numpy() * 255).round().astype(np.uint8)[::-1].transpose(1, 2, 0))
+        expected, center, window = original_preprocess(bgr, INPUT)
+        np.testing.assert_array_equal(inputs[0].numpy(), expected)
+        np.testing.assert_array_equal(metas[0].center, center)
+        assert metas[0].scale == window
 
 
 def test_torch_warp_is_close_to_cv2() -> None:
@@ -202,3 +230,43 @@ def test_other_tasks_through_the_same_contract() -> None:
     assert result["locations"].shape == (len(result["scores"]), 3)
     with pytest.raises(ValueError, match="calib"):
         ddd(image)
+
+
+# ---------------------------------------------------------------- robustness at the model level
+def test_an_empty_batch_gives_no_detections_and_no_losses() -> None:
+    detector = make_detector().eval()
+    assert detector([]) == []
+    detector.train()
+    with pytest.raises(ValueError, match="at least one image"):
+        detector([], [])
+
+
+@pytest.mark.parametrize("warp", ["cv2", "torch"])
+def test_an_image_smaller_than_the_stride_is_letterboxed_like_any_other(warp) -> None:
+    detector = make_detector(warp=warp).eval()
+    image = random_image(3, 2, 9)  # 3 x 2 pixels, under the stride of 4
+    (result,) = detector([image])
+    assert result["boxes"].shape == (detector.K, 4) and torch.isfinite(result["boxes"]).all()
+    centres = (result["boxes"][:, :2] + result["boxes"][:, 2:]) / 2
+    assert (centres > -3).all() and (centres < 6).all()  # on the image's letterbox window, in its pixels
+    detector.train()
+    losses = detector([image], [{"boxes": torch.tensor([[0.0, 0.0, 2.0, 3.0]]), "labels": torch.tensor([1])}])
+    assert set(losses) == {"hm_loss", "wh_loss", "off_loss"}
+    assert all(torch.isfinite(value) and value >= 0 for value in losses.values()), losses
+
+
+@pytest.mark.parametrize("warp", ["cv2", "torch"])
+def test_nan_or_infinite_pixels_are_refused_naming_the_image(warp) -> None:
+    detector = make_detector(warp=warp).eval()
+    good = random_image(40, 50, 10)
+    for value in (float("nan"), float("inf"), float("-inf")):
+        bad = good.clone()
+        bad[1, 5, 7] = value
+        with pytest.raises(ValueError, match="image 1: it holds NaN or infinite values"):
+            detector([good, bad])
+        detector.train()
+        with pytest.raises(ValueError, match="image 1: it holds NaN or infinite values"):
+            detector([good, bad], [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}] * 2)
+        detector.eval()
+    with pytest.raises(ValueError, match=r"image 0: it has no pixels \(0x5\)"):
+        detector([torch.zeros(3, 0, 5)])

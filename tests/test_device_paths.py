@@ -1,11 +1,12 @@
 """The accelerated paths of the one inference path and of training, checked where a CPU can check them.
 
 ``tests/test_cuda.py`` repeats them on a GPU; here: the compiled network gives the eager network's
-detections, uint8 upload + on-device normalisation is bit-equal to the CPU pre-processing, a
-GradScaler skips a step whose gradients are not finite, and a one-process group (gloo) trains.
+detections, uint8 upload + on-device normalisation is bit-equal to the CPU pre-processing, CPU training runs
+bfloat16 autocast (``train.cpu_bf16``) without float16 loss scaling, and a one-process group (gloo) trains.
 """
 from __future__ import annotations
 
+import math
 import os
 import socket
 import subprocess
@@ -81,35 +82,40 @@ def test_compiled_network_gives_the_eager_detections():
         assert np.array_equal(a.labels, b.labels)
 
 
-def _scaler_device() -> str:
-    try:
-        torch.amp.GradScaler("cpu", init_scale=2.0**8)
-    except (RuntimeError, ValueError, TypeError) as exc:  # older torch: GradScaler is CUDA only
-        pytest.skip(f"torch {torch.__version__} has no CPU GradScaler: {exc}")
-    return "cpu"
+def test_cpu_training_precision_is_bfloat16_autocast_without_loss_scaling(tmp_path):
+    """The trainer's mixed precision on a CPU (``test_cuda.py`` checks float16 + GradScaler on a GPU).
 
+    ``train.amp`` (float16 with loss scaling) is CUDA's: on a CPU the trainer's scaler stays off
+    whatever it says. ``train.cpu_bf16`` runs the forward under bfloat16 autocast; the losses and
+    the Adam step stay float32 (the weights keep their type and move, every loss is finite).
+    """
+    from centernet.engine.trainer import Trainer, TrainerHook
+    from tests.test_train_engine import tiny_config
 
-def test_grad_scaler_skips_a_step_with_inf_gradients_and_lowers_its_scale():
-    device = _scaler_device()
-    torch.manual_seed(0)
-    model = nn.Linear(4, 1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    scaler = torch.amp.GradScaler(device, init_scale=2.0**8)
-    before = [p.detach().clone() for p in model.parameters()]
+    class LossRecorder(TrainerHook):
+        def __init__(self) -> None:
+            self.losses: list[dict[str, float]] = []
 
-    loss = model(torch.full((2, 4), float("inf"))).sum()
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    assert scaler.get_scale() == 2.0**7  # backed off by the default factor 0.5
-    for p, q in zip(model.parameters(), before):
-        assert torch.equal(p, q), "a step with inf gradients changed the weights"
+        def on_step_end(self, trainer, losses) -> None:
+            self.losses.append(losses)
 
-    optimizer.zero_grad()
-    scaler.scale(model(torch.ones(2, 4)).sum()).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), before)), "a finite step was skipped"
+    for cpu_bf16, forward_dtype in ((False, torch.float32), (True, torch.bfloat16)):
+        recorder = LossRecorder()
+        cfg = tiny_config(
+            tmp_path, f"bf16_{cpu_bf16}", "data.synthetic_images={train: 8, val: 1}", "train.device=cpu", "train.amp=true",
+            f"train.cpu_bf16={cpu_bf16}", "train.epochs=1", "train.save_images=0",
+        )
+        trainer = Trainer(cfg, hooks=[recorder])
+        dtypes = []
+        trainer.model.register_forward_hook(lambda module, args, out: dtypes.append(out["hm"].dtype) if module.training else None)
+        before = [p.detach().clone() for p in trainer.model.parameters()]
+        trainer.fit()
+        assert not trainer.scaler.is_enabled(), "float16 loss scaling switched on for a CPU run"
+        assert dtypes and set(dtypes) == {forward_dtype}, (cpu_bf16, set(dtypes))
+        assert recorder.losses and all(math.isfinite(v) for step in recorder.losses for v in step.values()), recorder.losses
+        after = list(trainer.model.parameters())
+        assert all(p.dtype == torch.float32 for p in after)
+        assert any(not torch.equal(p, q) for p, q in zip(after, before)), "no weight moved"
 
 
 def free_port() -> int:

@@ -31,7 +31,7 @@ MIN_LABELLED_JOINTS = 10  # every person of a chosen image shows this many joint
 STEPS = 100
 LEARNING_RATE = 1e-3
 SEED = 0
-# Measured 0.90 (README: 0.89-0.94 across runs); 0.15 of margin, so a regression that halves the AP fails.
+# Measured 0.90 (docs/tasks.md: 0.89-0.94 across runs); 0.15 of margin, so a regression that halves the AP fails.
 MIN_OKS_AP = 0.75
 # Target keys that are not fixed-size training arrays (the original's debug-only ground truth rows).
 

@@ -119,7 +119,7 @@ def test_a_second_run_of_the_same_name_is_refused_while_the_first_lives(tmp_path
     early = _begun(_tiny(tmp_path, tmp_path / "y.json", "name=other"))
     with pytest.raises(RunLockedError):
         late.begin(_tiny(tmp_path, tmp_path / "y.json", "name=other"))
-    assert sorted(p.name for p in first.root.iterdir()) == [LOCK_NAME, "config.yaml", "images"]
+    assert sorted(p.name for p in first.root.iterdir()) == [LOCK_NAME, "command.txt", "config.yaml", "images"]
     first.close(), early.close()
     assert not (first.root / LOCK_NAME).exists()
 
@@ -178,7 +178,7 @@ def test_increment_picks_a_new_name_and_overwrite_empties_the_folder(tmp_path: P
     assert third.root == tmp_path / "run-3"  # run-2 is taken: never shared
     second.close(), third.close()
     replaced = _begun(_tiny(tmp_path, tmp_path / "x.json", "on_existing_run=overwrite"))
-    assert sorted(p.name for p in replaced.root.iterdir()) == [LOCK_NAME, "config.yaml", "images"]
+    assert sorted(p.name for p in replaced.root.iterdir()) == [LOCK_NAME, "command.txt", "config.yaml", "images"]
     replaced.close()
     with pytest.raises(ConfigError, match="on_existing_run: 'sometimes' is not one of error, increment, overwrite"):
         RunFolder(_tiny(tmp_path, tmp_path / "x.json", "on_existing_run=sometimes"))

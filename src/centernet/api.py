@@ -44,15 +44,16 @@ def evaluate(
     recipe: str | Path | Config | None = None,
     *overrides: str,
     split: str | None = None,
-    save_json: str | Path | None = None,
-    save_kitti: str | Path | None = None,
+    save_json: str | Path | bool | None = None,
+    save_kitti: str | Path | bool | None = None,
     batch_size: int = 8,
 ):
     """Evaluate a checkpoint, as ``centernet val``; returns an ``EvaluationReport`` (``stats``, ``primary``, ``table``).
 
     ``overrides`` set ``data.*`` (``"data.source=..."``, ``"data.keep_res=true"``) and ``test.*``
     (``"test.flip=true"``, ``"test.scales=[0.5,1,1.5]"``, ``"test.device=cuda"``); ``save_json`` /
-    ``save_kitti`` write the original's result files.
+    ``save_kitti`` write the original's result files (to a new path; ``True``: into a fresh
+    ``runs/val``, ``runs/val2``... with an ``args.yaml``).
     """
     return evaluate_checkpoint(weights, recipe, overrides, split=split, save_json=save_json, save_kitti=save_kitti, batch_size=batch_size)
 

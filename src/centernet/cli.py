@@ -96,6 +96,11 @@ def _test_overrides(args: argparse.Namespace) -> list[str]:
 def _cmd_val(args: argparse.Namespace) -> int:
     from centernet.engine.evaluate import evaluate_checkpoint
 
+    for option in ("save_json", "save_kitti"):  # a bare --save-json followed by a recipe or an override took it as its path
+        value = getattr(args, option)
+        if isinstance(value, str) and ("=" in value or value in list_recipes() or value.endswith((".yaml", ".yml"))):
+            args.config.append(value)
+            setattr(args, option, True)
     path, overrides = _split_config(args.config)
     report = evaluate_checkpoint(
         args.weights,
@@ -124,6 +129,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         calib=args.calib,
         recipe=path,
         overrides=overrides + _test_overrides(args),
+        on_folder=lambda folder: setattr(args, "predict_folder", folder),  # for the Ctrl-C message
     )
     print(summary)
     return 0
@@ -160,7 +166,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from centernet.engine.demo import run_demo
 
-    summary = run_demo(args.output, overrides=args.overrides)
+    summary = run_demo(args.output, overrides=args.overrides, resume=args.resume)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -194,8 +200,19 @@ def _interrupted(args: argparse.Namespace) -> str:
             f"interrupted: the last checkpoint is {folder / 'last.pt'} (written at each epoch end and every "
             f"train.checkpoint_interval steps); continue with: centernet train --resume {folder}"
         )
+    if args.verb == "demo":
+        from pathlib import Path
+
+        last = Path(args.output) / "last.pt"
+        again = "centernet demo" + ("" if args.output == "runs/demo" else f" --output {args.output}")
+        if not last.is_file():
+            return f"interrupted: no checkpoint yet ({last} is written at each epoch end); start again with: {again}"
+        return f"interrupted: the demo's last checkpoint is {last}; continue with: {again} --resume"
     if args.verb == "predict":
-        return f"interrupted: the images done so far are in {args.output} (results.jsonl)"
+        folder = getattr(args, "predict_folder", None)
+        if folder is None:
+            return "interrupted: predict stopped before its output folder was made; nothing was written"
+        return f"interrupted: the images done so far are in {folder} (results.jsonl, results.json)"
     return f"interrupted: {args.verb} stopped"
 
 
@@ -273,8 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="*", help="optional recipe (YAML or shipped name) and overrides (default: the checkpoint's own)")
     p.add_argument("--weights", required=True, help="our checkpoint (.pt) or an original CenterNet .pth (required)")
     p.add_argument("--split", default=None, help="data split (default: the experiment's data.val_split)")
-    p.add_argument("--save-json", default=None, help="write the COCO results list (the original's results.json) here (default: not written)")
-    p.add_argument("--save-kitti", default=None, help="3D: write one KITTI <frame>.txt per frame into this folder (default: not written)")
+    p.add_argument("--save-json", nargs="?", const=True, default=None, metavar="FILE",
+                   help="write the COCO results list (the original's results.json) to FILE, a new file; without FILE into a fresh "
+                   "runs/val, runs/val2, ... (or name=) with args.yaml (default: not written)")
+    p.add_argument("--save-kitti", nargs="?", const=True, default=None, metavar="DIR",
+                   help="3D: write one KITTI <frame>.txt per frame into DIR, new or empty; without DIR into a fresh runs/val... "
+                   "(default: not written)")
     p.add_argument("--batch", type=int, default=8, help="images per network call (default: %(default)s)")
     _add_test_options(p)
     p.set_defaults(func=_cmd_val)
@@ -283,7 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="*", help="optional recipe (YAML or shipped name) and data.* / test.* overrides")
     p.add_argument("--weights", required=True, help="our checkpoint (.pt) or an original CenterNet .pth (required)")
     p.add_argument("--source", required=True, help="image, folder, glob pattern, video, webcam index or stream URL (required)")
-    p.add_argument("--output", default="runs/predict", help="folder for drawn images/video and results (default: %(default)s)")
+    p.add_argument("--output", default=None,
+                   help="folder for drawn images/video and results; new or empty, unless on_existing_run=increment/overwrite "
+                   "(default: a fresh runs/predict, runs/predict2, ...; name= / project= choose it too)")
     p.add_argument("--conf", type=float, default=0.3,
                    help="score a detection needs to be drawn and written to txt labels; the summary says how many passed (default: %(default)s)")
     p.add_argument("--batch", type=int, default=8, help="images per network call (default: %(default)s)")
@@ -317,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("demo", help="train res_18 on the built-in synthetic shapes, evaluate, predict")
     p.add_argument("--output", default="runs/demo", help="folder for the demo's run, metrics and drawn images (default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted demo in --output from its last.pt")
     p.add_argument("overrides", nargs="*", help="section.field=value overrides of the demo recipe")
     p.set_defaults(func=_cmd_demo)
     return parser
@@ -328,6 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     from centernet.models.checkpoint import CheckpointError
 
     args = build_parser().parse_args(argv)
+    from centernet.engine.command import set_command
+
+    set_command(["centernet", *(sys.argv[1:] if argv is None else argv)])  # recorded in the run folders
+    if hasattr(sys.stdout, "reconfigure"):  # a file name that is not valid UTF-8 is printed escaped, never a crash
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         return args.func(args)
     except (ConfigError, CheckpointError, MissingExtraError, FileNotFoundError, ValueError, OSError) as err:

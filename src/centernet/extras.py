@@ -13,7 +13,7 @@ from types import ModuleType
 
 __all__ = ["EXTRAS", "MissingExtraError", "install_command", "require"]
 
-#: ``pip install "centernet[<extra>]"`` -> what it enables (the README's table lists the same).
+#: ``pip install "centernet[<extra>]"`` -> what it enables (docs/install.md's table lists the same).
 EXTRAS = {
     "export": "ONNX export and the onnxruntime detector (onnx, onnxscript, onnxruntime)",
     "timm": "timm_<model> backbones (timm)",

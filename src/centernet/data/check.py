@@ -12,7 +12,7 @@
 
 ``check_images`` is the decode pass that ``centernet data check`` and ``train`` (before its first
 step) run over every image file: each is fully decoded (``image_io.verify_image``, in parallel
-threads) and its real, EXIF-applied size compared with the size the annotations give. Results are
+threads, with the decoder training uses) and its real, EXIF-applied size compared with the size the annotations give. Results are
 cached per file by size and modification time (``$CENTERNET_CACHE_DIR``, default
 ``~/.cache/centernet``), so a second run over unchanged files decodes nothing. What is done with a
 bad image is one policy, ``data.on_bad_image``: ``"error"`` refuses the data set naming every bad
@@ -51,7 +51,7 @@ SYNTHETIC = "synthetic"
 _SYNTHETIC_SPLITS = {"train": {"seed": 0, "num_images": 512}, "val": {"seed": 1_000_003, "num_images": 64}}
 _ISSUES_SHOWN_PER_KIND = 10
 ON_BAD_IMAGE = ("error", "skip")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: verdicts of the one decoder (image_io.decode_image)
 
 
 def _coco_root_json(root: Path, split: str | None) -> Path | None:
@@ -143,7 +143,8 @@ def _cache_root() -> Path:
 
 def _cache_file(paths: list[Path]) -> Path:
     """One cache file per set of images (the same data set, whatever its reader)."""
-    digest = hashlib.sha1("\n".join(sorted(str(p) for p in paths)).encode()).hexdigest()[:16]
+    # os.fsencode: a file name that is not valid UTF-8 is hashed by its bytes, never refused.
+    digest = hashlib.sha1(b"\n".join(sorted(os.fsencode(p) for p in paths))).hexdigest()[:16]
     return _cache_root() / "image_checks" / f"{digest}.json"
 
 

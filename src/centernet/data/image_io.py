@@ -1,5 +1,11 @@
 """Image loading: BGR ``uint8`` pixels exactly as the original's ``cv2.imread`` gives them, with clear errors.
 
+One decoder for every pass: ``load_image`` (training, validation, predict, INT8 calibration) and
+``verify_image`` (the decode pass of ``centernet data check`` and of ``train`` before its first
+step) both decode with ``decode_image``: the file's bytes, read by Python, handed to
+``cv2.imdecode``. So what the check passes, training can read, and no file name (one that is not
+valid UTF-8, say) ever reaches OpenCV, whose path functions crash on such names.
+
 OpenCV's default colour decode already does what training needs and what the original saw:
 EXIF orientation applied, grey and palette images expanded to three channels, the alpha channel of
 RGBA dropped, 16-bit images scaled to 8 bits (``value >> 8``). This module adds what ``cv2.imread``
@@ -19,6 +25,7 @@ other formats fully with Pillow (``Image.load`` refuses truncated PNG / TIFF str
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -51,21 +58,51 @@ def _not_a_file(path: Path) -> str:
     return f"{path}: image file not found"
 
 
-def _is_truncated_jpeg(path: Path) -> bool:
-    """Whether ``path`` is a JPEG stream without its end-of-image marker (reads head and tail only)."""
+def _read_bytes(path: Path) -> bytes:
+    """The whole file, or ``ImageReadError`` naming it (missing, a folder, a broken link, unreadable, empty)."""
+    if not path.is_file():
+        raise ImageReadError(_not_a_file(path))
     try:
-        with path.open("rb") as stream:
-            head = stream.read(len(_JPEG_START))
-            size = stream.seek(0, 2)
-            stream.seek(max(0, size - _JPEG_TAIL_BYTES))
-            tail = stream.read()
+        data = path.read_bytes()
     except OSError as error:
-        raise ImageReadError(f"{path}: cannot read image file ({error})") from error
-    return head == _JPEG_START and _JPEG_END not in tail
+        raise ImageReadError(f"{path}: cannot read image file ({error.strerror or error})") from error
+    if not data:
+        raise ImageReadError(f"{path}: empty file (0 bytes)")
+    return data
+
+
+def _is_truncated_jpeg(data: bytes) -> bool:
+    """Whether ``data`` is a JPEG stream without its end-of-image marker."""
+    return data[: len(_JPEG_START)] == _JPEG_START and _JPEG_END not in data[-_JPEG_TAIL_BYTES:]
+
+
+def decode_image(data: bytes, path: str | Path, allow_truncated: bool = False) -> np.ndarray:
+    """The one decoder: an image file's bytes as ``cv2.imread`` would give its pixels.
+
+    ``cv2.imdecode`` on the bytes; a truncated JPEG allowed by ``allow_truncated`` gets its
+    end-of-image marker appended first (libjpeg then fills the missing part with grey, exactly as
+    ``cv2.imread`` does with the file, where ``imdecode`` alone refuses the stream).
+
+    Raises:
+        ImageReadError: Not a decodable image, or a truncated JPEG (unless ``allow_truncated``);
+            the message starts with ``path``.
+    """
+    if _is_truncated_jpeg(data):
+        if not allow_truncated:
+            raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker); re-download or remove it")
+        warnings.warn(f"{path}: truncated JPEG loaded, its missing part is grey", stacklevel=3)
+        data = data + _JPEG_END
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as error:
+        raise ImageReadError(f"{path}: not a decodable image ({len(data)} bytes; OpenCV: {str(error).strip()})") from error
+    if image is None:
+        raise ImageReadError(f"{path}: not a decodable image ({len(data)} bytes)")
+    return image
 
 
 def load_image(path: str | Path, allow_truncated: bool = False) -> np.ndarray:
-    """Reads an image file as the network's data pipeline expects it.
+    """Reads an image file as the network's data pipeline expects it (``decode_image`` of its bytes).
 
     Args:
         path: Any format OpenCV decodes (JPEG, PNG, BMP, TIFF, WebP...).
@@ -80,17 +117,7 @@ def load_image(path: str | Path, allow_truncated: bool = False) -> np.ndarray:
             JPEG (unless ``allow_truncated``). The message starts with the file name.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(_not_a_file(path))
-    if _is_truncated_jpeg(path):
-        if not allow_truncated:
-            raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker); re-download or remove it")
-        warnings.warn(f"{path}: truncated JPEG loaded, its missing part is grey", stacklevel=2)
-    # cv2.imread, as the original: imdecode refuses some truncated streams that imread accepts.
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ImageReadError(f"{path}: not a decodable image ({path.stat().st_size} bytes)")
-    return image
+    return decode_image(_read_bytes(path), path, allow_truncated)
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -113,57 +140,35 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return width, height
 
 
-def _exif_orientation(path: Path) -> int:
-    try:
-        with Image.open(path) as image:
-            return int(image.getexif().get(_EXIF_ORIENTATION, 1))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return 1
-
-
 def verify_image(path: str | Path) -> tuple[int, int]:
-    """Decodes every pixel of an image file and returns its size as ``load_image`` gives it.
+    """Decodes an image file as training will (``decode_image``) and returns its size.
 
-    Stricter than ``load_image``: a JPEG whose entropy-coded data is corrupt (which libjpeg only
-    warns about), a truncated PNG or TIFF, an empty file or one that is no image are refused.
+    Stricter than ``load_image``, never looser: after the decode training uses, a JPEG whose
+    entropy-coded data is corrupt (which libjpeg only warns about) is refused by libjpeg-turbo in
+    strict mode (``simplejpeg``), and a truncated PNG or TIFF by Pillow's full decode.
 
     Returns:
-        ``(width, height)`` after EXIF orientation.
+        ``(width, height)`` of the decoded pixels (EXIF orientation applied).
 
     Raises:
         ImageReadError: The file is missing, unreadable, empty, not an image, truncated or
             corrupt; the message starts with the file name and says which.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(_not_a_file(path))
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise ImageReadError(f"{path}: cannot read image file ({error.strerror or error})") from error
-    if not data:
-        raise ImageReadError(f"{path}: empty file (0 bytes)")
+    data = _read_bytes(path)
+    height, width = decode_image(data, path).shape[:2]
     if data[: len(_JPEG_START)] == _JPEG_START:
-        if _JPEG_END not in data[-_JPEG_TAIL_BYTES:]:
-            raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker); re-download or remove it")
         try:
-            height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+            _, _, colorspace, _ = simplejpeg.decode_jpeg_header(data)
             simplejpeg.decode_jpeg(data, colorspace=_JPEG_DECODE_AS.get(colorspace, "BGR"), strict=True)
         except ValueError as error:
             raise ImageReadError(f"{path}: corrupt JPEG ({error}); its pixels would be garbage") from error
-        orientation = _exif_orientation(path)
     else:
         try:
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(data)) as image:
                 image.load()
-                width, height = image.size
-                orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1))
         except (UnidentifiedImageError, Image.DecompressionBombError):
-            # Formats Pillow does not read (or refuses as too large) but OpenCV may: its decode decides.
-            width, height = load_image(path).shape[1::-1]
-            orientation = 1  # load_image's size is already oriented
+            pass  # a format Pillow does not read (or refuses as too large): OpenCV's decode above decided
         except (OSError, ValueError, SyntaxError) as error:
             raise ImageReadError(f"{path}: damaged image ({error})") from error
-    if orientation in _TRANSPOSED_ORIENTATIONS:
-        width, height = height, width
     return int(width), int(height)

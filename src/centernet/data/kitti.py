@@ -200,7 +200,10 @@ def write_kitti_results(folder: str | os.PathLike, frames: Mapping[int | str, Ob
     folder.mkdir(parents=True, exist_ok=True)
     for frame_id, objects in frames.items():
         stem = f"{int(frame_id):06d}" if isinstance(frame_id, (int, np.integer)) else str(frame_id)
-        (folder / f"{stem}.txt").write_text(kitti_text(objects))
+        try:
+            (folder / f"{stem}.txt").write_text(kitti_text(objects))
+        except OSError as error:
+            raise OSError(f"cannot write {folder / f'{stem}.txt'}: {error.strerror or error}") from error
     return folder
 
 

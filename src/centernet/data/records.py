@@ -89,6 +89,7 @@ ISSUE_KINDS: tuple[str, ...] = (
     "size_mismatch",  # the annotation's image size differs from the image file's
     "truncated_image",  # image decoded despite a missing end marker
     "bad_image",  # missing, undecodable, corrupt, or of another size than annotated: skipped (on_bad_image)
+    "link_not_followed",  # a folder walk passed over a link (back into a folder already walked, broken, looping)
 )
 
 

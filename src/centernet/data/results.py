@@ -21,6 +21,7 @@ class Results:
     ``boxes`` ``[N, 4]`` xyxy, ``scores`` ``[N]``, ``labels`` ``[N]`` 0-based class indices into
     ``names``; ``keypoints`` ``[N, 17, 3]`` (x, y, confidence) for pose; ``boxes_3d`` for 3D (the one KITTI
     object type, ``data.kitti.Objects3D``; the 2D boxes, labels and scores are ``Results``' own).
+    ``frame``: the 0-based index of the frame in its video, webcam or stream (``None`` for an image).
     """
 
     boxes: np.ndarray
@@ -32,6 +33,7 @@ class Results:
     keypoints: np.ndarray | None = None
     boxes_3d: Objects3D | None = None
     heatmap: np.ndarray | None = field(default=None, repr=False)
+    frame: int | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -50,6 +52,7 @@ class Results:
             None if self.keypoints is None else self.keypoints[keep],
             None if b3 is None else b3.subset(keep),
             self.heatmap,
+            self.frame,
         )
 
     def plot(self, score_thresh: float = 0.3, heatmap: bool = False) -> np.ndarray:
@@ -77,9 +80,15 @@ class Results:
     def save(self, path: str | Path, score_thresh: float = 0.3) -> Path:
         """Write the drawn image to ``path``."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(path), self.plot(score_thresh)):
-            raise OSError(f"{path}: could not write image")
+        # Encoded here and written by Python: any file name (OpenCV's writer takes UTF-8 names only), any failure named.
+        ok, encoded = cv2.imencode(path.suffix or ".jpg", self.plot(score_thresh))
+        if not ok:
+            raise OSError(f"cannot write {path}: OpenCV cannot encode a {path.suffix!r} image")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(encoded.tobytes())
+        except OSError as error:
+            raise OSError(f"cannot write {path}: {error.strerror or error}") from error
         return path
 
     def to_coco(self, image_id: int, category_ids: Sequence[int] | None = None) -> list[dict]:

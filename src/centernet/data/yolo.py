@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from centernet.data.image_io import image_size
+from centernet.data.files import walk_files
 from centernet.data.records import WHOLE_SET, DataFormatError, DataReport, DetectionDataset, ImageRecord, missing_split_error
 from centernet.data.validation import validate_record
 
@@ -35,13 +36,20 @@ def _class_names(yaml_path: Path, names: object) -> tuple[str, ...]:
     raise DataFormatError(f"{yaml_path}: 'names' must be a list or a dict {{0: name, 1: name, ...}}, got {names!r}")
 
 
-def _split_images(yaml_path: Path, root: Path, entry: object) -> list[Path]:
-    """Image files of one split entry: folders (searched recursively), list files, or a list of both."""
+def _split_images(yaml_path: Path, root: Path, entry: object, not_followed: list | None = None) -> list[Path]:
+    """Image files of one split entry: folders (searched recursively), list files, or a list of both.
+
+    Folders are walked safely (``data.files.walk_files``: each file once, no link back into a
+    folder already walked); ``not_followed`` collects ``(path, reason)`` of the links passed over.
+    """
     images: list[Path] = []
     for item in entry if isinstance(entry, list) else [entry]:
         location = root / str(item)
         if location.is_dir():
-            images += sorted(p for p in location.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+            walk = walk_files(location, _IMAGE_SUFFIXES, recursive=True)
+            images += walk.files
+            if not_followed is not None:
+                not_followed += walk.not_followed
         elif location.is_file() and location.suffix == ".txt":
             lines = [line.strip() for line in location.read_text().splitlines() if line.strip()]
             images += [(location.parent / line).resolve() for line in lines]
@@ -130,10 +138,13 @@ def read_yolo(yaml_path: str | Path, split: str = "val") -> DetectionDataset:
         raise missing_split_error(yaml_path, split, f"a {split!r} entry in {yaml_path}", splits)
     root = yaml_path.parent / str(spec.get("path", "."))
     entries = [spec[key] for key in splits] if split == WHOLE_SET else [spec[split]]
-    images = [image for entry in entries for image in _split_images(yaml_path, root, entry)]
+    not_followed: list[tuple[Path, str]] = []
+    images = [image for entry in entries for image in _split_images(yaml_path, root, entry, not_followed)]
     class_names = _class_names(yaml_path, spec["names"])
     keypoint_shape = tuple(spec["kpt_shape"]) if "kpt_shape" in spec else None
     report = DataReport()
+    for link, reason in not_followed:
+        report.add("link_not_followed", link, reason)
     records = []
     for index, image_path in enumerate(images):
         width, height = image_size(image_path)

@@ -10,9 +10,11 @@ from centernet.config import load_config
 DEMO_RECIPE = "ctdet_res18_synthetic"
 
 
-def run_demo(output: str | Path = "runs/demo", overrides: Sequence[str] = ()) -> dict:
+def run_demo(output: str | Path = "runs/demo", overrides: Sequence[str] = (), resume: bool = False) -> dict:
     """Train the demo recipe into ``output`` (replacing an earlier demo there), then predict on validation images.
 
+    ``resume``: continue the interrupted demo in ``output`` from its ``last.pt`` instead (``centernet
+    demo --resume``; the overrides may change only ``config.RESUME_SAFE_FIELDS``).
     Returns the final validation metrics, the run folder and where the drawn predictions are.
     """
     from centernet.models.detector import CenterNet
@@ -22,9 +24,14 @@ def run_demo(output: str | Path = "runs/demo", overrides: Sequence[str] = ()) ->
 
     output = Path(output)
     # An earlier demo there is replaced whole (never mixed with this one); a live one refuses.
-    cfg = load_config(DEMO_RECIPE, [f"project={output.parent}", f"name={output.name}", "on_existing_run=overwrite", *overrides])
+    if resume:
+        from centernet.engine.run_folder import resume_config
+
+        cfg = resume_config(output, list(overrides))
+    else:
+        cfg = load_config(DEMO_RECIPE, [f"project={output.parent}", f"name={output.name}", "on_existing_run=overwrite", *overrides])
     started = time.time()
-    summary = train(cfg)
+    summary = train(cfg, resume=resume)
     detector = CenterNet.from_checkpoint(output / "best.pt")
     data = load_split(cfg, "val")
     folder = output / "predictions"

@@ -28,6 +28,7 @@ from centernet.models.checkpoint import CheckpointError, load_checkpoint
 from centernet.models.detector import CenterNet
 from centernet.models.predictor import Predictor
 from centernet.tasks.base import final_stack
+from centernet.engine.outputs import ValOutputs, folder_overrides, write_text
 
 
 def evaluate_network(
@@ -130,8 +131,8 @@ def evaluate_checkpoint(
     recipe: str | Path | Config | None = None,
     overrides: Sequence[str] = (),
     split: str | None = None,
-    save_json: str | Path | None = None,
-    save_kitti: str | Path | None = None,
+    save_json: str | Path | bool | None = None,
+    save_kitti: str | Path | bool | None = None,
     batch_size: int = 8,
 ) -> EvaluationReport:
     """``centernet val``: evaluate a checkpoint (ours or an original ``.pth``) on a data set split.
@@ -139,7 +140,13 @@ def evaluate_checkpoint(
     The experiment comes from ``experiment_for`` (a recipe, or the checkpoint's own); ``split``
     overrides its validation split. ``save_json`` writes the COCO results list the original's
     ``test.py`` writes (``results.json``); ``save_kitti`` a folder of KITTI ``<frame>.txt`` files.
+    ``True`` for either puts it in a fresh run folder (``runs/val``, ``runs/val2``..., or
+    ``project=`` / ``name=`` among the overrides) with an ``args.yaml`` of the command and options;
+    a path given must be new (a file) or empty (a folder) unless ``on_existing_run=overwrite``
+    (``engine.outputs.ValOutputs``, checked before the model loads).
     """
+    chosen, overrides = folder_overrides(overrides)
+    outputs = ValOutputs(save_json, save_kitti, chosen)
     detector = CenterNet.from_checkpoint(weights)
     cfg = experiment_for(detector, weights, recipe, overrides)
     named = [o.split("=", 1)[0].strip() for o in overrides]
@@ -153,14 +160,16 @@ def evaluate_checkpoint(
         detector.network, detector.task, detector_spec(detector, cfg), data.class_names, data.category_ids, cfg.test,
         batch_size=batch_size,
     )
+    if save_kitti not in (None, False) and detector.task.result_format != "kitti":
+        raise ValueError(f"--save-kitti: a {detector.task.name} network gives no 3D results; use --save-json")
     predictions = predictor.detect_dataset(data, range(len(data)), progress="val")
-    if save_kitti is not None:
-        if detector.task.result_format != "kitti":
-            raise ValueError(f"--save-kitti: a {detector.task.name} network gives no 3D results; use --save-json")
-        write_kitti_results(save_kitti, {_frame_id(data.records[i]): predictions[i].kitti_objects() for i in sorted(predictions)})
-    if save_json is not None:
-        Path(save_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(save_json).write_text(json.dumps(coco_results(detector.task, data, predictions)))
+    outputs.open({"weights": str(weights), "split": split, "batch_size": batch_size, "overrides": list(overrides),
+                  "data": cfg.to_dict()["data"], "test": cfg.to_dict()["test"]})
+    if outputs.save_kitti is not None:
+        frames = {_frame_id(data.records[i]): predictions[i].kitti_objects() for i in sorted(predictions)}
+        write_kitti_results(outputs.save_kitti, frames)
+    if outputs.save_json is not None:
+        write_text(outputs.save_json, json.dumps(coco_results(detector.task, data, predictions)))
     return detector.task.score(data, predictions)
 
 

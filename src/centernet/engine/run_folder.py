@@ -29,9 +29,12 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interacti
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from centernet.config import RESUME_SAFE_FIELDS, Config, ConfigError, load_config, with_overrides  # noqa: E402
+from centernet.engine.command import command_line  # noqa: E402
 
 ON_EXISTING_RUN = ("error", "increment", "overwrite")
 LOCK_NAME = ".lock"
+#: Every command that started or resumed the run, one per line.
+COMMAND_NAME = "command.txt"
 
 
 class RunLockedError(FileExistsError):
@@ -251,6 +254,8 @@ class RunFolder:
                         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
             (self.root / "images").mkdir(parents=True, exist_ok=True)
             cfg.save(self.root / "config.yaml")
+            with (self.root / COMMAND_NAME).open("a") as record:
+                record.write(command_line() + "\n")
         except BaseException:
             self.close()
             raise

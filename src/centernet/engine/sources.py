@@ -2,13 +2,18 @@
 
 Files are read one at a time, so a folder of any size or a long video never sits in memory. A file
 that cannot be read (missing, empty, not an image, truncated, a video that does not open) is
-skipped with a warning and recorded, so one damaged file does not stop a run. A webcam or a
-network stream that cannot be opened is an error: there is nothing else to read.
+skipped and recorded, so one damaged file does not stop a run. Folders and globs are walked by
+``data.files`` (each file once, no link followed into a folder already walked, so never a loop);
+the links not followed are recorded the same way. Images are decoded from their bytes
+(``data.image_io.load_image``) and videos opened through a link of a plain name where their own is
+not valid UTF-8, so no file name reaches OpenCV's path functions, which crash on such names. A
+webcam or a network stream that cannot be opened is an error: there is nothing else to read.
 """
 from __future__ import annotations
 
-import glob
 import logging
+import os
+import tempfile
 import re
 import urllib.parse
 from dataclasses import dataclass
@@ -18,6 +23,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from centernet.data.files import Walk, glob_files, glob_root, has_magic, walk_files
 from centernet.data.image_io import load_image
 
 logger = logging.getLogger(__name__)
@@ -37,20 +43,17 @@ class Frame:
     """One input picture: where it came from, its pixels (BGR uint8) and, for video, its index.
 
     ``path`` is the file; for a webcam or stream it is a name made from the source (``webcam0``,
-    ``rtsp_camera_local_live``), so that ``name`` gives usable output file names. ``fps`` is the
+    ``rtsp_camera_local_live``), a usable output file name. ``fps`` is the
     frame rate a video or stream reports (``None`` for images, and where it reports none).
+    ``relative`` is the file's path relative to the folder or glob it came from (``a/x.jpg``), from
+    which ``predict`` names its outputs, so ``a/x.jpg`` and ``b/x.jpg`` never write the same file.
     """
 
     path: Path
     image: np.ndarray
     frame_index: int | None = None
     fps: float | None = None
-
-    @property
-    def name(self) -> str:
-        if self.frame_index is None:
-            return self.path.name
-        return f"{self.path.stem}_{self.frame_index:06d}.jpg"
+    relative: Path | None = None
 
 
 def stream_target(source: str | int | Path) -> int | str | None:
@@ -95,26 +98,73 @@ def _redacted(target: int | str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-def resolve_source(source: str | Path) -> tuple[list[Path], bool]:
-    """The files a source names and whether they are videos.
+@dataclass
+class SourceFiles:
+    """The files a source names (sorted), the folder their output names are relative to, and
+    ``(path, reason)`` of the links its walk did not follow."""
+
+    files: list[Path]
+    base: Path
+    not_followed: list[tuple[Path, str]]
+
+    @property
+    def has_videos(self) -> bool:
+        return any(p.suffix.lower() in VIDEO_SUFFIXES for p in self.files)
+
+    def relative(self, path: Path) -> Path:
+        try:
+            return path.relative_to(self.base)
+        except ValueError:
+            return Path(path.name)
+
+
+def source_files(source: str | Path) -> SourceFiles:
+    """The files a file, folder (not recursive) or glob source names, walked safely (``data.files``).
 
     Raises:
         FileNotFoundError: nothing matches, naming the source.
     """
     text = str(source)
     path = Path(text)
+    suffixes = IMAGE_SUFFIXES | VIDEO_SUFFIXES
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+        walk, base = walk_files(path, suffixes), path
     elif path.is_file():
-        files = [path]
-    elif any(ch in text for ch in "*?["):
-        files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+        walk, base = Walk([path]), path.parent
+    elif has_magic(text):
+        walk, base = glob_files(text, suffixes), glob_root(text)[0]
     else:
         raise FileNotFoundError(f"prediction source {text!r}: no such file, folder or glob match")
-    if not files:
-        raise FileNotFoundError(f"prediction source {text!r}: no images or videos found")
-    videos = [p.suffix.lower() in VIDEO_SUFFIXES for p in files]
-    return files, any(videos)
+    if not walk.files:
+        followed = f" ({len(walk.not_followed)} links not followed, e.g. {walk.not_followed[0][0]}: {walk.not_followed[0][1]})" if walk.not_followed else ""
+        raise FileNotFoundError(f"prediction source {text!r}: no images or videos found{followed}")
+    return SourceFiles(walk.files, base, walk.not_followed)
+
+
+def resolve_source(source: str | Path) -> tuple[list[Path], bool]:
+    """The files a source names and whether they are videos (``source_files``).
+
+    Raises:
+        FileNotFoundError: nothing matches, naming the source.
+    """
+    found = source_files(source)
+    return found.files, found.has_videos
+
+
+def open_video(path: Path) -> cv2.VideoCapture:
+    """``cv2.VideoCapture`` of a video file, whatever its name.
+
+    OpenCV takes a path as UTF-8 and crashes on a name that is not valid UTF-8; such a file is
+    opened through a link of a plain name in a temporary folder (removed once the file is open).
+    """
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        with tempfile.TemporaryDirectory(prefix="centernet_video_") as folder:
+            link = Path(folder) / f"video{path.suffix.encode('ascii', 'ignore').decode()}"
+            link.symlink_to(path.absolute())
+            return cv2.VideoCapture(str(link))
+    return cv2.VideoCapture(str(path))
 
 
 def count_frames(source: str | int | Path) -> int | None:
@@ -137,7 +187,7 @@ def count_frames(source: str | int | Path) -> int | None:
         if path.suffix.lower() not in VIDEO_SUFFIXES:
             total += 1
             continue
-        capture = cv2.VideoCapture(str(path))
+        capture = open_video(path)
         opened = capture.isOpened()
         frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if opened else 0
         capture.release()
@@ -147,7 +197,7 @@ def count_frames(source: str | int | Path) -> int | None:
     return total
 
 
-def _capture_frames(capture: cv2.VideoCapture, path: Path) -> Iterator[Frame]:
+def _capture_frames(capture: cv2.VideoCapture, path: Path, relative: Path | None = None) -> Iterator[Frame]:
     """Every frame of an opened capture, until it ends; releases it."""
     try:
         fps = float(capture.get(cv2.CAP_PROP_FPS)) or None
@@ -156,15 +206,17 @@ def _capture_frames(capture: cv2.VideoCapture, path: Path) -> Iterator[Frame]:
             ok, frame = capture.read()
             if not ok:
                 break
-            yield Frame(path, frame, index, fps)
+            yield Frame(path, frame, index, fps, relative)
             index += 1
     finally:
         capture.release()
 
 
 def _skip(skipped: Skipped | None, source: str, reason: str) -> None:
-    logger.warning("skipped %s: %s", source, reason)
-    if skipped is not None:
+    """Records a skipped input; logged only where no caller collects them (a caller reports its list once)."""
+    if skipped is None:
+        logger.warning("skipped %s: %s", source, reason)
+    else:
         skipped.append((source, reason))
 
 
@@ -176,9 +228,9 @@ def iter_frames(source: str | int | Path, skipped: Skipped | None = None) -> Ite
             or ``"0"``) or a stream URL (``rtsp://``, ``rtsps://``, ``rtmp://``, ``http(s)://``,
             ``file://``). Videos and streams give one frame per picture they deliver.
         skipped: Where to record ``(file, reason)`` for each file that could not be read: a
-            missing, empty, undecodable or truncated image, a video that does not open. Each is
-            also logged as a warning, and reading goes on with the next file, also when the
-            source names that single file.
+            missing, empty, undecodable or truncated image, a video that does not open, a link
+            the walk did not follow. Without it each is logged as a warning. Reading goes on
+            with the next file, also when the source names that single file.
 
     Raises:
         FileNotFoundError: A file source that names nothing (no such file, folder or glob match).
@@ -188,24 +240,27 @@ def iter_frames(source: str | int | Path, skipped: Skipped | None = None) -> Ite
     if target is not None:
         yield from _stream_frames(target)
         return
-    files, _ = resolve_source(source)
-    for path in files:
+    found = source_files(source)
+    for path, reason in found.not_followed:
+        _skip(skipped, str(path), reason)
+    for path in found.files:
+        relative = found.relative(path)
         if path.suffix.lower() in VIDEO_SUFFIXES:
-            capture = cv2.VideoCapture(str(path))
+            capture = open_video(path)
             if not capture.isOpened():
                 capture.release()
                 _skip(skipped, str(path), "cannot open video")
                 continue
-            yield from _capture_frames(capture, path)
+            yield from _capture_frames(capture, path, relative)
             continue
         try:
             image = load_image(path)
-        except (OSError, cv2.error) as error:  # ImageReadError, or the decoder giving up
+        except OSError as error:  # ImageReadError: the message starts with the file name
             reason = str(error)
             prefix = f"{path}: "
             _skip(skipped, str(path), reason[len(prefix):] if reason.startswith(prefix) else reason)
             continue
-        yield Frame(path, image)
+        yield Frame(path, image, relative=relative)
 
 
 def _stream_frames(target: int | str) -> Iterator[Frame]:

@@ -41,6 +41,17 @@ def outputs_to_float(outputs: HeadOutputs | list[HeadOutputs]) -> HeadOutputs | 
     return {k: v.float() for k, v in outputs.items()}
 
 
+def _check_images(images: Sequence[torch.Tensor]) -> None:
+    """Refuse, naming the image, what no letterbox can use: not ``[3, H, W]``, no pixels, NaN or infinity."""
+    for index, image in enumerate(images):
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(f"image {index}: expected a [3, H, W] tensor, got shape {list(image.shape)}")
+        if image.shape[1] == 0 or image.shape[2] == 0:
+            raise ValueError(f"image {index}: it has no pixels ({image.shape[1]}x{image.shape[2]})")
+        if not bool(torch.isfinite(image).all()):
+            raise ValueError(f"image {index}: it holds NaN or infinite values (expected floats in 0..1)")
+
+
 def _to_uint8_bgr(image: torch.Tensor) -> np.ndarray:
     """``[3, H, W]`` RGB float 0..1 -> ``[H, W, 3]`` uint8 BGR (exact for images that came from 8 bits)."""
     pixels = (image.detach().float() * 255).round().clamp(0, 255).to(torch.uint8)
@@ -150,6 +161,7 @@ class CenterNet(nn.Module):
         Returns:
             ``([B, 3, h, w] float32 on the model's device, per-image metas)``.
         """
+        _check_images(images)
         metas = self.spec.batch_metas([(int(im.shape[-2]), int(im.shape[-1])) for im in images])
         device = next(self.network.parameters()).device
         if self.warp == "cv2":
@@ -210,6 +222,10 @@ class CenterNet(nn.Module):
             ``wh_loss``, ``off_loss`` for ctdet), so that their sum is the training loss.
             Evaluation: per image ``boxes [N, 4]`` float32 xyxy in that image's pixels,
             ``scores [N]``, ``labels [N]`` int64 0-based, by decreasing score.
+            An empty list gives ``[]`` in evaluation and a ``ValueError`` in training. Any image
+            size is letterboxed, one smaller than the stride included. An image that is not
+            ``[3, H, W]``, has no pixels, or holds NaN / infinite values is a ``ValueError``
+            naming its index.
         """
         if self.training:
             if targets is None:
@@ -225,6 +241,8 @@ class CenterNet(nn.Module):
         """Weighted named losses of a batch; targets are encoded with each image's own warp."""
         if len(images) != len(targets):
             raise ValueError(f"{len(images)} images but {len(targets)} targets")
+        if not images:
+            raise ValueError("no images: the losses need at least one image")
         inputs, metas = self.preprocess(images)
         encoded = [
             self.task.encode({k: v.detach().cpu().numpy() for k, v in target.items()}, meta)
@@ -254,6 +272,7 @@ class CenterNet(nn.Module):
             images: ``[3, H, W]`` float RGB tensors in 0..1.
             calibs: per-image ``[3, 4]`` camera projections, required by the 3D task (``ddd``).
         """
+        _check_images(images)
         predictor = Predictor.for_detector(self, eval_mode=False)  # the module's mode is the caller's choice
         if self.warp == "cv2":
             found = predictor.detect([_to_uint8_bgr(image) for image in images], calibs, keep_images=False)

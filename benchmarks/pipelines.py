@@ -165,6 +165,8 @@ def centernet_variants(
     batch_images = batch_of(images, batch)
 
     def predictor(network: torch.nn.Module, **options: Any) -> Predictor:
+        # NCHW unless a variant asks (the Predictor converts a network in place, and they share one).
+        options.setdefault("channels_last", False)
         return Predictor(network, detector.task, detector.spec, detector.class_names, K=K, device=device, batch_size=batch, **options)
 
     builders: list[tuple[str, Callable[[], dict[str, Callable[[], Any]]], str]] = [
@@ -173,7 +175,7 @@ def centernet_variants(
     if "channels_last" in variants:
         builders.append((
             "channels_last",
-            lambda: predictor_stages(predictor(copy.deepcopy(detector.network).to(memory_format=torch.channels_last)), batch_images),
+            lambda: predictor_stages(predictor(copy.deepcopy(detector.network), channels_last=True), batch_images),
             "",
         ))
     precision = {"fp16": "float16", "bf16": "bfloat16"}[amp] if device.type == "cuda" and amp != "none" else "float32"

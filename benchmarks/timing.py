@@ -157,3 +157,22 @@ def interleaved(
         if progress:
             print(f"  round {round_index + 1}/{repeats} done, load {load_average():.1f}", file=sys.stderr, flush=True)
     return results
+
+
+@contextlib.contextmanager
+def contention(processes: int):
+    """``processes`` busy Python processes (each a spinning loop on one core) for the block; stopped
+    after, by their own ids. ``contention(0)`` runs the block alone. Waits a moment so they run
+    before the block starts."""
+    import subprocess
+
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(max(0, processes))]
+    try:
+        if busy:
+            time.sleep(1.0)
+        yield busy
+    finally:
+        for process in busy:
+            process.terminate()
+        for process in busy:
+            process.wait()

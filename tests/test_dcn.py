@@ -247,3 +247,25 @@ def test_row_bands_equal_one_band(monkeypatch, band_rows: int) -> None:
         monkeypatch.setattr(dcn, "_BAND_BYTES", band_rows * 9 * out_w * 8 * 4)
         assert_same_as_torchvision(inputs)
         assert_same_as_torchvision(inputs, use_mask=False)
+
+
+@pytest.mark.parametrize("busy", [0.0, 4.0], ids=["quiet", "contended"])
+def test_contended_gather_runs_on_one_thread_and_stays_exact(monkeypatch, busy: float) -> None:
+    """With other work on the machine the gather runs single-threaded (then restores the count),
+    with the same result."""
+    seen: list[int] = []
+    original = dcn._gather_and_convolve
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(dcn, "busy_cores", lambda: busy)
+    monkeypatch.setattr(dcn, "_gather_and_convolve", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert_same_as_torchvision(make_inputs(1, 16, 8, (12, 10), seed=7))
+        assert seen == [1 if busy else 2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "centernet"
 
 # Module or sub-package -> layer; a module imports only from its own layer or lower ones.
 LAYERS = {
-    "config": 0, "extras": 0, "configs": 0,
+    "config": 0, "extras": 0, "configs": 0, "threads": 0,
     "data": 1,
     "evaluation": 2,
     "tasks": 3,

@@ -6,6 +6,7 @@ here they are run on the same images with the same options and must agree row fo
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import json
@@ -152,6 +153,8 @@ VARIANTS = {
     "precision": {"precision": "bfloat16"},
     "device": {"device": "cuda"},
     "compile": {"compile": True},  # the same detections: tests/test_device_paths.py, tests/test_cuda.py
+    "channels_last": {"channels_last": True},  # the same detections within float rounding, NHWC network
+    "threads": {"threads": 1},  # the same detections, on one thread
 }
 
 
@@ -175,6 +178,23 @@ def test_every_test_field_changes_the_output(data_dir, weights):
             test = dataclasses.replace(config_module.TestConfig(device="cpu"), **change)
             predictor = Predictor.from_config(detector.network, detector.task, spec, detector.class_names, None, test)
             assert predictor.compiled and isinstance(predictor.network, torch._dynamo.eval_frame.OptimizedModule)
+            continue
+        if field in ("channels_last", "threads"):  # read and applied; the detections stay (within float rounding)
+            test = dataclasses.replace(config_module.TestConfig(device="cpu"), **change)
+            network, threads = copy.deepcopy(detector.network), torch.get_num_threads()
+            predictor = Predictor.from_config(network, detector.task, spec, detector.class_names, None, test)
+            try:
+                (other,) = predictor.detect([image])
+                used = torch.get_num_threads()
+            finally:
+                torch.set_num_threads(threads)
+            np.testing.assert_allclose(other.scores, base.scores, atol=1e-4)
+            np.testing.assert_allclose(other.boxes, base.boxes, atol=1e-2)
+            if field == "channels_last":
+                kernels = [p for p in network.parameters() if p.dim() == 4 and p.shape[-1] > 1]
+                assert predictor.channels_last and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+            else:
+                assert predictor.threads.choice.threads == used == 1
             continue
         if field == "device" and not torch.cuda.is_available():
             with pytest.raises(ValueError, match="no CUDA GPU"):
@@ -234,3 +254,31 @@ def test_predict_writes_each_image_as_made_and_counts_skipped_files(setup, tmp_p
         predict_module.predict_to_folder(setup.weights, folder, tmp_path / "cut", overrides=OPTIONS[2:])
     lines = (tmp_path / "cut" / "results.jsonl").read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[0])["detections"]  # both images detected, both lines flushed
+
+
+def test_channels_last_auto_is_the_architectures_default_and_exact():
+    """``test.channels_last: auto`` takes the registered default (dlav0_34 on, res_18 off); the NHWC
+    network's maps equal the NCHW network's within 1e-4."""
+    from centernet.models import build_model
+    from centernet.tasks.base import get_task
+
+    image = np.random.default_rng(0).integers(0, 256, (80, 96, 3), dtype=np.uint8)
+    for arch, expected in (("dlav0_34", True), ("res_18", False)):
+        torch.manual_seed(0)
+        network = build_model(arch, {"hm": 3, "wh": 2, "reg": 2}, head_conv=16).eval()
+        assert network.prefers_channels_last is expected
+
+        def predictor(net, setting):
+            return Predictor(net, get_task("ctdet", 3), InputSpec(input_hw=(64, 64)), ["a", "b", "c"], device="cpu",
+                             channels_last=setting, threads=1)
+
+        auto, nchw, nhwc = predictor(copy.deepcopy(network), "auto"), predictor(network, False), predictor(copy.deepcopy(network), True)
+        assert (auto.channels_last, nchw.channels_last, nhwc.channels_last) == (expected, False, True)
+        inputs = nchw.network_inputs([nchw.spec.warped_input(image, 1.0)[0]])
+        want, got = nchw.forward(inputs), nhwc.forward(inputs)
+        for name in want:
+            torch.testing.assert_close(got[name], want[name], atol=1e-4, rtol=0)
+        a, b = nhwc.detect([image])[0], nchw.detect([image])[0]
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+    with pytest.raises(ValueError, match="test.channels_last"):
+        predictor(network, "yes")

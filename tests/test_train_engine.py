@@ -346,3 +346,23 @@ def test_a_crash_after_the_last_step_resumes_to_a_full_row(tmp_path):
     mean = sum(loss for _, _, loss in hook.steps) / 2
     assert all(rows[0][k] != "" for k in ("loss", "hm_loss", "wh_loss", "off_loss"))
     assert float(rows[0]["loss"]) == pytest.approx(mean, abs=1e-5)
+
+
+def test_training_threads_are_applied_logged_and_validated(tmp_path, caplog):
+    before = torch.get_num_threads()
+    try:
+        used: list[int] = []
+
+        class Threads(TrainerHook):
+            def on_step_end(self, trainer, losses):
+                used.append(torch.get_num_threads())
+
+        with caplog.at_level("INFO", logger="centernet.train"):
+            config = tiny_config(tmp_path, "threads", "train.epochs=1", "train.val_interval=5", "train.threads=1")
+            Trainer(config, hooks=[Threads()]).fit()
+        assert used == [1] * 4  # every step (the validation pass after them runs with test.threads)
+        assert any("threads: 1 intra-op thread(s), as train.threads=1 sets" in r.getMessage() for r in caplog.records)
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="train.threads: -2 is not a thread count"):
+        Trainer(tiny_config(tmp_path, "bad-threads", "train.threads=-2"))

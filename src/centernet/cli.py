@@ -90,12 +90,35 @@ def _test_overrides(args: argparse.Namespace) -> list[str]:
         out.append(f"test.precision={precision}")
     if args.compile:
         out.append("test.compile=true")
+    if args.channels_last is not None:
+        out.append(f"test.channels_last={str(args.channels_last).lower()}")
+    if args.threads is not None:
+        out.append(f"test.threads={args.threads}")
     return out
+
+
+def _log_threads() -> None:
+    """``val`` and ``predict`` say on stderr how many threads they run with and why (``centernet.threads``)."""
+    import logging
+
+    class ToStderr(logging.StreamHandler):
+        def emit(self, record: logging.LogRecord) -> None:
+            self.stream = sys.stderr  # the current one (a caller may have replaced it since)
+            super().emit(record)
+
+    log = logging.getLogger("centernet.threads")
+    if not log.handlers:
+        handler = ToStderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
 
 
 def _cmd_val(args: argparse.Namespace) -> int:
     from centernet.engine.evaluate import evaluate_checkpoint
 
+    _log_threads()
     for option in ("save_json", "save_kitti"):  # a bare --save-json followed by a recipe or an override took it as its path
         value = getattr(args, option)
         if isinstance(value, str) and ("=" in value or value in list_recipes() or value.endswith((".yaml", ".yml"))):
@@ -118,6 +141,7 @@ def _cmd_val(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from centernet.engine.predict import predict_to_folder
 
+    _log_threads()
     path, overrides = _split_config(args.config)
     summary = predict_to_folder(
         args.weights,
@@ -231,6 +255,10 @@ def _add_test_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--half", action="store_true", help="float16 autocast (test.precision=float16)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (test.precision=bfloat16)")
     g.add_argument("--compile", action="store_true", help="torch.compile the network, CUDA graphs on a GPU (test.compile=true)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory format on the CPU (test.channels_last; default: the experiment's, auto = the architecture's measured default)")
+    g.add_argument("--threads", default=None, metavar="N|auto",
+                   help="intra-op threads on the CPU (test.threads; default: the experiment's, auto = chosen from the free cores)")
 
 
 class _AnyOrderParser(argparse.ArgumentParser):

@@ -111,6 +111,9 @@ class TrainConfig:
     # (AVX512-BF16 or AMX), slower elsewhere. Off by default: the precision of training changes.
     cpu_bf16: bool = False
     channels_last: bool = False  # NHWC memory format while training (with cpu_bf16: ~8% faster steps here)
+    # Intra-op threads on the CPU: "auto" (or 0) chooses from the free cores (centernet.threads), re-chosen
+    # as the load changes; N uses N. The run log says which and why.
+    threads: int | str = "auto"
     val_interval: int = 5
     seed: int = 317
     device: str = "auto"
@@ -139,6 +142,10 @@ class TestConfig:
     device: str = "auto"
     precision: str = "float32"
     compile: bool = False  # torch.compile the network (CUDA graphs on a GPU); see Predictor
+    # NHWC memory format of the network on the CPU: true, false, or "auto" (the architecture's own
+    # default, on where benchmarks/RESULTS_channels_last.md measured it faster).
+    channels_last: bool | str = "auto"
+    threads: int | str = "auto"  # intra-op threads on the CPU: "auto" (or 0) chooses from the free cores; N uses N
 
 
 @dataclass
@@ -311,6 +318,7 @@ RESUME_SAFE_FIELDS: tuple[str, ...] = (
     "train.save_images",
     "train.tensorboard",
     "train.device",
+    "train.threads",
 )
 
 

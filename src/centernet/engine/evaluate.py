@@ -48,8 +48,9 @@ def evaluate_network(
     task = detector.task
     predictor = Predictor.for_detector(
         detector, cfg.test,
-        # compile=False: the network changes every epoch, a compiled copy would serve one pass.
-        device=None, batch_size=max(1, cfg.train.batch_size // 2), compile=False,
+        # compile=False: the network changes every epoch, a compiled copy would serve one pass;
+        # channels_last=False: the network keeps the memory format it trains in (train.channels_last).
+        device=None, batch_size=max(1, cfg.train.batch_size // 2), compile=False, channels_last=False,
     )
     shard = predictor.detect_dataset(data, range(ctx.rank, len(data), ctx.world_size), progress="validate" if ctx.is_main else None)
     merged: dict[int, Results] = {}

@@ -43,6 +43,7 @@ from centernet.models.checkpoint import load_checkpoint, save_checkpoint
 from centernet.models.detector import CenterNet
 from centernet.models.heads import HEAD_INITS, reinit_regression_heads
 from centernet.models.pretrained import load_matching_weights, load_pretrained_backbone
+from centernet.threads import ThreadTuner
 
 logger = logging.getLogger("centernet.train")
 
@@ -120,6 +121,10 @@ class Trainer:
             report = load_matching_weights(self.model, cfg.model.weights, self.task.heads)
             if self.ctx.is_main and (report.kept or report.dropped):
                 warnings.warn(f"model.weights {cfg.model.weights}: {report.summary()}", stacklevel=2)
+        # Intra-op threads on the CPU from the free cores (the DataLoader workers count), re-chosen
+        # during the run as the load changes (train.threads=N fixes the count).
+        self.threads = ThreadTuner(cfg.train.threads, "train.threads", workers=cfg.data.num_workers,
+                                   log=logger.info if self.ctx.is_main else lambda line: None, enabled=self.ctx.device.type == "cpu")
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.model.to(self.ctx.device, memory_format=self.memory_format)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.base_lr())
@@ -281,20 +286,7 @@ class Trainer:
         bar = tqdm(self.loader, desc=f"epoch {epoch}/{cfg.train.epochs}", disable=not self.ctx.is_main, dynamic_ncols=True)
         for batch in bar:
             self._warm_up(self.global_step)
-            batch = {k: v.to(self.ctx.device, non_blocking=True) for k, v in batch.items()}
-            batch["input"] = batch["input"].contiguous(memory_format=self.memory_format)
-            with torch.autocast(self.ctx.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-                weighted = self.network(batch["input"], batch)
-            total = sum(weighted.values())
-            named = {"loss": total, **_unweighted(weighted, self.task.loss_weights)}
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(total).backward()
-            if cfg.train.grad_clip:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            step_losses = {key: float(self.ctx.all_reduce_mean(value.detach())) for key, value in named.items()}
+            step_losses = self.train_step(batch)
             self.state.iteration += 1
             self.state.loss_steps += 1
             for key, value in step_losses.items():
@@ -309,6 +301,24 @@ class Trainer:
         self._warm_up(None)
         steps = self.state.loss_steps
         return {k: round(v / max(steps, 1), 5) for k, v in self.state.loss_sums.items()}, steps
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimisation step on a collated batch (threads re-chosen first when due); its named losses."""
+        self.threads.update()
+        batch = {k: v.to(self.ctx.device, non_blocking=True) for k, v in batch.items()}
+        batch["input"] = batch["input"].contiguous(memory_format=self.memory_format)
+        with torch.autocast(self.ctx.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            weighted = self.network(batch["input"], batch)
+        total = sum(weighted.values())
+        named = {"loss": total, **_unweighted(weighted, self.task.loss_weights)}
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.cfg.train.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {key: float(self.ctx.all_reduce_mean(value.detach())) for key, value in named.items()}
 
     def _warm_up(self, step: int | None) -> None:
         """Scale the epoch's lr by ``(step + 1) / warmup_iters`` during the warm-up; ``None`` restores it."""

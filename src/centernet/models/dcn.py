@@ -38,6 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import deform_conv2d
 
+from centernet.threads import busy_cores, single_threaded
+
 __all__ = ["IMPLEMENTATIONS", "DeformConv", "dcn_implementation", "deform_conv2d_gather", "resolve_implementation"]
 
 IMPLEMENTATIONS = ("auto", "torchvision", "gather")
@@ -49,6 +51,8 @@ _GATHER_DTYPES = (torch.float32, torch.float64)
 # bands measured slower than one whole-map gather.
 _BAND_BYTES = 2**21
 _BAND_WEIGHT_RATIO = 8
+# Other runnable threads on the machine (``threads.busy_cores``) from which the gather runs on one thread.
+CONTENDED_CORES = 0.5
 
 
 def _implementation_from_env() -> str:
@@ -200,6 +204,18 @@ def deform_conv2d_gather(
             f"deformable convolution: input {tuple(x.shape)}, weight {tuple(weight.shape)} and offset "
             f"{tuple(offset.shape)} do not fit (weight groups are not supported)"
         )
+    # The gather is ~20 small operations per band, each a parallel region whose threads meet at a
+    # barrier: while another process holds a core they wait for the descheduled one at every
+    # barrier (a 64-channel layer at 128x128: 13 ms quiet, 550 ms with 2 threads and the other
+    # core busy, 29 ms on one thread). With other work running it runs on one thread.
+    with single_threaded(_contended(x)):
+        return _gather_and_convolve(x, offset, weight, bias, stride, padding, dilation, mask, groups)
+
+
+def _gather_and_convolve(x, offset, weight, bias, stride, padding, dilation, mask, groups) -> torch.Tensor:
+    batch, channels, height, width = x.shape
+    kh, kw = weight.shape[-2:]
+    out_h, out_w = offset.shape[-2:]
     index, corner_weight = _bilinear_corners(
         offset, mask, (height, width), (kh, kw), stride, padding, dilation, groups
     )
@@ -224,6 +240,12 @@ def deform_conv2d_gather(
             sampled = samples.view(1, (bottom - top) * kh, out_w * kw, channels).permute(0, 3, 1, 2)
             out[image : image + 1, :, top:bottom] = F.conv2d(sampled, weight, bias, stride=(kh, kw))
     return out
+
+
+def _contended(x: torch.Tensor) -> bool:
+    """Whether a CPU layer on ``x`` should run on one thread: other runnable work on the machine
+    (``threads.busy_cores``, re-read at most every quarter second) while several threads are set."""
+    return x.device.type == "cpu" and torch.get_num_threads() > 1 and busy_cores() >= CONTENDED_CORES
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:
@@ -274,18 +296,22 @@ class DeformConv(nn.Module):
         nn.init.zeros_(self.conv_offset_mask.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Chunks (o1, o2, m) of the prediction; cat(o1, o2) is its first two thirds, taken as a view.
-        offset_mask = self.conv_offset_mask(x)
-        offset, mask = offset_mask.split((offset_mask.shape[1] * 2 // 3, offset_mask.shape[1] // 3), dim=1)
-        implementation = resolve_implementation(x, offset, self.weight, self.bias)
-        op = deform_conv2d_gather if implementation == "gather" else deform_conv2d
-        return op(
-            x,
-            offset,
-            self.weight,
-            self.bias,
-            stride=self.stride,
-            padding=self.padding,
-            dilation=self.dilation,
-            mask=torch.sigmoid(mask),
-        )
+        # While other work holds a core, the whole layer (offset convolution, sigmoid, gather)
+        # runs on one thread: a busy machine then costs it in proportion to the load, as it costs
+        # a plain convolution, instead of a wait for a descheduled thread at each of its barriers.
+        with single_threaded(_contended(x)):
+            # Chunks (o1, o2, m) of the prediction; cat(o1, o2) is its first two thirds, taken as a view.
+            offset_mask = self.conv_offset_mask(x)
+            offset, mask = offset_mask.split((offset_mask.shape[1] * 2 // 3, offset_mask.shape[1] // 3), dim=1)
+            implementation = resolve_implementation(x, offset, self.weight, self.bias)
+            op = deform_conv2d_gather if implementation == "gather" else deform_conv2d
+            return op(
+                x,
+                offset,
+                self.weight,
+                self.bias,
+                stride=self.stride,
+                padding=self.padding,
+                dilation=self.dilation,
+                mask=torch.sigmoid(mask),
+            )

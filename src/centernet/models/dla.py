@@ -348,7 +348,7 @@ def _make_dcn_head(name: str, in_channels: int, out_channels: int, head_conv: in
     return head
 
 
-@register_model("dla_34")
+@register_model("dla_34", channels_last=True)
 def dla_34(heads: Mapping[str, int], head_conv: int) -> DLADeformableNet:
     """DLA-34 with the deformable up-sampling neck (``pose_dla_dcn.py``), ImageNet weights not loaded."""
     return DLADeformableNet(heads, head_conv)

@@ -100,7 +100,7 @@ class DLAPlainNet(nn.Module):
         return {name: getattr(self, name)(features) for name in self.heads}
 
 
-@register_model("dlav0_34")
+@register_model("dlav0_34", channels_last=True)
 def dlav0_34(heads: Mapping[str, int], head_conv: int) -> DLAPlainNet:
     """DLA-34 with the plain up-sampling neck (``dlav0.py``), ImageNet weights not loaded."""
     return DLAPlainNet(heads, head_conv)

@@ -28,6 +28,7 @@ from centernet.data.results import Results
 from centernet.tasks.tta import MAX_PER_IMAGE
 from centernet.tasks.base import Task, final_stack
 from centernet.tasks.tta import to_source_pixels
+from centernet.threads import ThreadTuner
 
 PRECISIONS = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -60,6 +61,16 @@ def resolve_device(device: str | torch.device | None, network: torch.nn.Module |
     return resolved
 
 
+def _wants_channels_last(network: torch.nn.Module, setting: bool | str) -> bool:
+    """``test.channels_last`` for a module: ``True`` / ``False``, or ``"auto"``: the flag
+    ``build_model`` gave the network (its architecture's measured default; off for other modules)."""
+    if isinstance(setting, bool):
+        return setting
+    if setting != "auto":
+        raise ValueError(f"test.channels_last: {setting!r}: expected true, false or auto")
+    return bool(getattr(network, "prefers_channels_last", False))
+
+
 class Predictor:
     """A network, its input pre-processing and its task, run as the original's ``Detector.run``.
 
@@ -85,6 +96,13 @@ class Predictor:
         preprocess_on_device: upload each warped image as uint8 and normalise it on the device
             (bit-equal to the CPU normalisation, a quarter of the host-to-device traffic);
             ``None``: on a GPU only.
+        channels_last: run a module network in NHWC memory format on the CPU (converted in place);
+            ``"auto"``: the architecture's default (``models.registry.prefers_channels_last``, on
+            where the inference benchmark measured it faster). Outputs equal NCHW's within float
+            rounding.
+        threads: intra-op threads on the CPU: a count, or ``"auto"`` / ``0`` to choose from the
+            free cores before each batch (``centernet.threads``; re-chosen every few seconds).
+            Threads are a process-wide setting: the choice stays in force after a call.
     """
 
     def __init__(
@@ -107,6 +125,8 @@ class Predictor:
         eval_mode: bool = True,
         compile: bool = False,
         preprocess_on_device: bool | None = None,
+        channels_last: bool | str = "auto",
+        threads: int | str | None = "auto",
     ) -> None:
         scales = [float(s) for s in scales]
         if not scales or any(not s > 0 for s in scales):
@@ -123,6 +143,10 @@ class Predictor:
             raise ValueError(f"{task.name} is tested at scale 1 only, without soft-NMS (the original defines no multi-scale test for it)")
         self.device = resolve_device(device, network)
         self.network = network.to(self.device) if (device is not None and isinstance(network, torch.nn.Module)) else network
+        self.channels_last = self.device.type == "cpu" and isinstance(network, torch.nn.Module) and _wants_channels_last(network, channels_last)
+        if self.channels_last:
+            self.network = self.network.to(memory_format=torch.channels_last)
+        self.threads = ThreadTuner(threads, "test.threads", enabled=self.device.type == "cpu")
         if compile:
             # Outputs of a CUDA-graph replay are overwritten by the next replay: run_inputs copies
             # the detections to the host before the network runs again.
@@ -162,6 +186,8 @@ class Predictor:
             "device": test.device,
             "precision": test.precision,
             "compile": test.compile,
+            "channels_last": test.channels_last,
+            "threads": test.threads,
         }
         return cls(network, task, spec, class_names, category_ids, **{**options, **overrides})
 
@@ -208,6 +234,9 @@ class Predictor:
         inputs = inputs.to(self.device)
         if self.flip:  # the original's [image, mirror] pair, for the whole batch at once
             inputs = torch.cat([inputs, inputs.flip(3)])
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        self.threads.update()
         module = self.network if (self.eval_mode and isinstance(self.network, torch.nn.Module)) else None
         was_training = module is not None and module.training
         if module is not None:

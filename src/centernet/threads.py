@@ -1,0 +1,227 @@
+"""How many intra-op threads a run uses: the cores it really has, not the cores the machine has.
+
+PyTorch starts one OpenMP thread per core. Every parallel operation then ends at a barrier where
+each thread waits for the others; when another process holds one of those cores, the thread on it
+is descheduled and the rest wait for it at every barrier (measured on 2 cores with one busy process:
+a training step 3.9x slower with 2 threads than with 1). So the choice counts what else wants the
+cores, at the moment it is made:
+
+* the cores this process may run on (``os.sched_getaffinity``);
+* the other runnable tasks on the machine: the kernel's count of runnable threads
+  (``/proc/loadavg``, 4th field) less this process's own running threads, sampled a few times;
+* the DataLoader worker processes the caller is about to start, each counted as ``WORKER_SHARE``
+  of a core (they render and augment between steps, mostly waiting).
+
+``threads = cores - busy`` rounded down with a half-core margin (a thread that shares its core
+costs more than it gains), at least 1. ``train.threads`` / ``test.threads`` set the count instead
+(``0`` or ``"auto"``: choose). ``ThreadChoice.reason`` is the line the run log prints.
+
+``busy_cores()`` is the cheap, rate-limited probe the deformable convolution asks before running
+many small parallel operations (``models.dcn``).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["WORKER_SHARE", "ThreadChoice", "ThreadTuner", "apply_threads", "available_cores", "busy_cores", "choose_threads", "parse_threads", "single_threaded"]
+
+# Each DataLoader worker's expected share of a core while training (they prefetch and then sleep).
+WORKER_SHARE = 0.25
+# A core counts as ours only when less than this much of it is wanted by others.
+MARGIN = 0.5
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    """The intra-op thread count chosen and why (one log line)."""
+
+    threads: int
+    reason: str
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity; ``os.cpu_count()`` where there is none)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _own_running_threads() -> int:
+    """This process's threads in state R (running or runnable), from ``/proc/self/task``."""
+    count = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 1
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/stat", "rb") as stat:
+                # "pid (comm) S ...": the state follows the last ')' (comm may hold spaces or parens).
+                state = stat.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        count += state == b"R"
+    return max(1, count)
+
+
+def _runnable_now() -> int | None:
+    """The machine's runnable threads (``/proc/loadavg``'s ``R/total``); None where there is no such file."""
+    try:
+        with open("/proc/loadavg") as loadavg:
+            return int(loadavg.read().split()[3].split("/")[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def other_runnable(samples: int = 5, interval: float = 0.002) -> float | None:
+    """Runnable threads of other processes right now: the median of ``samples`` readings of the
+    kernel's runnable count less this process's own running threads. None where ``/proc`` is absent."""
+    readings = []
+    for i in range(samples):
+        if i:
+            time.sleep(interval)
+        total = _runnable_now()
+        if total is None:
+            return None
+        readings.append(max(0, total - _own_running_threads()))
+    return float(statistics.median(readings))
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def parse_threads(value: int | str | None, field: str) -> int:
+    """A ``threads`` setting as a count; 0 means choose (``"auto"``, ``None`` and ``0``).
+
+    Raises:
+        ValueError: a negative number or a string other than ``auto``.
+    """
+    if value is None or value == "auto":
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{field}: {value!r} is not a thread count (a positive integer, or 0 / auto to choose from the free cores)")
+    return value
+
+
+def choose_threads(setting: int | str | None = "auto", workers: int = 0, field: str = "threads") -> ThreadChoice:
+    """The intra-op thread count for a run on the CPU (see the module doc).
+
+    Args:
+        setting: a positive count to use as given, or ``0`` / ``"auto"`` / ``None`` to choose.
+        workers: DataLoader worker processes that will run beside the intra-op threads.
+        field: the config field named in the reason (``train.threads``).
+    """
+    requested = parse_threads(setting, field)
+    cores = available_cores()
+    if requested:
+        return ThreadChoice(requested, f"{requested} intra-op thread(s), as {field}={requested} sets ({cores} core(s) available)")
+    environment = os.environ.get("OMP_NUM_THREADS", "")
+    if environment.isdigit() and int(environment) > 0:  # torchrun sets 1 per process; a user's own choice
+        return ThreadChoice(int(environment), f"{environment} intra-op thread(s), as OMP_NUM_THREADS={environment} in the environment sets")
+    others = other_runnable()
+    load = _load_average()
+    load_text = f", 1-min load average {load:.2f}" if load is not None else ""
+    if others is None:
+        others = 0.0
+        seen = "no /proc/loadavg to count other work"
+    else:
+        seen = f"{others:g} other runnable thread(s){load_text}"
+    busy = others + WORKER_SHARE * max(0, workers)
+    threads = max(1, min(cores, int(cores - busy + MARGIN)))
+    worker_text = f", {workers} DataLoader worker(s) counted as {WORKER_SHARE:g} core each" if workers else ""
+    return ThreadChoice(
+        threads,
+        f"{threads} intra-op thread(s) of {cores} core(s): {seen}{worker_text}; {field}=N sets the count",
+    )
+
+
+def apply_threads(choice: ThreadChoice) -> ThreadChoice:
+    """``torch.set_num_threads`` of the choice (when it differs from the current count); returns it."""
+    if torch.get_num_threads() != choice.threads:
+        torch.set_num_threads(choice.threads)
+    return choice
+
+
+_probe = {"time": -1.0, "busy": 0.0}
+PROBE_INTERVAL = 0.25
+
+
+def busy_cores(max_age: float = PROBE_INTERVAL) -> float:
+    """Cores other processes want now (other runnable threads), re-read at most every ``max_age``
+    seconds and cached in between: cheap enough to ask before every layer."""
+    now = time.monotonic()
+    if now - _probe["time"] > max_age:
+        others = other_runnable(samples=1)
+        # A reading is one instant: the estimate halves per reading rather than dropping to a quiet
+        # instant's 0 (missing contention costs far more than a layer run on one thread).
+        _probe["busy"] = 0.0 if others is None else max(others, 0.5 * _probe["busy"])
+        _probe["time"] = now
+    return _probe["busy"]
+
+
+@contextlib.contextmanager
+def single_threaded(enabled: bool = True) -> Iterator[None]:
+    """Run the block on one intra-op thread (restored after); a no-op when not ``enabled``."""
+    previous = torch.get_num_threads()
+    if not enabled or previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+# Seconds between two choices of an "auto" setting while a run goes on.
+RETUNE_SECONDS = 5.0
+logger = logging.getLogger("centernet.threads")
+
+
+class ThreadTuner:
+    """A run's ``threads`` setting, applied: a fixed count, or ``auto`` re-chosen every
+    ``interval`` seconds as the machine's load changes. ``update()`` is called before each step
+    (cheap between choices); it also restores the run's count after code that set another (the
+    validation pass of training). Each new choice is logged with its reason.
+
+    Args:
+        setting: ``train.threads`` / ``test.threads`` (a count, ``0`` or ``"auto"``).
+        field: the setting's name, for the reason and for a bad value's error.
+        workers: DataLoader worker processes running beside the intra-op threads.
+        log: where the choice is told (default: the ``centernet.threads`` logger at INFO).
+        enabled: ``False`` (not on the CPU) leaves the threads alone.
+    """
+
+    def __init__(self, setting: int | str | None, field: str, workers: int = 0, log=None, enabled: bool = True,
+                 interval: float = RETUNE_SECONDS) -> None:
+        self.requested = parse_threads(setting, field)
+        self.field, self.workers, self.enabled, self.interval = field, workers, enabled, interval
+        self.log = log if log is not None else logger.info
+        self.choice: ThreadChoice | None = None
+        self._chosen_at = -float("inf")
+
+    def update(self) -> ThreadChoice | None:
+        """Apply the setting (choosing again when ``auto`` and ``interval`` has passed); the choice in force."""
+        if not self.enabled:
+            return None
+        now = time.monotonic()
+        if self.choice is None or (not self.requested and now - self._chosen_at >= self.interval):
+            choice = choose_threads(self.requested, self.workers, self.field)
+            self._chosen_at = now
+            if self.choice is None or choice.threads != self.choice.threads:
+                self.log(f"threads: {choice.reason}")
+            self.choice = choice
+        return apply_threads(self.choice)

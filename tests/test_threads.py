@@ -1,0 +1,103 @@
+"""Thread choice (``centernet.threads``): settings, the choice from the free cores, the tuner, the wiring."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from centernet import threads
+from centernet.config import load_config
+from centernet.threads import ThreadTuner, choose_threads, parse_threads, single_threaded
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # conftest sets it; these tests choose
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_settings():
+    assert parse_threads("auto", "f") == parse_threads(0, "f") == parse_threads(None, "f") == 0
+    assert parse_threads(3, "f") == 3
+    for bad in (-1, "four", True, 1.5):
+        with pytest.raises(ValueError, match="train.threads"):
+            parse_threads(bad, "train.threads")
+
+
+def test_a_count_is_used_as_given_and_named():
+    choice = choose_threads(3, field="test.threads")
+    assert choice.threads == 3 and "test.threads=3" in choice.reason
+
+
+def test_omp_num_threads_in_the_environment_is_a_setting(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    choice = choose_threads("auto")
+    assert choice.threads == 1 and "OMP_NUM_THREADS=1" in choice.reason
+
+
+@pytest.mark.parametrize(("others", "workers", "cores", "expected"), [
+    (0.0, 0, 2, 2), (1.0, 0, 2, 1), (5.0, 0, 2, 1), (0.0, 2, 2, 2), (0.0, 4, 2, 1), (0.0, 0, 8, 8), (3.0, 2, 8, 5),
+])
+def test_auto_counts_the_other_work(monkeypatch, others, workers, cores, expected):
+    monkeypatch.setattr(threads, "other_runnable", lambda *a, **k: others)
+    monkeypatch.setattr(threads, "available_cores", lambda: cores)
+    choice = choose_threads("auto", workers=workers, field="train.threads")
+    assert choice.threads == expected
+    assert f"{others:g} other runnable" in choice.reason and "train.threads=N" in choice.reason
+
+
+def test_the_machine_is_read():
+    assert 1 <= threads.available_cores() <= (os.cpu_count() or 1)
+    if os.path.exists("/proc/loadavg"):
+        assert threads._own_running_threads() >= 1  # this thread runs
+        assert threads.other_runnable() >= 0
+    assert 1 <= choose_threads("auto").threads <= threads.available_cores()
+
+
+def test_the_tuner_applies_logs_and_restores(monkeypatch):
+    monkeypatch.setattr(threads, "other_runnable", lambda *a, **k: 0.0)
+    lines: list[str] = []
+    tuner = ThreadTuner(1, "train.threads", log=lines.append)
+    assert tuner.update().threads == 1 and torch.get_num_threads() == 1
+    torch.set_num_threads(2)  # e.g. the validation pass chose another count
+    tuner.update()
+    assert torch.get_num_threads() == 1 and len(lines) == 1 and "train.threads=1" in lines[0]
+    auto = ThreadTuner("auto", "train.threads", log=lines.append, interval=0.0)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    assert auto.update().threads == 2
+    monkeypatch.setattr(threads, "other_runnable", lambda *a, **k: 2.0)
+    assert auto.update().threads == 1 == torch.get_num_threads()  # the load came: chosen again
+    assert len(lines) == 3
+    assert ThreadTuner("auto", "test.threads", enabled=False).update() is None
+    with pytest.raises(ValueError, match="test.threads"):
+        ThreadTuner("many", "test.threads")
+
+
+def test_single_threaded_restores():
+    torch.set_num_threads(2)
+    with single_threaded():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
+    with single_threaded(False):
+        assert torch.get_num_threads() == 2
+
+
+def test_config_fields_reach_from_overrides():
+    cfg = load_config("ctdet_res18_synthetic", ["train.threads=1", "test.threads=auto", "test.channels_last=true"])
+    assert (cfg.train.threads, cfg.test.threads, cfg.test.channels_last) == (1, "auto", True)
+    assert load_config(None).train.threads == "auto" and load_config(None).test.channels_last == "auto"
+
+
+def test_val_and_predict_flags_become_test_overrides():
+    from centernet.cli import _test_overrides, build_parser
+
+    for verb in ("val", "predict"):
+        extra = ["--source", "x.jpg"] if verb == "predict" else []
+        args = build_parser().parse_args([verb, "--weights", "w.pt", *extra, "--channels-last", "--threads", "1"])
+        assert {"test.channels_last=true", "test.threads=1"} <= set(_test_overrides(args))
+        args = build_parser().parse_args([verb, "--weights", "w.pt", *extra, "--no-channels-last"])
+        overrides = _test_overrides(args)
+        assert "test.channels_last=false" in overrides and not any(o.startswith("test.threads") for o in overrides)

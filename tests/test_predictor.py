@@ -260,7 +260,7 @@ def test_channels_last_auto_is_the_architectures_default_and_exact():
     """``test.channels_last: auto`` takes the registered default (dlav0_34 on, res_18 off); the NHWC
     network's maps equal the NCHW network's within 1e-4."""
     from centernet.models import build_model
-    from centernet.tasks.base import get_task
+    from centernet.tasks.registry import get_task
 
     image = np.random.default_rng(0).integers(0, 256, (80, 96, 3), dtype=np.uint8)
     for arch, expected in (("dlav0_34", True), ("res_18", False)):

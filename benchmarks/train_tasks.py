@@ -39,7 +39,8 @@ from centernet.data.augment import TrainAugmentation
 from centernet.evaluation.scoring import EvaluationReport
 from centernet.models.predictor import Predictor
 from centernet.models import build_model
-from centernet.tasks.base import Task, get_task
+from centernet.tasks.base import Task
+from centernet.tasks.registry import get_task
 
 VARIABLE_SIZE_KEYS = ("gt_det",)  # the original's debug-only ground truth rows, not a training array
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # applied to BGR images, as the original's KITTI data set

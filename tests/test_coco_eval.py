@@ -47,7 +47,7 @@ def test_box_rows_are_the_originals_two_decimal_rows():
 
 def test_results_to_coco_writes_the_rows_val_writes():
     from centernet.data.results import Results
-    from centernet.tasks.base import get_task
+    from centernet.tasks.registry import get_task
 
     boxes = np.array([[0.0, 0.0, 10.0, 10.0]], np.float32)
     keypoints = np.zeros((1, 17, 3), np.float32)

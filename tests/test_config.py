@@ -132,7 +132,8 @@ def test_loss_weight_overrides_reach_the_task_and_unknown_names_are_refused():
 def test_dense_wh_reaches_the_2d_task_only():
     from centernet.engine.dataset import task_for
 
-    assert task_for(load_config(None, ["train.dense_wh=true"]), num_classes=3).dense_wh
+    assert task_for(load_config(None, ["task_options.dense_wh=true"]), num_classes=3).dense_wh
+    assert task_for(load_config(None, ["train.dense_wh=true"]), num_classes=3).dense_wh  # the former field
     assert not task_for(load_config(), num_classes=3).dense_wh
-    with pytest.raises(ConfigError, match="train.dense_wh: only the ctdet task"):
-        task_for(load_config(None, ["task=multi_pose", "train.dense_wh=true"]), num_classes=1)
+    with pytest.raises(ConfigError, match=r"task_options: unknown field\(s\) dense_wh.*multi_pose task"):
+        task_for(load_config(None, ["task=multi_pose", "task_options.dense_wh=true"]), num_classes=1)

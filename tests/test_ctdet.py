@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from centernet.data.geometry import ImageMeta
 from centernet.data.transforms import InputSpec
 from centernet.data.augment import NumpyAugmentRandom, TrainAugmentation
-from centernet.tasks.base import get_task
+from centernet.tasks.registry import get_task
 from centernet.tasks.ctdet import CtdetTask, mirror_boxes
 from centernet.tasks.decoding import flip_lr_pairs, peak_filter, topk
 

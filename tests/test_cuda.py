@@ -21,7 +21,7 @@ from centernet import config as config_module
 from centernet.data.image_io import load_image
 from centernet.models.detector import CenterNet
 from centernet.models.predictor import Predictor
-from centernet.engine.trainer import Trainer, _to_float
+from centernet.engine.trainer import Trainer
 from centernet.engine.hooks import TrainerHook
 from tests.test_device_paths import run_one_process_training
 from tests.test_predictor import FILES, INPUT, weights  # noqa: F401  (weights: the calibrated checkpoint fixture)
@@ -131,8 +131,7 @@ def test_amp_training_steps_and_grad_scaler(tmp_path):
     batch = {k: v.to(trainer.ctx.device) for k, v in next(iter(trainer.loader)).items()}
     model.train()
     with torch.autocast("cuda", dtype=torch.float16):
-        outputs = trainer.network(batch["input"])
-    total, _ = trainer.task.loss(_to_float(outputs), batch)
+        total = sum(trainer.network(batch["input"], batch).values())
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(total).backward()
     next(p for p in model.parameters() if p.grad is not None).grad.view(-1)[0] = float("inf")

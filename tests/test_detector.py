@@ -8,7 +8,7 @@ import torch
 
 from centernet.data.transforms import InputSpec
 from centernet.models.detector import CenterNet
-from centernet.tasks.base import get_task
+from centernet.tasks.registry import get_task
 
 INPUT = (96, 96)
 

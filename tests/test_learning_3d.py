@@ -28,7 +28,7 @@ from centernet.data.transforms import InputSpec
 from centernet.models.predictor import Predictor
 from centernet.data.results import Results
 from centernet.models import build_model
-from centernet.tasks.base import get_task
+from centernet.tasks.registry import get_task
 from centernet.tasks.ddd_decoding import locate_3d
 from tests.helpers import fixed_input_batch
 

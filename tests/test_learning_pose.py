@@ -21,7 +21,7 @@ from centernet.data.records import DetectionDataset, ImageRecord
 from centernet.data.transforms import InputSpec
 from centernet.models.predictor import Predictor
 from centernet.models import build_model
-from centernet.tasks.base import get_task
+from centernet.tasks.registry import get_task
 from tests.helpers import fixed_input_batch
 
 ARCH = "res_18"

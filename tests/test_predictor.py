@@ -103,7 +103,7 @@ def test_val_predict_api_and_training_validation_agree(setup, tmp_path):
     api = centernet.predict(setup.weights, setup.images[0], *OPTIONS)
     assert not isinstance(api, list)
     (result,) = list(api)
-    from centernet.tasks.base import get_task
+    from centernet.tasks.registry import get_task
 
     rows = get_task("ctdet", 80).coco_rows(result, setup.ids[0], load_dataset(setup.json).category_ids)
     assert _by_image(rows)[setup.ids[0]] == val_rows[setup.ids[0]]
@@ -115,7 +115,7 @@ def test_val_predict_api_and_training_validation_agree(setup, tmp_path):
                             "test": {"flip": True, "scales": [0.75, 1.0], "K": 20}})
     detector = CenterNet.from_checkpoint(setup.weights)
     data = load_dataset(setup.json)
-    training = evaluate_network(detector.network, detector.task, SimpleNamespace(data=data), cfg)
+    training = evaluate_network(detector, SimpleNamespace(data=data), cfg)
     assert _by_image(training.detections) == val_rows
 
 
@@ -260,7 +260,7 @@ def test_channels_last_auto_is_the_architectures_default_and_exact():
     """``test.channels_last: auto`` takes the registered default (dlav0_34 on, res_18 off); the NHWC
     network's maps equal the NCHW network's within 1e-4."""
     from centernet.models import build_model
-    from centernet.tasks.base import get_task
+    from centernet.tasks.registry import get_task
 
     image = np.random.default_rng(0).integers(0, 256, (80, 96, 3), dtype=np.uint8)
     for arch, expected in (("dlav0_34", True), ("res_18", False)):

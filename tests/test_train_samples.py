@@ -105,4 +105,4 @@ def test_3d_recipe_and_a_bare_ddd_config_share_the_original_defaults() -> None:
     assert load_config(None, ["task=ddd", "data.input_size=[320, 1024]"]).data.input_size == [320, 1024]
     assert load_config().data.input_size == [512, 512]  # 2D keeps COCO's
     pose = load_config("pose_dla34_coco")
-    assert pose.augment.rotate_probability() == 0.0 and pose.train.hm_hp and pose.augment.color
+    assert pose.augment.rotate_probability() == 0.0 and pose.task_options["hm_hp"] and pose.augment.color

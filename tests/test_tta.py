@@ -10,7 +10,7 @@ import torch
 
 from centernet.data.transforms import InputSpec
 from centernet.models.predictor import Predictor
-from centernet.tasks.base import get_task
+from centernet.tasks.registry import get_task
 from centernet.tasks.tta import (
     GAUSSIAN_NMS,
     HARD_NMS,

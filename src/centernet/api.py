@@ -2,9 +2,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from centernet.config import Config, load_config, with_overrides
+from centernet.engine.evaluate import evaluate_checkpoint
+from centernet.engine.predict import predict
+from centernet.engine.run_folder import resume_config
+from centernet.engine.trainer import train as run
+from centernet.export.onnx import export_onnx
+
+__all__ = ["evaluate", "export", "predict", "train"]
 
 
 def _config(recipe: str | Path | Config | None, overrides: Sequence[str]) -> Config:
@@ -25,9 +32,6 @@ def train(
     ``hooks``: ``centernet.engine.hooks.TrainerHook`` objects (step, epoch-end, validation-end).
     Returns the last validation metrics and the run folder.
     """
-    from centernet.engine.run_folder import resume_config
-    from centernet.engine.trainer import train as run
-
     if isinstance(resume, (str, Path)):
         if recipe is not None:
             raise ValueError(f"resume={resume}: the run folder's config.yaml is the experiment; give no recipe")
@@ -51,29 +55,7 @@ def evaluate(
     ``save_kitti`` write the original's result files (to a new path; ``True``: into a fresh
     ``runs/val``, ``runs/val2``... with an ``args.yaml``).
     """
-    from centernet.engine.evaluate import evaluate_checkpoint
-
     return evaluate_checkpoint(weights, recipe, overrides, split=split, save_json=save_json, save_kitti=save_kitti, batch_size=batch_size)
-
-
-def predict(
-    weights,
-    source: str | Path,
-    *overrides: str,
-    batch_size: int = 8,
-    calib=None,
-    flip: bool | None = None,
-    scales=None,
-    recipe: str | Path | Config | None = None,
-) -> Iterator:
-    """Yield ``Results`` for every image or video frame of ``source`` (image, folder, glob or video), lazily.
-
-    ``overrides`` are ``test.*`` / ``data.*`` settings as for ``evaluate``; ``flip`` and ``scales``
-    are shorthands. Take ``list(...)`` for all results at once.
-    """
-    from centernet.engine.predict import predict as run
-
-    yield from run(weights, source, *overrides, batch_size=batch_size, calib=calib, flip=flip, scales=scales, recipe=recipe)
 
 
 def export(weights, output: str | Path | None = None, **options) -> Path:
@@ -83,6 +65,4 @@ def export(weights, output: str | Path | None = None, **options) -> Path:
     puts the flip test in the graph (default: the checkpoint's ``test.flip``). Run the graph with
     ``centernet.export.OnnxDetector(path).predict(images)`` (3D: ``calib=[P2, ...]``).
     """
-    from centernet.export.onnx import export_onnx
-
     return export_onnx(weights, output, **options)

@@ -120,20 +120,6 @@ class TrainConfig:
     max_objects: int | None = None  # objects encoded per image; None: the task's (128 boxes, 32 people, 50 3D)
     # Overrides of the task's loss weights by loss name (``wh_loss: 0.1``); empty: the paper's.
     loss_weights: dict[str, float] = field(default_factory=dict)
-    # ctdet only, the original's --dense_wh: the size loss covers each object's Gaussian, weighted
-    # by the heat map, not its centre pixel alone.
-    dense_wh: bool = False
-    # With dense_wh: the original's exact float64 ruling test, bit-faithful to its targets (about half
-    # of each Gaussian then keeps size 0); False rounds the kernel first (see tasks.targets.draw_dense_reg).
-    dense_wh_original: bool = False
-    # ctdet only, the original's --cat_spec_wh: one (w, h) head pair per class (head ``wh`` of 2 C
-    # channels), trained at each object's own class and decoded from the detected class.
-    cat_spec_wh: bool = False
-    # multi_pose only, the original's --dense_hp: joint offsets regressed over each person's
-    # Gaussian (weighted by it), not at the centre pixel alone.
-    dense_hp: bool = False
-    hm_hp: bool = True  # multi_pose: joint heat maps (False: the original's --not_hm_hp, which also drops hp_offset)
-    hp_offset: bool = True  # multi_pose: joint sub-pixel offsets (False: --not_reg_hp_offset)
     tensorboard: bool = True  # also write TensorBoard event files to the run folder when tensorboard is installed
     save_images: int = 4  # validation images drawn into the run folder
 
@@ -167,6 +153,9 @@ class Config:
     """A whole experiment."""
 
     task: str = "ctdet"
+    # The task's own switches (``task_options.dense_wh=true``), checked against its options
+    # dataclass (``Task.options_class``: ``CtdetOptions``, ``MultiPoseOptions``) when it is built.
+    task_options: dict[str, Any] = field(default_factory=dict)
     name: str = "exp"
     project: str = "runs"
     # When runs/<name>/ already holds a run (and --resume is not given): "error" refuses and says
@@ -210,10 +199,48 @@ def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
+# Task switches that were ``train.*`` fields before each task had its own options, with the value
+# they had when not set: recipes and checkpoints that still carry them load, a set one moves to
+# ``task_options`` (so it reaches the task's options check) and an unset one is dropped.
+LEGACY_TASK_SWITCHES: dict[str, bool] = {
+    "dense_wh": False,
+    "dense_wh_original": False,
+    "cat_spec_wh": False,
+    "dense_hp": False,
+    "hm_hp": True,
+    "hp_offset": True,
+}
+
+
+def _move_legacy_task_switches(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """``values`` (a whole ``Config`` tree) with ``train.<switch>`` moved to ``task_options.<switch>``."""
+    train = values.get("train")
+    if not isinstance(train, dict) or not set(train) & set(LEGACY_TASK_SWITCHES):
+        return values
+    train, options = dict(train), dict(values.get("task_options") or {})
+    for key, unset in LEGACY_TASK_SWITCHES.items():
+        if key in train:
+            value = _coerce(train.pop(key), bool, _join(where, f"train.{key}"))
+            if value != unset:
+                options.setdefault(key, value)
+    return {**values, "train": train, "task_options": options}
+
+
+def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
+    """The dataclass ``cls`` from a mapping, each field checked against its type hint.
+
+    Raises:
+        ConfigError: an unknown field or a value of the wrong type, named with ``where``.
+    """
+    return _build(cls, values, where)
+
+
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     """``where`` names what the values came from (a file, a section of it; empty: the top of an override)."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(values).__name__}")
+    if cls is Config:
+        values = _move_legacy_task_switches(values, where)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
@@ -367,14 +394,10 @@ def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Confi
     return _build(Config, tree, "overrides")
 
 
-# The original's option defaults that differ by task (its data set classes); a config that names
-# the task and leaves these fields out gets them, so ``task=ddd`` alone is a KITTI experiment.
-TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "ddd": {
-        "data": {"input_size": [384, 1280], "mean": list(KITTI_MEAN), "std": list(KITTI_STD)},
-        "augment": {"random_crop": False, "flip": 0.0, "color": False, "aug_ddd": 0.5},
-    },
-}
+# Task name -> config fields an experiment naming the task gets where it leaves them out (section ->
+# field -> value), so that ``task=ddd`` alone is a KITTI experiment. Each task brings its own
+# (``Task.config_defaults``), entered here when it is registered (``tasks.registry.register_task``).
+TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {}
 
 
 def _with_task_defaults(tree: dict[str, Any]) -> None:
@@ -389,8 +412,8 @@ def _with_task_defaults(tree: dict[str, Any]) -> None:
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Load a YAML recipe (a path or a shipped recipe name; or the defaults) and apply overrides.
 
-    Fields the result leaves out take the defaults of its task (``TASK_DEFAULTS``: KITTI input
-    and normalisation for ``task: ddd``), then the dataclass defaults.
+    Fields the result leaves out take the defaults of its task (``TASK_DEFAULTS``, e.g. KITTI's
+    input and normalisation for ``task: ddd``), then the dataclass defaults.
 
     Overrides look like ``section.field=value``; values are parsed as YAML (``train.epochs=10``,
     ``test.scales=[0.5,1,1.5]``).

@@ -20,7 +20,7 @@ import torch
 from centernet import build_model
 from centernet.data.transforms import InputSpec
 from centernet.models.predictor import Predictor
-from centernet.tasks.base import get_task
+from centernet.tasks.registry import get_task
 from centernet.tasks.tta import (
     merge_ctdet,
     merge_multi_pose,

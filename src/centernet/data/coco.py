@@ -284,12 +284,7 @@ def read_coco(
             else:
                 rule = (label_of_category[category], False) if category in label_of_category else None
             if rule is None:
-                report.add(
-                    "unknown_category",
-                    json_path,
-                    f"image {image['file_name']}: unknown category_id {category!r}; skipped",
-                    f"annotation {ann.get('id')}",
-                )
+                report.unknown_category(json_path, image['file_name'], f"category_id {category!r}", f"annotation {ann.get('id')}")
                 continue
             anns.append(ann)
             labels.append(rule[0])

@@ -186,16 +186,25 @@ def format_kitti_lines(objects: Objects3D, *, detections: bool = True) -> list[s
     return lines
 
 
-def write_kitti_results(folder: str | os.PathLike, frames: Mapping[int | str, Objects3D]) -> Path:
-    """Writes a KITTI result folder: one ``NNNNNN.txt`` per frame id, empty when nothing was detected.
+def kitti_text(objects: Objects3D) -> str:
+    """The text of one KITTI result file: ``format_kitti_lines`` of ``objects``, one per line."""
+    return "".join(line + "\n" for line in format_kitti_lines(objects, detections=True))
 
-    Every frame of ``frames`` gets a file, so every one of them is evaluated. Returns the folder.
+
+def write_kitti_results(folder: str | os.PathLike, frames: Mapping[int | str, Objects3D]) -> Path:
+    """Writes a KITTI result folder: one ``<frame>.txt`` per frame, empty when nothing was detected.
+
+    An integer frame id names its file ``NNNNNN.txt`` (KITTI's six digits), a string one is the
+    file's name as given. Every frame of ``frames`` gets a file, so every one of them is evaluated. Returns the folder.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for frame_id, objects in frames.items():
-        lines = format_kitti_lines(objects, detections=True)
-        (folder / f"{int(frame_id):06d}.txt").write_text("".join(line + "\n" for line in lines))
+        stem = f"{int(frame_id):06d}" if isinstance(frame_id, (int, np.integer)) else str(frame_id)
+        try:
+            (folder / f"{stem}.txt").write_text(kitti_text(objects))
+        except OSError as error:
+            raise OSError(f"cannot write {folder / f'{stem}.txt'}: {error.strerror or error}") from error
     return folder
 
 
@@ -217,12 +226,7 @@ def read_kitti_frame(
     for index, (number, type_name) in enumerate(zip(numbers, objects.types)):
         rule = kitti_label(type_name, class_names)
         if rule is None:
-            report.add(
-                "unknown_category",
-                label_path,
-                f"image {image_path.name}: unknown KITTI type {type_name!r}; skipped",
-                f"line {number}",
-            )
+            report.unknown_category(label_path, image_path.name, f"KITTI type {type_name!r}", f"line {number}")
             continue
         kept.append(index)
         labels.append(rule[0])
@@ -307,7 +311,6 @@ def read_kitti(
     return DetectionDataset(
         records=records,
         class_names=tuple(class_names),
-        category_ids=tuple(range(1, len(class_names) + 1)),
         report=report,
         source=str(root),
     )

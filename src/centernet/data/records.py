@@ -105,6 +105,10 @@ class DataReport:
             raise ValueError(f"unknown issue kind {kind!r}")
         self.issues.append(DataIssue(kind, str(file), str(where), message))
 
+    def unknown_category(self, file: str | Path, image: str, what: str, where: str) -> None:
+        """Records an annotation of a class outside the data set's class list (it is skipped)."""
+        self.add("unknown_category", file, f"image {image}: unknown {what}; skipped", where)
+
     def counts(self) -> Counter[str]:
         """Number of issues of each kind."""
         return Counter(issue.kind for issue in self.issues)
@@ -262,7 +266,8 @@ class DetectionDataset:
     Attributes:
         records: One record per image, in the source's order.
         class_names: Name of each class index.
-        category_ids: Source category id of each class index (COCO's sparse 1..90, or ``1..C``).
+        category_ids: Source category id of each class index (COCO's sparse 1..90); ``1..C`` when
+            not given.
         report: Problems found while reading (clipped / dropped boxes, unknown classes...).
         source: What was read (a file or folder, or ``"synthetic"``).
         keypoint_names: Joint names when the records carry keypoints.
@@ -273,7 +278,7 @@ class DetectionDataset:
 
     records: list[ImageRecord]
     class_names: tuple[str, ...]
-    category_ids: tuple[int, ...]
+    category_ids: tuple[int, ...] = ()
     report: DataReport = field(default_factory=DataReport)
     source: str = ""
     keypoint_names: tuple[str, ...] | None = None
@@ -281,6 +286,8 @@ class DetectionDataset:
     label_of_category: dict[int, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if not self.category_ids:
+            self.category_ids = tuple(range(1, len(self.class_names) + 1))
         if len(self.class_names) != len(self.category_ids):
             raise ValueError(f"{len(self.class_names)} class names but {len(self.category_ids)} category ids")
         self.label_of_category = {cid: i for i, cid in enumerate(self.category_ids)}

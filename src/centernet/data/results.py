@@ -9,9 +9,9 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from centernet.data.objects3d import Objects3D
-from centernet.data.kitti import format_kitti_lines
 from centernet.data import visualize
+from centernet.data.kitti import kitti_text
+from centernet.data.objects3d import Objects3D
 
 
 @dataclass
@@ -114,22 +114,22 @@ class Results:
             lines.append(f"{int(label)} {cx:.6f} {cy:.6f} {(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f} {float(score):.5f}")
         return "\n".join(lines) + ("\n" if lines else "")
 
-    def to_kitti(self) -> str:
-        """This image's KITTI result file, as the original's ``save_results`` writes it.
-
-        16 columns, 2 decimals (``data.kitti.format_kitti_lines``); grouped by class in class
-        order (Pedestrian, Car, Cyclist), each class's rows in their order here. Empty without
-        detections.
-        """
+    def kitti_objects(self) -> Objects3D:
+        """These detections as one KITTI result frame, in the order the original's ``save_results``
+        writes them: grouped by class in class order (Pedestrian, Car, Cyclist), each class's rows in
+        their order here."""
         if self.boxes_3d is None:
             raise ValueError("KITTI results need 3D boxes")
-        objects = dataclasses.replace(
+        return dataclasses.replace(
             self.boxes_3d,
             types=[self.names[int(label)] for label in self.labels],
             boxes=self.boxes,
             scores=self.scores,
         ).subset(np.argsort(np.asarray(self.labels), kind="stable"))
-        return "".join(line + "\n" for line in format_kitti_lines(objects))
+
+    def to_kitti(self) -> str:
+        """This image's KITTI result file (16 columns, 2 decimals; ``data.kitti.kitti_text``); empty without detections."""
+        return kitti_text(self.kitti_objects())
 
 
 

@@ -186,7 +186,6 @@ def synthetic_dataset(
     return DetectionDataset(
         records=[generator.record(index) for index in range(num_images)],
         class_names=SHAPE_CLASSES,
-        category_ids=tuple(range(1, len(SHAPE_CLASSES) + 1)),
         report=DataReport(),
         source=f"synthetic(seed={seed}, images={num_images}, size={height}x{width})",
         image_source=generator,

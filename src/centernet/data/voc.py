@@ -172,12 +172,7 @@ def read_voc(
         known = []
         for number, (name, corners, is_difficult) in enumerate(objects, start=1):
             if name not in label_of_name:
-                report.add(
-                    "unknown_category",
-                    xml_path,
-                    f"image {path.name}: unknown class {name!r}; skipped",
-                    f"object {number}",
-                )
+                report.unknown_category(xml_path, path.name, f"class {name!r}", f"object {number}")
                 continue
             known.append((number, label_of_name[name], corners, is_difficult))
         record = ImageRecord.create(
@@ -194,7 +189,6 @@ def read_voc(
     return DetectionDataset(
         records=records,
         class_names=tuple(class_names),
-        category_ids=tuple(range(1, len(class_names) + 1)),
         report=report,
         source=str(root),
     )

@@ -200,12 +200,7 @@ def read_yolo(yaml_path: str | Path, split: str = "val") -> DetectionDataset:
         for number, values in rows:
             label = int(values[0]) if values[0].is_integer() else -1
             if not 0 <= label < len(class_names):
-                report.add(
-                    "unknown_category",
-                    label_path,
-                    f"image {image_path.name}: unknown class {values[0]:g}; skipped",
-                    f"line {number}",
-                )
+                report.unknown_category(label_path, image_path.name, f"class {values[0]:g}", f"line {number}")
                 continue
             known.append((number, label, values[1:]))
         scale = np.array([width, height], dtype=np.float64)
@@ -237,7 +232,6 @@ def read_yolo(yaml_path: str | Path, split: str = "val") -> DetectionDataset:
     return DetectionDataset(
         records=records,
         class_names=class_names,
-        category_ids=tuple(range(1, len(class_names) + 1)),
         report=report,
         source=str(yaml_path),
         keypoint_names=None if keypoint_shape is None else tuple(f"joint_{j}" for j in range(keypoint_shape[0])),

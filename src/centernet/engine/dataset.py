@@ -2,19 +2,20 @@
 from __future__ import annotations
 
 import logging
-from typing import Iterator, Sequence
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from centernet.config import Config, ConfigError
+from centernet.data.augment import NumpyAugmentRandom, TrainAugmentation
 from centernet.data.check import SYNTHETIC, load_dataset
 from centernet.data.records import WHOLE_SET, DataFormatError, DetectionDataset, ImageRecord
-from centernet.data.augment import NumpyAugmentRandom, TrainAugmentation
 from centernet.data.transforms import prepare_inference_input
-from centernet.tasks.base import DEBUG_ONLY_KEYS, get_task
+from centernet.tasks.base import DEBUG_ONLY_KEYS, Task
+from centernet.tasks.registry import task_class
 
 logger = logging.getLogger("centernet.data")
 
@@ -58,45 +59,13 @@ def _is_json_file(source: str) -> bool:
     return str(source).lower().endswith(".json") and Path(source).is_file()
 
 
-# The option of each task that caps the objects encoded per image (the original's max_objs).
-_OBJECT_CAP_OPTION = {"ctdet": "max_objects", "multi_pose": "max_people", "ddd": "max_objects"}
-
-# ``train.*`` switches that belong to one task: field -> (task, task constructor options it sets, default).
-_TASK_SWITCHES = {
-    "dense_wh": ("ctdet", ("dense_wh",), False),
-    "dense_wh_original": ("ctdet", ("dense_wh_original",), False),
-    "cat_spec_wh": ("ctdet", ("cat_spec_wh",), False),
-    "dense_hp": ("multi_pose", ("dense_hp",), False),
-    # The original's --not_hm_hp also drops the joint offsets (they refine joint heat-map peaks).
-    "hm_hp": ("multi_pose", ("joint_heatmaps", "joint_offsets"), True),
-    "hp_offset": ("multi_pose", ("joint_offsets",), True),
-}
-
-
-def task_for(cfg: Config, num_classes: int):
-    """The experiment's task object, with ``train.max_objects``, the task switches (``dense_wh``,
-    ``cat_spec_wh``, ``dense_hp``, ``hm_hp``, ``hp_offset``) and ``loss_weights`` applied when set."""
-    options = {}
-    if cfg.train.max_objects is not None and cfg.task in _OBJECT_CAP_OPTION:
-        options[_OBJECT_CAP_OPTION[cfg.task]] = cfg.train.max_objects
-    for field_name, (owner, task_options, default) in _TASK_SWITCHES.items():
-        value = getattr(cfg.train, field_name)
-        if value == default:
-            continue
-        if cfg.task != owner:
-            raise ConfigError(f"train.{field_name}: only the {owner} task has this option, not {cfg.task}")
-        options.update(dict.fromkeys(task_options, value))
+def task_for(cfg: Config, num_classes: int) -> Task:
+    """The experiment's task object: its ``task_options``, ``train.max_objects`` and ``train.loss_weights`` applied."""
     try:
-        task = get_task(cfg.task, num_classes, **options)
+        cls = task_class(cfg.task)
     except ValueError as err:
-        raise ConfigError(f"train: {err}") from None
-    unknown = sorted(set(cfg.train.loss_weights) - set(task.loss_weights))
-    if unknown:
-        raise ConfigError(
-            f"train.loss_weights: {cfg.task} has no loss {', '.join(unknown)}; its losses: {', '.join(task.loss_weights)}"
-        )
-    task.loss_weights.update(cfg.train.loss_weights)
-    return task
+        raise ConfigError(f"task: {err}") from None
+    return cls.from_config(num_classes, cfg.task_options, cfg.train.max_objects, cfg.train.loss_weights)
 
 
 class EpochSampler(Sampler[list[tuple[int, int]]]):

@@ -8,54 +8,46 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-from centernet.config import Config
-from centernet.data.records import DetectionDataset
+from centernet.config import Config, load_config, with_overrides
+from centernet.data.kitti import write_kitti_results
+from centernet.data.records import DetectionDataset, ImageRecord
 from centernet.data.results import Results
 from centernet.data.transforms import InputSpec, keep_res_pad
+from centernet.data.visualize import draw_heatmap_overlay
+from centernet.engine.dataset import load_split
 from centernet.engine.distributed import DistributedContext
-from centernet.models.predictor import Predictor
 from centernet.evaluation.scoring import EvaluationReport, coco_results
-from centernet.tasks.base import Task, final_stack
-
-
-def write_kitti_results(data: DetectionDataset, predictions: Mapping[int, Results], folder: str | Path) -> Path:
-    """One ``<frame>.txt`` per record (also when empty) with its KITTI result lines (the original's ``save_results``)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for index, result in sorted(predictions.items()):
-        image_id = data.records[index].image_id
-        stem = f"{int(image_id):06d}" if str(image_id).isdigit() else Path(data.records[index].path).stem
-        try:
-            (folder / f"{stem}.txt").write_text(result.to_kitti())
-        except OSError as error:
-            raise OSError(f"cannot write {folder / f'{stem}.txt'}: {error.strerror or error}") from error
-    return folder
+from centernet.models.checkpoint import CheckpointError, load_checkpoint
+from centernet.models.detector import CenterNet
+from centernet.models.predictor import Predictor
+from centernet.tasks.base import final_stack
+from centernet.engine.outputs import ValOutputs, folder_overrides, write_text
 
 
 def evaluate_network(
-    network: torch.nn.Module,
-    task: Task,
+    detector: CenterNet,
     dataset,
     cfg: Config,
     ctx: DistributedContext | None = None,
     save_images_to: Path | None = None,
 ) -> EvaluationReport:
-    """Validate ``network`` on a ``TrainingDataset`` (its records); rank 0 scores, all ranks get the report.
+    """Validate ``detector`` on a ``TrainingDataset`` (its records); rank 0 scores, all ranks get the report.
 
-    The validation pass of training: the experiment's ``Predictor`` (``test.*`` options, the network
-    left on its device), each rank detecting its share of the images.
+    The validation pass of training: the detector's ``Predictor`` with the experiment's ``test.*``
+    options (the network left on its device), each rank detecting its share of the images.
     """
     ctx = ctx or DistributedContext()
     data: DetectionDataset = dataset.data
-    predictor = Predictor.from_config(
-        network, task, InputSpec.from_config(cfg), data.class_names, data.category_ids, cfg.test,
+    task = detector.task
+    predictor = Predictor.for_detector(
+        detector, cfg.test,
         # compile=False: the network changes every epoch, a compiled copy would serve one pass;
         # channels_last=False: the network keeps the memory format it trains in (train.channels_last).
         device=None, batch_size=max(1, cfg.train.batch_size // 2), compile=False, channels_last=False,
@@ -72,9 +64,6 @@ def evaluate_network(
 
 def draw_examples(predictor: Predictor, data: DetectionDataset, folder: Path, count: int) -> None:
     """Save the first ``count`` validation images with predictions and their centre-heat-map overlay."""
-    from centernet.data.geometry import get_affine_transform
-    from centernet.data.visualize import draw_heatmap_overlay
-
     indices = list(range(min(count, len(data))))
     predictions = predictor.detect_dataset(data, indices, keep_images=True)
     network, spec = predictor.network, predictor.spec
@@ -90,7 +79,7 @@ def draw_examples(predictor: Predictor, data: DetectionDataset, folder: Path, co
             heat = torch.sigmoid(final_stack(network(torch.from_numpy(inp)[None].to(device)))["hm"][0]).float().cpu().numpy()
         network.train(was_training)
         # Heat map back into image pixels through the inverse of the output warp.
-        inverse = get_affine_transform(meta.center, meta.scale, 0, meta.output_hw[::-1], inv=True)
+        inverse = meta.output_transform(inv=True)
         peak = cv2.warpAffine(heat.max(0), inverse, (image.shape[1], image.shape[0]))
         drawn = result.plot(score_thresh=0.3)
         overlay = draw_heatmap_overlay(image, peak[None])
@@ -105,9 +94,6 @@ def experiment_for(detector, weights: str | Path, recipe: str | Path | Config | 
     task its heads say (input size, normalisation) are. ``overrides`` (``section.field=value``)
     apply last, so ``data.input_size``, ``data.keep_res`` and every ``test.*`` are honoured.
     """
-    from centernet.config import load_config, with_overrides
-    from centernet.models.checkpoint import CheckpointError, load_checkpoint
-
     overrides = list(overrides)
     if isinstance(recipe, Config):
         cfg = with_overrides(recipe, overrides)
@@ -123,17 +109,12 @@ def experiment_for(detector, weights: str | Path, recipe: str | Path | Config | 
         if stored is not None:
             cfg = with_overrides(Config.from_dict(stored, str(weights)), overrides)
         else:
+            meta = detector.metadata()
             defaults = {
-                "task": detector.task.name,
-                "model": {"arch": detector.arch},
-                "data": {
-                    "input_size": list(detector.input_size),
-                    "keep_res": detector.spec.input_hw is None,
-                    "mean": list(detector.spec.mean),
-                    "std": list(detector.spec.std),
-                    "channel_order": detector.spec.channel_order,
-                },
-                "test": {"K": detector.K, "score_thresh": detector.score_thresh, "flip": detector.flip_test},
+                "task": meta["task"],
+                "model": {"arch": meta["arch"]},
+                "data": {key: meta[key] for key in ("input_size", "keep_res", "mean", "std", "channel_order")},
+                "test": {"K": meta["K"], "score_thresh": meta["score_thresh"], "flip": meta["flip_test"]},
             }
             cfg = with_overrides(Config.from_dict(defaults, str(weights)), overrides)
     if cfg.task != detector.task.name:
@@ -165,10 +146,6 @@ def evaluate_checkpoint(
     a path given must be new (a file) or empty (a folder) unless ``on_existing_run=overwrite``
     (``engine.outputs.ValOutputs``, checked before the model loads).
     """
-    from centernet.models.detector import CenterNet
-    from centernet.engine.dataset import load_split
-    from centernet.engine.outputs import ValOutputs, folder_overrides, write_text
-
     chosen, overrides = folder_overrides(overrides)
     outputs = ValOutputs(save_json, save_kitti, chosen)
     detector = CenterNet.from_checkpoint(weights)
@@ -190,7 +167,13 @@ def evaluate_checkpoint(
     outputs.open({"weights": str(weights), "split": split, "batch_size": batch_size, "overrides": list(overrides),
                   "data": cfg.to_dict()["data"], "test": cfg.to_dict()["test"]})
     if outputs.save_kitti is not None:
-        write_kitti_results(data, predictions, outputs.save_kitti)
+        frames = {_frame_id(data.records[i]): predictions[i].kitti_objects() for i in sorted(predictions)}
+        write_kitti_results(outputs.save_kitti, frames)
     if outputs.save_json is not None:
         write_text(outputs.save_json, json.dumps(coco_results(detector.task, data, predictions)))
     return detector.task.score(data, predictions)
+
+
+def _frame_id(record: ImageRecord) -> int | str:
+    """The KITTI result file of a record: its numeric image id, else its image's name."""
+    return int(record.image_id) if str(record.image_id).isdigit() else Path(record.path).stem

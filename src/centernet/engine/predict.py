@@ -61,8 +61,6 @@ def predictor_for(weights, recipe: str | Path | Config | None = None, overrides:
     The experiment is ``engine.evaluate.experiment_for``'s (a recipe, or the checkpoint's own), so
     ``predict`` and ``val`` read the same options the same way.
     """
-    from centernet.engine.evaluate import detector_spec, experiment_for
-
     return _predictor_and_experiment(weights, recipe, overrides, batch_size)[0]
 
 

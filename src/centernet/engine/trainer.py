@@ -40,8 +40,8 @@ from centernet.engine.evaluate import evaluate_network
 from centernet.engine.hooks import TensorBoardHook, TrainerHook, tensorboard_available
 from centernet.engine.run_checkpoints import save_run_checkpoint
 from centernet.engine.run_folder import RunFolder
-from centernet.models import build_model
 from centernet.models.checkpoint_fields import load_resume_checkpoint
+from centernet.models.detector import CenterNet
 from centernet.models.heads import HEAD_INITS, reinit_regression_heads
 from centernet.models.pretrained import load_matching_weights, load_pretrained_backbone
 from centernet.threads import ThreadTuner
@@ -99,7 +99,21 @@ class Trainer:
                 logger.info("%s data: %s", which, summary)
         self.class_names = self.train_set.class_names
         self.task = self.train_set.task
-        self.model = build_model(cfg.model.arch, self.task.heads, cfg.model.head_conv)
+        # The detector users get: training goes through its forward (losses), validation through its
+        # predictor, and its metadata is the checkpoint's. Its test-time options stay the defaults.
+        self.detector = CenterNet(
+            cfg.model.arch,
+            class_names=self.class_names,
+            category_ids=self.train_set.category_ids,
+            task=self.task,
+            input_size=tuple(cfg.data.input_size),
+            keep_res=cfg.data.keep_res,
+            mean=cfg.data.mean,
+            std=cfg.data.std,
+            channel_order=cfg.data.channel_order,
+            head_conv=cfg.model.head_conv,
+        )
+        self.model = self.detector.network
         if cfg.model.head_init == "pytorch":
             reinit_regression_heads(self.model, self.task.heads)
         if cfg.model.pretrained:
@@ -123,9 +137,9 @@ class Trainer:
         if resume:
             self._resume()
         self.network = (
-            DistributedDataParallel(self.model, device_ids=[self.ctx.device.index] if self.ctx.device.type == "cuda" else None)
+            DistributedDataParallel(self.detector, device_ids=[self.ctx.device.index] if self.ctx.device.type == "cuda" else None)
             if self.ctx.enabled
-            else self.model
+            else self.detector
         )
         per_rank_batch = max(1, cfg.train.batch_size // self.ctx.world_size)
         self.sampler = EpochSampler(len(self.train_set), per_rank_batch, cfg.train.seed, self.ctx.rank, self.ctx.world_size)
@@ -154,18 +168,7 @@ class Trainer:
         """The self-describing checkpoint; with ``training_state`` also what ``--resume`` needs."""
         cfg = self.cfg
         payload = {
-            "format": "centernet",
-            "arch": cfg.model.arch,
-            "task": cfg.task,
-            "heads": self.task.heads,
-            "head_conv": cfg.model.head_conv,
-            "class_names": list(self.class_names),
-            "category_ids": list(self.train_set.category_ids),
-            "input_size": list(cfg.data.input_size),
-            "keep_res": cfg.data.keep_res,
-            "mean": list(cfg.data.mean),
-            "std": list(cfg.data.std),
-            "channel_order": cfg.data.channel_order,
+            **self.detector.metadata(),
             "config": cfg.to_dict(),
             "state_dict": self.model.state_dict(),
             "epoch": self.state.epoch,
@@ -257,7 +260,7 @@ class Trainer:
                 self.scheduler.step()
             self.state = TrainState(epoch + 1, 0, self.state.best_metric)
             if epoch % cfg.train.val_interval == 0 or epoch == cfg.train.epochs:
-                metrics = evaluate_network(self.model, self.task, self.val_set, cfg, self.ctx, save_images_to=self.run and self.run.root / "images")
+                metrics = evaluate_network(self.detector, self.val_set, cfg, self.ctx, save_images_to=self.run and self.run.root / "images")
                 row.update(metrics.stats_for_csv())
                 if metrics.primary > self.state.best_metric:
                     self.state.best_metric = metrics.primary
@@ -306,8 +309,9 @@ class Trainer:
         batch = {k: v.to(self.ctx.device, non_blocking=True) for k, v in batch.items()}
         batch["input"] = batch["input"].contiguous(memory_format=self.memory_format)
         with torch.autocast(self.ctx.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            outputs = self.network(batch["input"])
-        total, named = self.task.loss(_to_float(outputs), batch)
+            weighted = self.network(batch["input"], batch)
+        total = sum(weighted.values())
+        named = {"loss": total, **_unweighted(weighted, self.task.loss_weights)}
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if self.cfg.train.grad_clip:
@@ -383,10 +387,9 @@ def _autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
     return None
 
 
-def _to_float(outputs):
-    if isinstance(outputs, list):
-        return [_to_float(o) for o in outputs]
-    return {k: v.float() for k, v in outputs.items()}
+def _unweighted(weighted: dict[str, torch.Tensor], weights: dict[str, float]) -> dict[str, torch.Tensor]:
+    """Each loss term without its weight, as ``results.csv`` logs them (a term weighted 0 logs 0)."""
+    return {name: value / weights[name] if weights[name] else value.detach() * 0 for name, value in weighted.items()}
 
 
 def _seed_everything(seed: int) -> None:

@@ -18,7 +18,8 @@ from centernet.models.predictor import Predictor
 from centernet.export.graph import output_to_image_transform
 from centernet.export.metadata import ExportMetadata
 from centernet.extras import require
-from centernet.tasks.base import HeadOutputs, task_for_heads
+from centernet.tasks.base import HeadOutputs
+from centernet.tasks.registry import task_for_heads
 
 __all__ = ["OnnxDetector"]
 

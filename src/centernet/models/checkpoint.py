@@ -36,7 +36,6 @@ __all__ = [
     "CheckpointInfo",
     "CheckpointWriteError",
     "infer_arch",
-    "infer_heads",
     "load_checkpoint",
     "load_original_checkpoint",
     "read_state_dict",
@@ -216,15 +215,6 @@ def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> str:
     if len(registered) != 1:
         raise CheckpointError(f"the checkpoint keys look like a {kind} network, but no registered architecture fits")
     return registered[0]
-
-
-def infer_heads(state_dict: Mapping[str, torch.Tensor], arch: str) -> tuple[dict[str, int], int]:
-    """Heads of an original state dict: name -> channels of the head's last conv, and ``head_conv``.
-
-    Heads are the top-level modules that ``arch`` does not have without heads. ``head_conv`` is the
-    output width of a head's first conv when the head has more than one, else 0.
-    """
-    return _heads_outside(state_dict, {_top_level(k) for k in _backbone_keys(arch)})
 
 
 def _heads_outside(state_dict: Mapping[str, torch.Tensor], backbone_modules: set[str]) -> tuple[dict[str, int], int]:

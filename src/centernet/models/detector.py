@@ -8,7 +8,7 @@ normalises them itself, and maps detections back to each image's pixels.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from os import PathLike
 from typing import Any, Literal
 
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from centernet.config import COCO_MEAN_BGR, COCO_STD_BGR, KITTI_MEAN, KITTI_STD
+from centernet.config import COCO_MEAN_BGR, COCO_STD_BGR
 from centernet.data.geometry import ImageMeta
 from centernet.data.transforms import InputSpec, keep_res_pad, warp_to_input
 from centernet.models.checkpoint import (
@@ -29,18 +29,17 @@ from centernet.models.checkpoint import (
 from centernet.models.checkpoint_fields import check_checkpoint_fields, is_project_checkpoint
 from centernet.models.predictor import Predictor
 from centernet.models.registry import build_model, default_head_conv
-from centernet.tasks.base import DEBUG_ONLY_KEYS, Task, get_task, task_for_heads
+from centernet.tasks.base import DEBUG_ONLY_KEYS, HeadOutputs, Task
+from centernet.tasks.registry import get_task, task_class, task_for_heads, task_name_for_heads
 
 WarpBackend = Literal["cv2", "torch"]
 
 
-def _heads_task(heads: dict[str, int]) -> str:
-    """The task an original checkpoint was trained for, from its head names."""
-    if "hps" in heads:
-        return "multi_pose"
-    if "dep" in heads:
-        return "ddd"
-    return "ctdet"
+def outputs_to_float(outputs: HeadOutputs | list[HeadOutputs]) -> HeadOutputs | list[HeadOutputs]:
+    """Head maps (a dict, or a list of them per stack) cast to float32 (from an autocast forward)."""
+    if isinstance(outputs, list):
+        return [outputs_to_float(o) for o in outputs]
+    return {k: v.float() for k, v in outputs.items()}
 
 
 def _check_images(images: Sequence[torch.Tensor]) -> None:
@@ -134,8 +133,8 @@ class CenterNet(nn.Module):
         self.category_ids = list(category_ids) if category_ids is not None else list(default_ids)
         if len(self.category_ids) != num_classes:
             raise ValueError(f"{len(self.category_ids)} category ids for {num_classes} classes")
+        self.network = build_model(arch, self.task.heads, head_conv)
         self.head_conv = default_head_conv(arch) if head_conv is None else head_conv
-        self.network = build_model(arch, self.task.heads, self.head_conv)
         self.spec = InputSpec(
             input_hw=None if keep_res else (int(input_size[0]), int(input_size[1])),
             pad=keep_res_pad(arch),
@@ -205,14 +204,19 @@ class CenterNet(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(
-        self, images: Sequence[torch.Tensor], targets: Sequence[dict[str, torch.Tensor]] | None = None
+        self,
+        images: Sequence[torch.Tensor] | torch.Tensor,
+        targets: Sequence[dict[str, torch.Tensor]] | Mapping[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
         """Losses in training, detections in evaluation.
 
         Args:
-            images: ``[3, H, W]`` float RGB tensors in 0..1.
+            images: ``[3, H, W]`` float RGB tensors in 0..1. In training also a prepared batch:
+                network inputs ``[B, 3, h, w]`` (warped and normalised, e.g. by the task's training
+                augmentation) with ``targets`` their encoded targets (see ``batch_losses``).
             targets: training only, one dict per image: ``boxes [N, 4]`` xyxy image pixels,
-                ``labels [N]`` 0-based (plus task-specific fields).
+                ``labels [N]`` 0-based (plus task-specific fields); or, with a prepared batch, the
+                task's collated targets.
 
         Returns:
             Training: the task's losses, each already multiplied by its weight (``hm_loss``,
@@ -227,6 +231,8 @@ class CenterNet(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("CenterNet in training mode needs targets (call model.eval() for detections)")
+            if isinstance(images, torch.Tensor):
+                return self.batch_losses(images, targets)
             return self.compute_losses(images, targets)
         return self.detect(images)
 
@@ -244,7 +250,17 @@ class CenterNet(nn.Module):
             for target, meta in zip(targets, metas)
         ]
         batch = {key: torch.from_numpy(np.stack([e[key] for e in encoded])).to(inputs.device) for key in encoded[0] if key not in DEBUG_ONLY_KEYS}
-        _, stats = self.task.loss(self.network(inputs), batch)
+        return self.batch_losses(inputs, batch)
+
+    def batch_losses(self, inputs: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Weighted named losses of prepared network inputs ``[B, 3, h, w]`` and their encoded targets.
+
+        The network runs under the caller's autocast, if any; the loss is computed in float32
+        outside it (the head maps cast up), as the original trains with mixed precision.
+        """
+        outputs = self.network(inputs)
+        with torch.autocast(inputs.device.type, enabled=False):
+            _, stats = self.task.loss(outputs_to_float(outputs), batch)
         return {name: self.task.loss_weights[name] * value for name, value in stats.items() if name != "loss"}
 
     @torch.no_grad()
@@ -332,20 +348,19 @@ class CenterNet(nn.Module):
             state_dict = payload["state_dict"]
         else:
             network, info = load_original_checkpoint(path)
+            try:
+                task_name = task_name_for_heads(info.heads)
+            except ValueError as err:
+                raise CheckpointError(f"{path}: {err}") from None
             options = {
                 "arch": info.arch,
                 "num_classes": info.num_classes,
-                "task": task_for_heads(_heads_task(info.heads), info.num_classes, info.heads),
+                "task": task_for_heads(task_name, info.num_classes, info.heads),
                 "head_conv": info.head_conv,
-                **ORIGINAL_TASK_INPUTS.get(_heads_task(info.heads), {}),
+                **task_class(task_name).original_input(),
             }
             state_dict = network.state_dict()
         detector = cls(**{**options, **overrides})
         detector.network.load_state_dict(state_dict, strict=True)
         return detector
 
-
-# The original's default input settings per task (its dataset classes), for checkpoints without metadata.
-ORIGINAL_TASK_INPUTS: dict[str, dict[str, Any]] = {
-    "ddd": {"input_size": (384, 1280), "mean": KITTI_MEAN, "std": KITTI_STD},
-}

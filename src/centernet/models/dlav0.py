@@ -79,12 +79,8 @@ def _init_convs_fan_out(module: nn.Module) -> None:
 
 
 class DLAPlainNet(nn.Module):
-    """CenterNet DLAv0-34: DLA backbone, plain DLAUp neck, heads on a 64-channel stride-4 map.
-
-    Args:
-        heads: head name -> output channels, in the order the outputs are returned.
-        head_conv: channels of each head's 3x3 conv (``<= 0``: a single 1x1 conv).
-    """
+    """CenterNet DLAv0-34: DLA backbone, plain DLAUp neck, heads on a 64-channel stride-4 map
+    (``heads`` and ``head_conv`` as ``dla.DLADeformableNet``)."""
 
     size_divisor = SIZE_DIVISOR
 

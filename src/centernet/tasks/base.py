@@ -8,15 +8,17 @@ go to ``Task.loss`` in training, or to ``Task.decode`` then ``Task.post_process`
 """
 from __future__ import annotations
 
-import importlib
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
+from centernet.config import ConfigError, build_dataclass
 from centernet.data.categories import numbered_categories
 from centernet.data.geometry import ImageMeta
 from centernet.data.results import Results
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from centernet.data.records import DetectionDataset
     from centernet.tasks.decoding import ExportDecoder
     from centernet.data.augment import AugmentedImage, AugmentRandom, TrainAugmentation
+    from centernet.data.records import DetectionDataset
 
 HeadOutputs = dict[str, torch.Tensor]
 
@@ -35,20 +38,22 @@ HeadOutputs = dict[str, torch.Tensor]
 DEBUG_ONLY_KEYS = frozenset({"gt_det"})
 
 
-# Task name -> module defining it (each module holds one ``Task`` subclass with that ``name``).
-TASK_MODULES = {"ctdet": "centernet.tasks.ctdet", "multi_pose": "centernet.tasks.multi_pose", "ddd": "centernet.tasks.ddd"}
-
-
 def final_stack(outputs: HeadOutputs | list[HeadOutputs]) -> HeadOutputs:
     """The head maps used at inference: the last stack of a multi-stack network (Hourglass)."""
     return outputs[-1] if isinstance(outputs, list) else outputs
 
 
+@dataclass
+class TaskOptions:
+    """A task's own switches (a recipe's ``task_options``); this one, for tasks that have none, is empty."""
+
+
 class Task(ABC):
     """One CenterNet task: its heads, target encoder, loss, decoder and post-processor.
 
-    Subclasses set ``name`` and ``loss_weights`` (named loss -> weight, in the order the original
-    sums them) and implement the abstract methods.
+    Subclasses set ``name`` and ``default_loss_weights`` (named loss -> weight, in the order the
+    original sums them), implement the abstract methods and register with
+    ``tasks.registry.register_task``; the class attributes below hold the rest of their knowledge.
 
     Args:
         num_classes: number of object classes (channels of the centre heat map ``hm``).
@@ -62,16 +67,87 @@ class Task(ABC):
     needs_calib: ClassVar[bool] = False
     # The file the original's ``run_eval`` writes: ``"coco"`` (results.json) or ``"kitti"`` (<frame>.txt).
     result_format: ClassVar[str] = "coco"
+    # Heads a network of this task may lack (switched off by an option); the others it always has.
+    optional_heads: ClassVar[frozenset[str]] = frozenset()
+    # Config fields an experiment naming this task gets where it leaves them out (section -> field ->
+    # value), e.g. the data set's input size and normalisation; also a metadata-less checkpoint's input.
+    config_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    # The dataclass of this task's switches (``task_options`` of a recipe) and the constructor
+    # argument that caps the objects encoded per image (``train.max_objects``).
+    options_class: ClassVar[type] = TaskOptions
+    object_cap_option: ClassVar[str] = "max_objects"
 
-    def __init__(self, num_classes: int) -> None:
+    # Named loss -> weight, in the order the original sums the terms (the paper's values).
+    default_loss_weights: ClassVar[dict[str, float]] = {}
+
+    def __init__(
+        self,
+        num_classes: int,
+        loss_weights: Mapping[str, float] | None = None,
+        switched_on: Mapping[str, bool] | None = None,
+    ) -> None:
+        """``loss_weights`` override ``default_loss_weights``; ``switched_on`` says, per optional
+        head, whether the network has it (the original's ``--not_*`` switch it off)."""
         self.num_classes = num_classes
-        self.loss_weights: dict[str, float] = {}
-        self.disabled_heads: frozenset[str] = frozenset()  # optional heads switched off (the original's --not_*)
+        self.loss_weights: dict[str, float] = {**self.default_loss_weights, **(loss_weights or {})}
+        self.disabled_heads = frozenset(name for name, on in (switched_on or {}).items() if not on)
 
     @classmethod
     @abstractmethod
     def head_channels(cls, num_classes: int) -> dict[str, int]:
         """Head name -> output channels, in the original's options order (``hm`` first)."""
+
+    @classmethod
+    def from_config(
+        cls,
+        num_classes: int,
+        options: Mapping[str, Any] | None = None,
+        max_objects: int | None = None,
+        loss_weights: Mapping[str, float] | None = None,
+    ) -> Task:
+        """The task an experiment describes: its ``task_options``, ``train.max_objects`` and
+        ``train.loss_weights`` (each checked; the error names the field).
+
+        Raises:
+            ConfigError: an option the task does not have or of the wrong type, a loss it has not,
+                or options that exclude each other.
+        """
+        try:
+            chosen = build_dataclass(cls.options_class, dict(options or {}), "task_options")
+        except ConfigError as err:
+            raise ConfigError(f"{err} (the options of the {cls.name} task)") from None
+        kwargs = cls.constructor_options(chosen)
+        if max_objects is not None:
+            kwargs[cls.object_cap_option] = max_objects
+        try:
+            task = cls(num_classes, **kwargs)
+        except ValueError as err:
+            raise ConfigError(f"task_options: {err}") from None
+        unknown = sorted(set(loss_weights or {}) - set(task.loss_weights))
+        if unknown:
+            raise ConfigError(
+                f"train.loss_weights: {cls.name} has no loss {', '.join(unknown)}; its losses: {', '.join(task.loss_weights)}"
+            )
+        task.loss_weights.update(loss_weights or {})
+        return task
+
+    @classmethod
+    def constructor_options(cls, options: Any) -> dict[str, Any]:
+        """Constructor arguments of an ``options_class`` instance (this default: its fields by name)."""
+        return dataclasses.asdict(options)
+
+    @classmethod
+    def fits_heads(cls, heads: Mapping[str, int]) -> bool:
+        """Whether a network with ``heads`` (names) is one of this task's: every head is the task's,
+        and none but the optional ones is missing."""
+        own = set(cls.head_channels(int(heads.get("hm", 1))))
+        return set(heads) <= own and own - cls.optional_heads <= set(heads)
+
+    @classmethod
+    def original_input(cls) -> dict[str, Any]:
+        """Input settings (``input_size``, ``mean``, ``std``) for a checkpoint without metadata."""
+        data = cls.config_defaults.get("data", {})
+        return {key: tuple(data[key]) for key in ("input_size", "mean", "std") if key in data}
 
     @classmethod
     def default_categories(cls, num_classes: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
@@ -244,32 +320,3 @@ class Task(ABC):
         """
         raise NotImplementedError(f"{self.name} defines no in-graph decoder")
 
-
-def get_task(name: str, num_classes: int, **options: Any) -> Task:
-    """Build the task called ``name`` (``"ctdet"``, ``"multi_pose"``, ``"ddd"``).
-
-    Its module is imported on demand, so a task's dependencies load only when it is used.
-
-    Args:
-        name: task name.
-        num_classes: classes of the centre heat map.
-        options: keyword arguments of the task's constructor (loss weights, ``max_objects``...).
-    """
-    return task_class(name)(num_classes, **options)
-
-
-def task_class(name: str) -> type[Task]:
-    """The ``Task`` subclass called ``name`` (its module imported on demand)."""
-    if name not in TASK_MODULES:
-        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASK_MODULES)}")
-    module = importlib.import_module(TASK_MODULES[name])
-    for obj in vars(module).values():
-        if isinstance(obj, type) and issubclass(obj, Task) and getattr(obj, "name", None) == name:
-            return obj
-    raise ValueError(f"{TASK_MODULES[name]} defines no Task subclass named {name!r}")
-
-
-def task_for_heads(name: str, num_classes: int, heads: Mapping[str, int]) -> Task:
-    """The task ``name`` configured to drive a network with exactly ``heads`` (from a checkpoint)."""
-    cls = task_class(name)
-    return cls(num_classes, **cls.options_for_heads(heads, num_classes))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,11 +18,27 @@ from centernet.data.geometry import ImageMeta, affine_transform, transform_preds
 from centernet.tasks.base import HeadOutputs, Task, final_stack
 from centernet.tasks.decoding import ExportDecoder, flip_lr, gather_features, peak_filter, to_image_pixels, topk
 from centernet.tasks.losses import clamped_sigmoid, dense_l1_loss, focal_loss, reg_l1_loss, reg_weighted_l1_loss
+from centernet.tasks.registry import register_task
 from centernet.tasks.targets import draw_dense_reg, draw_gaussian, gaussian_radius
 
 MAX_OBJECTS = 128
 # The paper's weights: heat map 1, size 0.1, offset 1.
 LOSS_WEIGHTS = {"hm_loss": 1.0, "wh_loss": 0.1, "off_loss": 1.0}
+
+
+@dataclass
+class CtdetOptions:
+    """The 2D task's switches (a recipe's ``task_options``), the original's target-set options."""
+
+    # The original's --dense_wh: the size loss covers each object's Gaussian, weighted by the heat
+    # map, not its centre pixel alone.
+    dense_wh: bool = False
+    # With dense_wh: the original's exact float64 ruling test, bit-faithful to its targets (about half
+    # of each Gaussian then keeps size 0); False rounds the kernel first (see targets.draw_dense_reg).
+    dense_wh_original: bool = False
+    # The original's --cat_spec_wh: one (w, h) head pair per class (head ``wh`` of 2 C channels),
+    # trained at each object's own class and decoded from the detected class.
+    cat_spec_wh: bool = False
 
 
 def mirror_boxes(boxes: np.ndarray, image_width: int) -> np.ndarray:
@@ -99,6 +116,7 @@ class CtdetExportDecoder(ExportDecoder):
         return boxes, dets[..., 4], dets[..., 5].to(torch.int64)
 
 
+@register_task
 class CtdetTask(Task):
     """Centre-point 2D detection.
 
@@ -116,6 +134,8 @@ class CtdetTask(Task):
     """
 
     name = "ctdet"
+    default_loss_weights = LOSS_WEIGHTS
+    options_class = CtdetOptions
 
     def __init__(
         self,
@@ -128,12 +148,11 @@ class CtdetTask(Task):
     ) -> None:
         if dense_wh and cat_spec_wh:
             raise ValueError("dense_wh and cat_spec_wh exclude each other (the dense size map has one (w, h) pair)")
-        super().__init__(num_classes)
+        super().__init__(num_classes, loss_weights)
         self.max_objects = max_objects
         self.dense_wh = dense_wh
         self.cat_spec_wh = cat_spec_wh
         self.dense_wh_original = dense_wh_original
-        self.loss_weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
 
     @classmethod
     def default_categories(cls, num_classes: int) -> tuple[tuple[str, ...], tuple[int, ...]]:

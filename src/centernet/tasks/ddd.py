@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from centernet.config import KITTI_MEAN, KITTI_STD
 from centernet.data.categories import numbered_categories
 from centernet.data.geometry import ImageMeta, affine_transform, get_affine_transform
 from centernet.data.kitti import KITTI_CLASSES, KITTI_TYPE_RULES
@@ -37,6 +38,7 @@ from centernet.tasks.ddd_decoding import (
     keep_confident,
 )
 from centernet.tasks.losses import bin_rot_loss, clamped_sigmoid, focal_loss, l1_mean_loss
+from centernet.tasks.registry import register_task
 from centernet.tasks.targets import draw_gaussian, gaussian_radius
 
 if TYPE_CHECKING:
@@ -230,6 +232,7 @@ def encode_ddd(
 # ----------------------------------------------------------------------------------------------
 
 
+@register_task
 class DddTask(Task):
     """Monocular 3D detection on KITTI: heads, targets, loss, decoder and KITTI post-processing.
 
@@ -242,6 +245,12 @@ class DddTask(Task):
     """
 
     name = "ddd"
+    default_loss_weights = LOSS_WEIGHTS
+    optional_heads = frozenset({"wh", "reg"})
+    config_defaults = {
+        "data": {"input_size": [384, 1280], "mean": list(KITTI_MEAN), "std": list(KITTI_STD)},
+        "augment": {"random_crop": False, "flip": 0.0, "color": False, "aug_ddd": 0.5},
+    }
     multi_scale = False  # the original has neither multi-scale nor flip testing for 3D
     flip_test = False
     needs_calib = True
@@ -258,13 +267,11 @@ class DddTask(Task):
     ) -> None:
         if num_classes != len(CLASS_NAMES):
             raise ValueError(f"ddd trains the KITTI classes {CLASS_NAMES}; got num_classes={num_classes}")
-        super().__init__(num_classes)
+        super().__init__(num_classes, loss_weights, {"wh": regress_box_size, "reg": regress_offset})
         self.regress_box_size = regress_box_size
         self.regress_offset = regress_offset
-        self.disabled_heads = frozenset(name for name, on in (("wh", regress_box_size), ("reg", regress_offset)) if not on)
         self.max_objects = max_objects
         self.peak_thresh = peak_thresh
-        self.loss_weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
 
     @classmethod
     def default_categories(cls, num_classes: int) -> tuple[tuple[str, ...], tuple[int, ...]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,6 +29,7 @@ from centernet.evaluation.scoring import score_coco
 from centernet.tasks.base import HeadOutputs, Task, final_stack
 from centernet.tasks.losses import clamped_sigmoid, dense_l1_loss, focal_loss, reg_l1_loss, reg_weighted_l1_loss
 from centernet.tasks.multi_pose_decoding import MultiPoseExportDecoder, merge_flipped, multi_pose_decode, multi_pose_post_process
+from centernet.tasks.registry import register_task
 from centernet.tasks.targets import draw_dense_reg, draw_gaussian, gaussian_radius
 from centernet.tasks.tta import merge_multi_pose
 
@@ -48,6 +50,19 @@ LOSS_WEIGHTS = {
     "hm_hp_loss": 1.0,
     "hp_offset_loss": 1.0,
 }
+
+
+@dataclass
+class MultiPoseOptions:
+    """The pose task's switches (a recipe's ``task_options``), the original's target-set options."""
+
+    # The original's --dense_hp: joint offsets regressed over each person's Gaussian (weighted by
+    # it), not at the centre pixel alone.
+    dense_hp: bool = False
+    # Joint heat maps (False: the original's --not_hm_hp, which also drops hp_offset).
+    hm_hp: bool = True
+    # Joint sub-pixel offsets (False: the original's --not_reg_hp_offset).
+    hp_offset: bool = True
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,6 +208,7 @@ def encode_multi_pose(
 # ----------------------------------------------------------------------------------------------
 
 
+@register_task
 class MultiPoseTask(Task):
     """Multi-person pose: heads, targets, loss, decoder and post-processing.
 
@@ -208,6 +224,10 @@ class MultiPoseTask(Task):
     """
 
     name = "multi_pose"
+    default_loss_weights = LOSS_WEIGHTS
+    options_class = MultiPoseOptions
+    object_cap_option = "max_people"
+    optional_heads = frozenset({"hm_hp", "hp_offset"})
 
     def __init__(
         self,
@@ -221,14 +241,12 @@ class MultiPoseTask(Task):
     ) -> None:
         if num_classes != 1:
             raise ValueError(f"multi_pose detects one class (person); got num_classes={num_classes}")
-        super().__init__(num_classes)
+        super().__init__(num_classes, loss_weights, {"hm_hp": joint_heatmaps, "hp_offset": joint_offsets})
         self.joint_heatmaps = joint_heatmaps
         self.joint_offsets = joint_offsets
-        self.disabled_heads = frozenset(name for name, on in (("hm_hp", joint_heatmaps), ("hp_offset", joint_offsets)) if not on)
         self.flip_pairs = tuple(tuple(pair) for pair in flip_pairs)
         self.max_people = max_people
         self.dense_hp = dense_hp
-        self.loss_weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
 
     @classmethod
     def default_categories(cls, num_classes: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
@@ -251,6 +269,15 @@ class MultiPoseTask(Task):
     @classmethod
     def head_channels(cls, num_classes: int) -> dict[str, int]:
         return {**HEADS, "hm": num_classes}
+
+    @classmethod
+    def constructor_options(cls, options: MultiPoseOptions) -> dict[str, bool]:
+        # The original's --not_hm_hp also drops the joint offsets (they refine joint heat-map peaks).
+        return {
+            "dense_hp": options.dense_hp,
+            "joint_heatmaps": options.hm_hp,
+            "joint_offsets": options.hm_hp and options.hp_offset,
+        }
 
     @classmethod
     def options_for_heads(cls, heads: Mapping[str, int], num_classes: int) -> dict[str, bool]:

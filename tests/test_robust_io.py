@@ -338,5 +338,6 @@ def test_an_interrupted_demo_resumes_from_its_last_checkpoint(tmp_path, capsys):
 
 
 def test_readme_names_the_int8_file_export_writes():
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    root = Path(__file__).parents[1]
+    readme = "\n".join(path.read_text() for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))])
     assert "model_int8.onnx" not in readme and "best_int8.onnx" in readme  # export's default: best.pt -> best_int8.onnx

@@ -33,8 +33,10 @@ def check_label_values(path: Path, number: int, type_name: str, values: Sequence
     if type_name != "DontCare":
         for name in _SIZES:
             value = values[VALUE_COLUMNS.index(name)]
-            if value <= 0:
-                raise DataFormatError(f"{path} [line {number}]: column '{name}' is {value:g}, expected a positive size in metres")
+            if value <= 0 and value != -1:  # -1: KITTI's "unknown" (2D-only rows of result files)
+                raise DataFormatError(
+                    f"{path} [line {number}]: column '{name}' is {value:g}, expected a positive size in metres (or -1, unknown)"
+                )
 
 
 def check_calib(path: Path, where: str, matrix: np.ndarray) -> np.ndarray:

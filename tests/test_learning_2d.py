@@ -4,8 +4,25 @@ from __future__ import annotations
 import pytest
 
 from centernet.config import load_config
+from centernet.engine.hooks import TrainerHook
 from centernet.engine.trainer import train
 from tests.helpers import raccoon_overfit_overrides
+
+MAX_STEPS = 150  # one step per epoch: four images, batch 4
+CHECK_EVERY = 25
+MIN_AP50 = 0.9
+
+
+class StopAtAP50(TrainerHook):
+    """Ends the run at the first validation reaching ``MIN_AP50`` (the claim is "within 150 steps")."""
+
+    def __init__(self) -> None:
+        self.history: list[tuple[int, float]] = []
+
+    def on_validation_end(self, trainer, metrics) -> None:
+        self.history.append((trainer.state.epoch, metrics.stats["AP50"]))
+        if metrics.stats["AP50"] >= MIN_AP50:
+            trainer.request_stop()
 
 
 @pytest.mark.slow
@@ -16,10 +33,11 @@ def test_res18_overfits_a_few_raccoons(tmp_path, data_dir):
         [
             *raccoon_overfit_overrides(tmp_path, annotations),
             "model.arch=res_18",
-            "train.epochs=150",
+            f"train.epochs={MAX_STEPS}",
             "train.lr_steps=[120]",
-            "train.val_interval=150",
+            f"train.val_interval={CHECK_EVERY}",
         ],
     )
-    metrics = train(cfg)
-    assert metrics["AP50"] >= 0.9, metrics
+    progress = StopAtAP50()
+    metrics = train(cfg, hooks=[progress])
+    assert metrics["AP50"] >= MIN_AP50, f"AP50 by epoch {progress.history}: {metrics}"

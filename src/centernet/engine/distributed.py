@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 
 from centernet.config import ConfigError
+from centernet.models.predictor import resolve_device
 
 logger = logging.getLogger("centernet.distributed")
 
@@ -23,25 +24,12 @@ def process_rank() -> int:
 
 
 def check_device(device: str) -> torch.device:
-    """``train.device`` resolved as ``val`` and ``predict`` resolve ``--device``: a CUDA device asked
-    for without a GPU (or an unknown name) is one ``ConfigError`` line, not a CUDA traceback."""
-    name = str(device)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``train.device`` resolved as ``val`` and ``predict`` resolve ``--device`` (``models.predictor.resolve_device``):
+    a CUDA device asked for without a GPU (or an unknown name) is one ``ConfigError`` line, not a CUDA traceback."""
     try:
-        resolved = torch.device(name)
-    except RuntimeError:
-        resolved = None
-    if resolved is None or resolved.type not in ("cpu", "cuda"):
-        raise ConfigError(f"train.device: device {name!r}: expected auto, cpu, cuda or cuda:N")
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"train.device: device {name!r}: no CUDA GPU is available (torch.cuda.is_available() is False); "
-            "use train.device=cpu (or auto)"
-        )
-    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        raise ConfigError(f"train.device: device {name!r}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
-    return resolved
+        return resolve_device(str(device), fallback="train.device=cpu (or auto)")
+    except ValueError as err:
+        raise ConfigError(f"train.device: {err}") from None
 
 
 def quiet_other_ranks() -> None:

@@ -33,7 +33,7 @@ from centernet.threads import ThreadTuner
 PRECISIONS = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def resolve_device(device: str | torch.device | None, network: torch.nn.Module | None = None) -> torch.device:
+def resolve_device(device: str | torch.device | None, network: torch.nn.Module | None = None, fallback: str = "--device cpu") -> torch.device:
     """``auto`` (a CUDA GPU when there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
 
     ``None`` keeps the device of ``network``'s parameters (the CPU for a network without any).
@@ -53,7 +53,7 @@ def resolve_device(device: str | torch.device | None, network: torch.nn.Module |
         raise ValueError(f"device {name!r}: expected auto, cpu, cuda or cuda:N") from None
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r}: no CUDA GPU is available (torch.cuda.is_available() is False); use --device cpu")
+            raise ValueError(f"device {name!r}: no CUDA GPU is available (torch.cuda.is_available() is False); use {fallback}")
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
     elif resolved.type != "cpu":

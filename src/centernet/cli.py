@@ -174,18 +174,18 @@ def _export_settings(args: argparse.Namespace) -> dict:
     would change nothing in the graph, so it is refused.
     """
     path, overrides = _split_config(args.config)
-    settings = {"K": 100 if args.K is None else args.K, "flip": args.flip, "input_size": args.input_size}
+    given = {"K": args.K, "flip": args.flip, "input_size": args.input_size}
     ignored = [item for item in overrides if item.split("=", 1)[0].strip() not in EXPORT_FIELDS]
     if ignored:
         raise ConfigError(f"export: {', '.join(ignored)} would not change the graph; export reads {', '.join(EXPORT_FIELDS)}")
     if path is None and not overrides:
-        return settings
+        return {**given, "K": 100 if args.K is None else args.K}
     from centernet import CenterNet
     from centernet.engine.evaluate import experiment_for
 
     cfg = experiment_for(CenterNet.from_checkpoint(args.weights), args.weights, path, overrides)
     resolved = {"K": cfg.test.K, "flip": cfg.test.flip, "input_size": list(cfg.data.input_size)}
-    return {name: resolved[name] if settings[name] is None or (name == "K" and args.K is None) else settings[name] for name in settings}
+    return {name: resolved[name] if value is None else value for name, value in given.items()}
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

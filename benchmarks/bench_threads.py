@@ -15,7 +15,8 @@ the report gives the median seconds per step over ``--rounds`` rounds after one 
 Two conditions in one run: as the machine is (no process started here; on a shared machine
 other work is running, and the load average says how much), then with ``--contend N`` busy
 processes this script starts and stops. The goal: the default within 1.2x the best fixed count in
-both.
+both. A control row, a second trainer with ``train.threads=1`` (not counted as a fixed count),
+shows how far two identical settings differ in the same run: the noise a ratio is read against.
 """
 from __future__ import annotations
 
@@ -40,15 +41,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import contention, load_average  # noqa: E402  (benchmarks/ is a script folder)
 
 
+CONTROL = "1 (control)"
+
+
 class Variant:
     """A demo trainer with one ``train.threads`` setting and an endless stream of its batches."""
 
-    def __init__(self, setting: str, folder: Path, args: argparse.Namespace) -> None:
+    def __init__(self, setting: str, folder: Path, args: argparse.Namespace, label: str | None = None) -> None:
         overrides = [
-            f"train.threads={setting}", f"project={folder}", f"name=threads-{setting}", "train.tensorboard=false",
+            f"train.threads={setting}", f"project={folder}", f"name=threads-{setting}{'-control' if label else ''}", "train.tensorboard=false",
             f"data.synthetic_images={{train: {args.images}, val: 8}}", f"data.num_workers={args.workers}",
         ]
-        self.setting = setting
+        self.setting = label or setting
         self.trainer = Trainer(load_config(args.recipe, overrides))
         self.trainer.network.train()
         self.epoch = 0
@@ -89,7 +93,7 @@ def run_condition(variants: list[Variant], args: argparse.Namespace) -> tuple[di
 
 
 def section(title: str, medians: dict[str, float], chosen: dict[str, list[int]], loads: list[float]) -> tuple[list[str], float]:
-    fixed = {k: t for k, t in medians.items() if k != "auto"}
+    fixed = {k: t for k, t in medians.items() if k not in ("auto", CONTROL)}
     best_name = min(fixed, key=fixed.get)
     ratio = medians["auto"] / fixed[best_name]
     lines = [
@@ -124,6 +128,7 @@ def main() -> None:
     report, ratios = [], {}
     with tempfile.TemporaryDirectory() as folder:
         variants = [Variant(setting, Path(folder), args) for setting in settings]
+        variants.append(Variant("1", Path(folder), args, label=CONTROL))
         for busy in (0, args.contend):
             title = "as the machine is (no process started)" if not busy else f"contended: {busy} busy processes started by the script"
             with contention(busy):

@@ -57,6 +57,42 @@ def test_the_machine_is_read():
     assert 1 <= choose_threads("auto").threads <= threads.available_cores()
 
 
+class _Busy(torch.utils.data.Dataset):
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        while True:  # a worker busy on its sample
+            pass
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="no /proc to read")
+def test_the_runs_own_dataloader_workers_are_not_other_work():
+    """A DataLoader worker this run started is the run's (the choice adds the workers' share itself:
+    counting them as other work too took a core away on a quiet machine); any other process it
+    started is other work."""
+    import subprocess
+    import sys
+    import time
+
+    other = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    batches = iter(torch.utils.data.DataLoader(_Busy(), num_workers=1))  # the worker starts on its sample
+    try:
+        worker = str(batches._workers[0].pid)
+        deadline = time.monotonic() + 60
+        while threads._process_name(worker) != threads.WORKER_PROCESS_NAME and time.monotonic() < deadline:
+            time.sleep(0.01)
+        processes = threads._run_processes()
+        assert processes[0] == "self" and worker in processes and str(other.pid) not in processes
+        while threads._running_threads(worker) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert threads._own_running_threads() >= 2  # the worker's busy thread is the run's
+    finally:
+        other.kill()
+        other.wait()
+        batches._shutdown_workers()
+
+
 def test_the_tuner_applies_logs_and_restores(monkeypatch):
     monkeypatch.setattr(threads, "other_runnable", lambda *a, **k: 0.0)
     lines: list[str] = []

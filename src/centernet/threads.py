@@ -8,7 +8,8 @@ cores, at the moment it is made:
 
 * the cores this process may run on (``os.sched_getaffinity``);
 * the other runnable tasks on the machine: the kernel's count of runnable threads
-  (``/proc/loadavg``, 4th field) less this process's own running threads, sampled a few times;
+  (``/proc/loadavg``, 4th field) less the running threads of this process and of its DataLoader
+  workers (counted below instead), sampled a few times;
 * the DataLoader worker processes the caller is about to start, each counted as ``WORKER_SHARE``
   of a core (they render and augment between steps, mostly waiting).
 
@@ -55,22 +56,61 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _own_running_threads() -> int:
-    """This process's threads in state R (running or runnable), from ``/proc/self/task``."""
-    count = 0
+# The name PyTorch gives a DataLoader worker process (``torch.utils.data._utils.worker``).
+WORKER_PROCESS_NAME = b"pt_data_worker"
+
+
+def _read(path: str) -> bytes | None:
     try:
-        tasks = os.listdir("/proc/self/task")
+        with open(path, "rb") as file:
+            return file.read()
     except OSError:
-        return 1
-    for task in tasks:
-        try:
-            with open(f"/proc/self/task/{task}/stat", "rb") as stat:
-                # "pid (comm) S ...": the state follows the last ')' (comm may hold spaces or parens).
-                state = stat.read().rsplit(b")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        count += state == b"R"
-    return max(1, count)
+        return None
+
+
+def _process_name(pid: str) -> bytes:
+    """The name (``comm``) of process ``pid``, from ``/proc/<pid>/stat``; empty when it is gone."""
+    stat = _read(f"/proc/{pid}/stat") or b"()"
+    return stat.split(b"(", 1)[-1].rsplit(b")", 1)[0]
+
+
+def _tasks(pid: str) -> list[str]:
+    try:
+        return os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+
+
+def _run_processes(max_processes: int = 64) -> list[str]:
+    """This process (``"self"``) and the DataLoader workers among the processes it started, at any
+    depth (``/proc/<pid>/task/<tid>/children``). Any other process it started is other work."""
+    own, pending, seen = ["self"], ["self"], 0
+    while pending and seen < max_processes:
+        pid = pending.pop()
+        seen += 1
+        for task in _tasks(pid):
+            for child in (_read(f"/proc/{pid}/task/{task}/children") or b"").split():
+                child = child.decode()
+                pending.append(child)
+                if _process_name(child) == WORKER_PROCESS_NAME:
+                    own.append(child)
+    return own
+
+
+def _running_threads(pid: str) -> int:
+    """Threads of process ``pid`` in state R (running or runnable)."""
+    count = 0
+    for task in _tasks(pid):
+        stat = _read(f"/proc/{pid}/task/{task}/stat")
+        # "pid (comm) S ...": the state follows the last ')' (comm may hold spaces or parens).
+        count += bool(stat) and stat.rsplit(b")", 1)[-1].split()[:1] == [b"R"]
+    return count
+
+
+def _own_running_threads() -> int:
+    """The run's threads in state R: this process's and its DataLoader workers' (the choice counts
+    the workers on their own, as ``WORKER_SHARE`` each). At least 1 (the caller runs)."""
+    return max(1, sum(_running_threads(pid) for pid in _run_processes()))
 
 
 def _runnable_now() -> int | None:
@@ -84,7 +124,8 @@ def _runnable_now() -> int | None:
 
 def other_runnable(samples: int = 5, interval: float = 0.002) -> float | None:
     """Runnable threads of other processes right now: the median of ``samples`` readings of the
-    kernel's runnable count less this process's own running threads. None where ``/proc`` is absent."""
+    kernel's runnable count less the running threads of this process and its DataLoader workers.
+    None where ``/proc`` is absent."""
     readings = []
     for i in range(samples):
         if i:

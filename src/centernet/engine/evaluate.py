@@ -28,7 +28,7 @@ from centernet.models.checkpoint import CheckpointError, load_checkpoint
 from centernet.models.detector import CenterNet
 from centernet.models.predictor import Predictor
 from centernet.tasks.base import final_stack
-from centernet.engine.outputs import ValOutputs, folder_overrides, write_text
+from centernet.engine.outputs import ValOutputs, folder_overrides, write_image, write_text
 
 
 def evaluate_network(
@@ -83,7 +83,7 @@ def draw_examples(predictor: Predictor, data: DetectionDataset, folder: Path, co
         peak = cv2.warpAffine(heat.max(0), inverse, (image.shape[1], image.shape[0]))
         drawn = result.plot(score_thresh=0.3)
         overlay = draw_heatmap_overlay(image, peak[None])
-        cv2.imwrite(str(folder / f"val_{index:03d}.jpg"), np.concatenate([drawn, overlay], axis=1))
+        write_image(folder / f"val_{index:03d}.jpg", np.concatenate([drawn, overlay], axis=1))
 
 
 def experiment_for(detector, weights: str | Path, recipe: str | Path | Config | None = None, overrides: Sequence[str] = ()) -> Config:

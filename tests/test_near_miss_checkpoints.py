@@ -155,6 +155,32 @@ def test_train_resume_of_a_damaged_last_pt_is_one_line(run: Path, tmp_path: Path
     assert len(err) == 1 and err[0].startswith("error: ") and "last.pt" in err[0] and "'rng'" in err[0], err
 
 
+def test_train_resume_of_an_optimiser_state_of_another_network_is_one_line(run: Path, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "tiny"
+    shutil.copytree(run, folder)
+    payload = torch.load(folder / "last.pt", weights_only=True)
+    group = payload["optimizer"]["param_groups"][0]
+    group["params"] = group["params"][:-1]  # one parameter fewer than the network has
+    torch.save(payload, folder / "last.pt")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(folder), "train.epochs=2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "last.pt" in err[0] and "'optimizer'" in err[0], err
+
+
+def test_train_resume_of_a_last_pt_without_its_experiment_is_one_line(run: Path, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "tiny"
+    shutil.copytree(run, folder)
+    (folder / "config.yaml").unlink()
+    payload = torch.load(folder / "last.pt", weights_only=True)
+    del payload["config"]
+    torch.save(payload, folder / "last.pt")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "last.pt" in err[0] and "config.yaml" in err[0] and "model.weights=" in err[0], err
+
+
 def test_val_predict_and_export_give_the_same_one_line(base: dict, tmp_path: Path, capsys) -> None:
     payload = dict(base)
     payload["heads"] = {**payload["heads"], "wh": 4}

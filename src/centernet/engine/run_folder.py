@@ -170,7 +170,14 @@ def resume_config(folder: str | Path, overrides: list[str] | tuple[str, ...] = (
     elif (folder / "last.pt").is_file():
         from centernet.models.checkpoint import load_checkpoint
 
-        stored = Config.from_dict(load_checkpoint(folder / "last.pt")["config"], str(folder / "last.pt"))
+        checkpoint = load_checkpoint(folder / "last.pt")
+        if "config" not in checkpoint:
+            raise ConfigError(
+                f"--resume {folder}: {folder / 'last.pt'} holds no experiment ('config') and the folder no "
+                "config.yaml, so the run cannot be continued as it was; start a new run from its weights "
+                f"(model.weights={folder / 'last.pt'} with its recipe)"
+            )
+        stored = Config.from_dict(checkpoint["config"], str(folder / "last.pt"))
     else:
         where = "it holds no config.yaml and no last.pt" if folder.is_dir() else "the folder does not exist"
         raise FileNotFoundError(f"--resume {folder}: no run to continue there ({where})")

@@ -202,10 +202,13 @@ class Trainer:
         ckpt = load_resume_checkpoint(path)  # every field checked: one line naming a bad one
         if ckpt["arch"] != self.cfg.model.arch or ckpt["heads"] != self.task.heads:
             raise ValueError(f"{path}: was trained as {ckpt['arch']} {ckpt['heads']}, not {self.cfg.model.arch} {self.task.heads}")
-        self.model.load_state_dict(ckpt["state_dict"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        for field, target in (("state_dict", self.model), ("optimizer", self.optimizer),
+                              ("scheduler", self.scheduler), ("scaler", self.scaler)):
+            try:
+                target.load_state_dict(ckpt[field])
+            except (KeyError, TypeError, ValueError, RuntimeError) as error:
+                reason = " ".join(str(error).split())  # one line: torch's messages span several
+                raise ValueError(f"{path}: its {field!r} does not fit this run ({reason})") from None
         running = ckpt.get("epoch_losses", {"sums": {}, "steps": 0})
         self.state = TrainState(
             int(ckpt["epoch"]),

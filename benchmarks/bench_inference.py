@@ -277,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for batch in args.batches:
                 variants: list[Variant] = []
                 for arch in args.archs:
-                    variants += centernet_variants(arch, size, batch, images, device, args.variants, args.amp, Path(workdir))
+                    variants += centernet_variants(arch, size, batch, images, device, args.variants, args.amp, Path(workdir), threads=args.threads or "auto")
                 if args.torchvision_peers:
                     variants += torchvision_variants(size, batch, images, device)
                 if not args.no_torchvision:

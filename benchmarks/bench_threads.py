@@ -31,11 +31,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+# auto must choose, not take a shell's setting: cleared before torch starts its thread pool (as the
+# process starts, OMP_NUM_THREADS is a setting; see centernet.threads.ENVIRONMENT_THREADS).
+os.environ.pop("OMP_NUM_THREADS", None)
 
-from centernet.config import load_config
-from centernet.engine.trainer import Trainer
-from centernet.threads import available_cores
+import torch  # noqa: E402
+
+from centernet.config import load_config  # noqa: E402
+from centernet.engine.trainer import Trainer  # noqa: E402
+from centernet.threads import available_cores  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import contention, load_average  # noqa: E402  (benchmarks/ is a script folder)
@@ -122,7 +126,6 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (the demo's 2)")
     parser.add_argument("--output", type=Path, help="also write the report (markdown) to this file")
     args = parser.parse_args()
-    os.environ.pop("OMP_NUM_THREADS", None)  # auto must choose, not read a shell's setting
     cores = available_cores()
     settings = ["auto"] + [str(n) for n in sorted({1, 2, cores}) if n <= cores]
     report, ratios = [], {}

@@ -157,12 +157,15 @@ def centernet_variants(
     variants: Sequence[str],
     amp: str,
     workdir: Path,
+    threads: int | str = "auto",
 ) -> list[Variant]:
     """Every requested variant of one (architecture, size, batch); eager first (the ratios' base).
 
     ``variants``: any of ``channels_last``, ``compile`` (on CUDA: CUDA graphs through
     ``mode="reduce-overhead"``), ``onnx``, ``int8`` (onnxruntime on ``export_onnx(..., int8=True)``'s
     graph, calibrated on coco_mini training images); ``amp`` (CUDA): ``fp16``, ``bf16`` or ``none``.
+    ``threads``: the Predictor's ``test.threads`` (the benchmark's ``--threads``, so that every
+    pipeline of a run uses the same count; ``auto``: chosen from the free cores).
     """
     torch.manual_seed(0)
     detector = CenterNet(arch, num_classes=NUM_CLASSES, input_size=(size, size), K=K).eval()
@@ -171,6 +174,7 @@ def centernet_variants(
     def predictor(network: torch.nn.Module, **options: Any) -> Predictor:
         # NCHW unless a variant asks (the Predictor converts a network in place, and they share one).
         options.setdefault("channels_last", False)
+        options.setdefault("threads", threads)
         return Predictor(network, detector.task, detector.spec, detector.class_names, K=K, device=device, batch_size=batch, **options)
 
     builders: list[tuple[str, Callable[[], dict[str, Callable[[], Any]]], str]] = [

@@ -13,7 +13,7 @@ from centernet.threads import ThreadTuner, choose_threads, parse_threads, single
 
 @pytest.fixture(autouse=True)
 def _restore_threads(monkeypatch):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # conftest sets it; these tests choose
+    monkeypatch.setattr(threads, "ENVIRONMENT_THREADS", "")  # conftest sets OMP_NUM_THREADS; these tests choose
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
@@ -33,9 +33,18 @@ def test_a_count_is_used_as_given_and_named():
 
 
 def test_omp_num_threads_in_the_environment_is_a_setting(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(threads, "ENVIRONMENT_THREADS", "1")  # as the process started (torchrun sets it)
     choice = choose_threads("auto")
     assert choice.threads == 1 and "OMP_NUM_THREADS=1" in choice.reason
+
+
+def test_a_library_setting_omp_num_threads_later_does_not_choose(monkeypatch):
+    """Ultralytics sets OMP_NUM_THREADS=1 when imported; torch's pool was made before, so it is no setting."""
+    monkeypatch.setattr(threads, "other_runnable", lambda *a, **k: 0.0)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    choice = choose_threads("auto")
+    assert choice.threads == 2 and "OMP_NUM_THREADS" not in choice.reason
 
 
 @pytest.mark.parametrize(("others", "workers", "cores", "expected"), [

@@ -34,6 +34,10 @@ import torch
 
 __all__ = ["WORKER_SHARE", "ThreadChoice", "ThreadTuner", "apply_threads", "available_cores", "busy_cores", "choose_threads", "parse_threads", "single_threaded"]
 
+# OMP_NUM_THREADS as this process had it when torch (imported above) started its thread pool: the
+# setting torch obeys. A library imported later that sets it for itself (Ultralytics sets 1 at import
+# when it is unset) does not choose this run's threads.
+ENVIRONMENT_THREADS = os.environ.get("OMP_NUM_THREADS", "").strip()
 # Each DataLoader worker's expected share of a core while training (they prefetch and then sleep).
 WORKER_SHARE = 0.25
 # A core counts as ours only when less than this much of it is wanted by others.
@@ -169,7 +173,7 @@ def choose_threads(setting: int | str | None = "auto", workers: int = 0, field: 
     cores = available_cores()
     if requested:
         return ThreadChoice(requested, f"{requested} intra-op thread(s), as {field}={requested} sets ({cores} core(s) available)")
-    environment = os.environ.get("OMP_NUM_THREADS", "")
+    environment = ENVIRONMENT_THREADS
     if environment.isdigit() and int(environment) > 0:  # torchrun sets 1 per process; a user's own choice
         return ThreadChoice(int(environment), f"{environment} intra-op thread(s), as OMP_NUM_THREADS={environment} in the environment sets")
     others = other_runnable()

@@ -54,10 +54,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="training length (default: the recipe's)")
     parser.add_argument("--project", default="runs/benchmarks", help="where the run folder is written")
     parser.add_argument("--name", default="raccoon_384")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", default="auto",
+                        help="train.threads and test.threads: a count, or auto (the default: chosen from the free cores)")
     parser.add_argument("overrides", nargs="*", help="section.field=value")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
 
     raccoon = args.data / "raccoon"
     if not (raccoon / "train.json").is_file():
@@ -67,6 +67,8 @@ def main() -> None:
         f"data.val_source={raccoon / 'val.json'}",
         f"project={args.project}",
         f"name={args.name}",
+        f"train.threads={args.threads}",
+        f"test.threads={args.threads}",
     ]
     if args.epochs is not None:
         # The recipe's drop stays at the same fraction of the run (train.schedule_epochs); the last
@@ -77,7 +79,7 @@ def main() -> None:
     if run.exists():
         parser.error(f"{run} exists: remove it or pass another --name")
 
-    print(f"machine: {platform.processor() or platform.machine()}, {args.threads} torch threads, torch {torch.__version__}")
+    print(f"machine: {platform.processor() or platform.machine()}, threads {args.threads} (train.threads / test.threads), torch {torch.__version__}")
     print(f"load average at the start: {_load()} ({os.cpu_count()} cores)")
     print(
         f"recipe {args.recipe}: {cfg.model.arch} (pretrained: {cfg.model.pretrained}), input {cfg.data.input_size}, batch {cfg.train.batch_size}, "

@@ -47,7 +47,7 @@ def main() -> None:
     rows = []
     for name in names:
         started = time.time()
-        summary = run_demo(f"{args.project}/{name}", overrides=VARIANTS[name])
+        summary = run_demo(f"{args.project}/{name}", overrides=[*VARIANTS[name], f"train.threads={args.threads}", f"test.threads={args.threads}"])
         minutes = (time.time() - started) / 60
         rows.append((name, " ".join(VARIANTS[name]) or "(the recipe)", summary["AP"], summary["AP50"], summary["AP75"], minutes))
         print(f"{name}: AP {summary['AP']:.3f} AP50 {summary['AP50']:.3f} AP75 {summary['AP75']:.3f} in {minutes:.1f} min", flush=True)

@@ -45,7 +45,7 @@ def latency_ms(neck: str, size: int, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def learning_curve(neck: str, data: Path, epochs: int, every: int, project: Path) -> list[tuple[int, float]]:
+def learning_curve(neck: str, data: Path, epochs: int, every: int, project: Path, threads: int) -> list[tuple[int, float]]:
     arch = f"timm_{MODEL}_{neck}_neck"
     register_model(arch)(lambda heads, head_conv: TimmCenterNet(MODEL, heads, head_conv, neck=neck))
     annotations = data / "raccoon" / "train.json"
@@ -58,6 +58,7 @@ def learning_curve(neck: str, data: Path, epochs: int, every: int, project: Path
             "train.batch_size=4", "train.lr=2e-3", f"train.epochs={epochs}", "train.schedule_epochs=null",
             f"train.lr_steps=[{epochs}]", "train.warmup_iters=0", f"train.val_interval={every}", "train.save_images=0",
             "train.seed=1", "train.cpu_bf16=false", "train.channels_last=false", "test.flip=false",
+            f"train.threads={threads}", f"test.threads={threads}",
         ],
     )  # fmt: skip
     centernet.train(cfg)
@@ -80,7 +81,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as project:
         for neck in NECKS:
             ms = latency_ms(neck, args.size, repeats=10)
-            curve = learning_curve(neck, args.data, args.epochs, args.every, Path(project))
+            curve = learning_curve(neck, args.data, args.epochs, args.every, Path(project), args.threads)
             params = sum(p.numel() for p in TimmCenterNet(MODEL, {"hm": 1, "wh": 2, "reg": 2}, 64, neck=neck).parameters())
             first = next((epoch for epoch, ap50 in curve if ap50 >= 0.9), None)
             print(

@@ -156,7 +156,7 @@ def train_and_evaluate(
             optimizer.step()
             steps, loss = steps + 1, float(total.detach())
     reports = {
-        split: task.score(data, Predictor(network, task, bench.spec, data.class_names, data.category_ids, K=100).detect_dataset(data, range(len(data))))
+        split: task.score(data, Predictor(network, task, bench.spec, data.class_names, data.category_ids, K=100, threads=torch.get_num_threads()).detect_dataset(data, range(len(data))))
         for split, data in bench.evaluations.items()
     }
     return reports, steps, loss

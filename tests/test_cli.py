@@ -168,7 +168,9 @@ def test_demo_runs_its_recipe_end_to_end(tmp_path, capsys):
     output = tmp_path / "demo"
     shrink = ["data.synthetic_images={train: 16, val: 4}", "data.num_workers=0", "train.epochs=1", "train.save_images=0"]
     assert main(["demo", "--output", str(output), *shrink]) == 0
-    assert "demo: COCO AP" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "demo: COCO AP" in captured.out
+    assert "threads: " in captured.err and "intra-op thread(s)" in captured.err  # the choice and why, told
     config = (output / "config.yaml").read_text()
     for setting in ("cpu_bf16: true", "channels_last: true", "dense_wh: true", "wh_loss: 0.2", "warmup_iters: 200", "flip: true"):
         assert setting in config, setting

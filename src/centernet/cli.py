@@ -101,7 +101,7 @@ def _test_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _log_threads() -> None:
-    """``val`` and ``predict`` say on stderr how many threads they run with and why (``centernet.threads``)."""
+    """``val``, ``predict`` and ``demo`` say on stderr how many threads they run with and why (``centernet.threads``)."""
     import logging
 
     class ToStderr(logging.StreamHandler):
@@ -219,6 +219,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from centernet.engine.demo import run_demo
 
+    _log_threads()  # the threads chosen for training and validation, and why
     summary = run_demo(args.output, overrides=args.overrides, resume=args.resume)
     print(json.dumps(summary, indent=2))
     return 0

@@ -41,21 +41,75 @@ def test_omp_num_threads_in_the_environment_is_a_setting(monkeypatch):
 def test_a_library_setting_omp_num_threads_later_does_not_choose(monkeypatch):
     """Ultralytics sets OMP_NUM_THREADS=1 when imported; torch's pool was made before, so it is no setting."""
     monkeypatch.setattr(threads, "other_runnable", lambda *a, **k: 0.0)
-    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    _machine(monkeypatch, 2, 2)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     choice = choose_threads("auto")
     assert choice.threads == 2 and "OMP_NUM_THREADS" not in choice.reason
 
 
-@pytest.mark.parametrize(("others", "workers", "cores", "expected"), [
-    (0.0, 0, 2, 2), (1.0, 0, 2, 1), (5.0, 0, 2, 1), (0.0, 2, 2, 2), (0.0, 4, 2, 1), (0.0, 0, 8, 8), (3.0, 2, 8, 5),
+def _machine(monkeypatch, affinity: int, machine: int, limit: float | None = None) -> None:
+    monkeypatch.setattr(threads, "_affinity_cores", lambda: affinity)
+    monkeypatch.setattr(threads, "_machine_cores", lambda: machine)
+    monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda *a, **k: limit)
+
+
+@pytest.mark.parametrize(("others", "workers", "affinity", "machine", "limit", "expected"), [
+    (0.0, 0, 2, 2, None, 2), (1.0, 0, 2, 2, None, 1), (5.0, 0, 2, 2, None, 1), (0.0, 2, 2, 2, None, 2),
+    (0.0, 4, 2, 2, None, 1), (0.0, 0, 8, 8, None, 8), (3.0, 2, 8, 8, None, 5),
+    # a container given 2 CPUs (a quota) of a 64-core host: the host's other work leaves its 2 free
+    (40.0, 0, 64, 64, 2.0, 2), (63.0, 0, 64, 64, 2.0, 1), (0.0, 0, 64, 64, 1.5, 1),
+    # held to 8 of 64 CPUs (affinity): the others taken as spread evenly, 40 x 8 / 64 = 5 on ours
+    (40.0, 0, 8, 64, None, 3), (0.0, 0, 8, 64, None, 8),
 ])
-def test_auto_counts_the_other_work(monkeypatch, others, workers, cores, expected):
+def test_auto_counts_the_other_work(monkeypatch, others, workers, affinity, machine, limit, expected):
     monkeypatch.setattr(threads, "other_runnable", lambda *a, **k: others)
-    monkeypatch.setattr(threads, "available_cores", lambda: cores)
+    _machine(monkeypatch, affinity, machine, limit)
     choice = choose_threads("auto", workers=workers, field="train.threads")
     assert choice.threads == expected
     assert f"{others:g} other runnable" in choice.reason and "train.threads=N" in choice.reason
+    assert f"of {min(affinity, int(limit)) if limit else affinity} core(s)" in choice.reason
+
+
+@pytest.mark.parametrize(("files", "cgroup", "expected"), [
+    ({"cpu.max": "200000 100000\n"}, "0::/\n", 2.0),
+    ({"cpu.max": "max 100000\n"}, "0::/\n", None),
+    ({"kubepods/pod1/cpu.max": "50000 100000\n", "cpu.max": "max 100000\n"}, "0::/kubepods/pod1\n", 0.5),
+    ({"cpu,cpuacct/cpu.cfs_quota_us": "150000\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, "2:cpu,cpuacct:/\n", 1.5),
+    ({"cpu/docker/abc/cpu.cfs_quota_us": "-1\n", "cpu/docker/abc/cpu.cfs_period_us": "100000\n"}, "3:cpu:/docker/abc\n", None),
+    ({}, "0::/\n", None),
+    ({"cpu.max": "garbage"}, "", None),
+])
+def test_the_cgroup_cpu_quota_is_read(tmp_path, files, cgroup, expected):
+    root = tmp_path / "sys"
+    root.mkdir()
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    (tmp_path / "cgroup").write_text(cgroup)
+    assert threads.cgroup_cpu_limit(root, tmp_path / "cgroup") == expected
+
+
+@pytest.mark.parametrize(("others", "affinity", "machine", "set_threads", "expected"), [
+    (0.0, 2, 2, 2, 0.0), (1.0, 2, 2, 2, 1.0), (3.0, 2, 2, 2, 3.0),
+    (40.0, 64, 64, 8, 0.0), (40.0, 64, 64, 32, 8.0),  # a big machine: its others leave 24 cores free
+    (32.0, 8, 64, 8, 4.0),  # held to 8 of 64 CPUs: 32 x 8 / 64 = 4 of the others on ours
+])
+def test_busy_cores_is_how_many_threads_would_wait(monkeypatch, others, affinity, machine, set_threads, expected):
+    monkeypatch.setattr(threads, "other_runnable", lambda *a, **k: others)
+    _machine(monkeypatch, affinity, machine)
+    monkeypatch.setattr(threads, "_probe", {"time": -1.0, "busy": 0.0})
+    monkeypatch.setattr(torch, "get_num_threads", lambda: set_threads)
+    assert threads.busy_cores(max_age=0.0) == expected
+
+
+def test_a_cpu_quota_caps_the_cores(monkeypatch):
+    monkeypatch.setattr(threads, "_affinity_cores", lambda: 64)
+    monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda *a, **k: 2.5)
+    assert threads.available_cores() == 2
+    monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda *a, **k: 0.3)
+    assert threads.available_cores() == 1
+    monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda *a, **k: None)
+    assert threads.available_cores() == 64
 
 
 def test_the_machine_is_read():
@@ -111,7 +165,7 @@ def test_the_tuner_applies_logs_and_restores(monkeypatch):
     tuner.update()
     assert torch.get_num_threads() == 1 and len(lines) == 1 and "train.threads=1" in lines[0]
     auto = ThreadTuner("auto", "train.threads", log=lines.append, interval=0.0)
-    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    _machine(monkeypatch, 2, 2)
     assert auto.update().threads == 2
     monkeypatch.setattr(threads, "other_runnable", lambda *a, **k: 2.0)
     assert auto.update().threads == 1 == torch.get_num_threads()  # the load came: chosen again

@@ -6,14 +6,16 @@ is descheduled and the rest wait for it at every barrier (measured on 2 cores wi
 a training step 3.9x slower with 2 threads than with 1). So the choice counts what else wants the
 cores, at the moment it is made:
 
-* the cores this process may run on (``os.sched_getaffinity``);
+* the cores this process may run on (``os.sched_getaffinity``), capped by its cgroup's CPU quota
+  (``docker --cpus``, a Kubernetes CPU limit);
 * the other runnable tasks on the machine: the kernel's count of runnable threads
   (``/proc/loadavg``, 4th field) less the running threads of this process and of its DataLoader
   workers (counted below instead), sampled a few times;
 * the DataLoader worker processes the caller is about to start, each counted as ``WORKER_SHARE``
   of a core (they render and augment between steps, mostly waiting).
 
-``threads = cores - busy`` rounded down with a half-core margin (a thread that shares its core
+``threads = cores - busy`` (the others' share of the CPUs the process may run on, where its
+affinity holds it to some of the machine's) rounded down with a half-core margin (a thread that shares its core
 costs more than it gains), at least 1. ``train.threads`` / ``test.threads`` set the count instead
 (``0`` or ``"auto"``: choose). ``ThreadChoice.reason`` is the line the run log prints.
 
@@ -29,6 +31,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -52,12 +55,62 @@ class ThreadChoice:
     reason: str
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity; ``os.cpu_count()`` where there is none)."""
+def _affinity_cores() -> int:
+    """The CPUs this process may be scheduled on (its affinity; ``os.cpu_count()`` where there is none)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def _machine_cores() -> int:
+    """The machine's online CPUs: those the runnable count of ``/proc/loadavg`` is spread over."""
+    return max(1, os.cpu_count() or 1)
+
+
+def _cgroup_path(cgroup_file: Path, controller: str | None) -> str:
+    """This process's cgroup from ``/proc/self/cgroup``: the v2 line (``controller`` None) or the v1
+    line listing ``controller``; ``"/"`` where it is not found."""
+    try:
+        lines = cgroup_file.read_text().splitlines()
+    except OSError:
+        return "/"
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) == 3 and ((controller is None and parts[0] == "0") or controller in parts[1].split(",")):
+            return parts[2] or "/"
+    return "/"
+
+
+def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup"), cgroup_file: Path = Path("/proc/self/cgroup")) -> float | None:
+    """The CPUs this process's cgroup may use (its CFS quota / period: ``docker --cpus``, a Kubernetes
+    CPU limit), or None where there is no limit or none can be read. cgroup v2 (``cpu.max``) first,
+    then v1 (``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``); the process's own cgroup, then the root."""
+    path = _cgroup_path(cgroup_file, None).lstrip("/")
+    for folder in dict.fromkeys([root / path, root]):
+        try:
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+        except (OSError, ValueError):
+            continue
+        return None if quota == "max" else int(quota) / int(period)
+    path = _cgroup_path(cgroup_file, "cpu").lstrip("/")
+    for name in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
+        for folder in dict.fromkeys([root / name / path, root / name]):
+            try:
+                quota = int((folder / "cpu.cfs_quota_us").read_text())
+                period = int((folder / "cpu.cfs_period_us").read_text())
+            except (OSError, ValueError):
+                continue
+            return None if quota <= 0 or period <= 0 else quota / period
+    return None
+
+
+def available_cores() -> int:
+    """The cores this process really has: its CPU affinity, capped by its cgroup's CPU quota (a
+    container given 2 CPUs of a 64-core host has 2), at least 1."""
+    cores = _affinity_cores()
+    limit = cgroup_cpu_limit()
+    return max(1, min(cores, int(limit))) if limit else cores
 
 
 # The name PyTorch gives a DataLoader worker process (``torch.utils.data._utils.worker``).
@@ -148,6 +201,13 @@ def _load_average() -> float | None:
         return None
 
 
+def _free_cores(others: float, pool: int, machine: int) -> float:
+    """The CPUs of ``pool`` (those this process may run on) left by ``others`` runnable threads of the
+    whole machine (``machine`` CPUs): where the affinity holds the process to some of them, the others
+    are taken as spread evenly."""
+    return pool - (others * pool / machine if machine > pool else others)
+
+
 def parse_threads(value: int | str | None, field: str) -> int:
     """A ``threads`` setting as a count; 0 means choose (``"auto"``, ``None`` and ``0``).
 
@@ -184,12 +244,18 @@ def choose_threads(setting: int | str | None = "auto", workers: int = 0, field: 
         seen = "no /proc/loadavg to count other work"
     else:
         seen = f"{others:g} other runnable thread(s){load_text}"
-    busy = others + WORKER_SHARE * max(0, workers)
-    threads = max(1, min(cores, int(cores - busy + MARGIN)))
+    # The runnable count is the whole machine's; on a process held to some of its CPUs (affinity) the
+    # others are taken as spread evenly, and the cores left free are the CPUs it may run on less
+    # theirs. A CPU quota caps the count, not the free cores: a container with 2 CPUs of an idle
+    # 64-core host has its 2 cores free.
+    pool, machine = _affinity_cores(), _machine_cores()
+    free = _free_cores(others, pool, machine) - WORKER_SHARE * max(0, workers)
+    threads = max(1, min(cores, int(free + MARGIN)))
     worker_text = f", {workers} DataLoader worker(s) counted as {WORKER_SHARE:g} core each" if workers else ""
+    where = f" (may run on {pool} of the machine's {machine})" if machine > pool or cores < pool else ""
     return ThreadChoice(
         threads,
-        f"{threads} intra-op thread(s) of {cores} core(s): {seen}{worker_text}; {field}=N sets the count",
+        f"{threads} intra-op thread(s) of {cores} core(s){where}: {seen}{worker_text}; {field}=N sets the count",
     )
 
 
@@ -205,14 +271,17 @@ PROBE_INTERVAL = 0.25
 
 
 def busy_cores(max_age: float = PROBE_INTERVAL) -> float:
-    """Cores other processes want now (other runnable threads), re-read at most every ``max_age``
-    seconds and cached in between: cheap enough to ask before every layer."""
+    """How many of this process's intra-op threads would wait for a core now: its thread count less
+    the cores other processes leave free (``0`` on a quiet machine; on 2 cores with 2 threads, the
+    other runnable threads). Re-read at most every ``max_age`` seconds and cached in between: cheap
+    enough to ask before every layer."""
     now = time.monotonic()
     if now - _probe["time"] > max_age:
         others = other_runnable(samples=1)
+        short = 0.0 if others is None else max(0.0, torch.get_num_threads() - _free_cores(others, _affinity_cores(), _machine_cores()))
         # A reading is one instant: the estimate halves per reading rather than dropping to a quiet
         # instant's 0 (missing contention costs far more than a layer run on one thread).
-        _probe["busy"] = 0.0 if others is None else max(others, 0.5 * _probe["busy"])
+        _probe["busy"] = max(short, 0.5 * _probe["busy"])
         _probe["time"] = now
     return _probe["busy"]
 

@@ -51,7 +51,7 @@ _GATHER_DTYPES = (torch.float32, torch.float64)
 # bands measured slower than one whole-map gather.
 _BAND_BYTES = 2**21
 _BAND_WEIGHT_RATIO = 8
-# Other runnable threads on the machine (``threads.busy_cores``) from which the gather runs on one thread.
+# Intra-op threads short of a free core (``threads.busy_cores``) from which the gather runs on one thread.
 CONTENDED_CORES = 0.5
 
 
@@ -243,8 +243,9 @@ def _gather_and_convolve(x, offset, weight, bias, stride, padding, dilation, mas
 
 
 def _contended(x: torch.Tensor) -> bool:
-    """Whether a CPU layer on ``x`` should run on one thread: other runnable work on the machine
-    (``threads.busy_cores``, re-read at most every quarter second) while several threads are set."""
+    """Whether a CPU layer on ``x`` should run on one thread: several threads are set and other
+    runnable work leaves fewer free cores than that (``threads.busy_cores``, re-read at most every
+    quarter second)."""
     return x.device.type == "cpu" and torch.get_num_threads() > 1 and busy_cores() >= CONTENDED_CORES
 
 

@@ -1,6 +1,10 @@
 """Comparison helpers for the parity and behaviour tests."""
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -70,3 +74,25 @@ def tiny_synthetic_run(train_images: int = 8, val_images: int = 4) -> list[str]:
         "train.batch_size=4",
         "train.save_images=0",
     ]
+
+
+def raccoon_as_yolo(raccoon: Path, root: Path, count: int, link: bool = False) -> Path:
+    """The first ``count`` raccoon training photos as an Ultralytics YOLO tree under ``root``:
+    ``images/train`` (copies, or links with ``link``) and ``labels/train`` converted from the COCO
+    json (class 0, normalised centre and size). Returns ``root``; the data yaml is the caller's."""
+    coco = json.loads((raccoon / "train.json").read_text())
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "labels" / "train").mkdir(parents=True)
+    for image in coco["images"][:count]:
+        if link:
+            (root / "images" / "train" / image["file_name"]).symlink_to(raccoon / "images" / image["file_name"])
+        else:
+            shutil.copy(raccoon / "images" / image["file_name"], root / "images" / "train")
+        lines = []
+        for ann in coco["annotations"]:
+            if ann["image_id"] == image["id"]:
+                x, y, w, h = ann["bbox"]
+                W, H = image["width"], image["height"]
+                lines.append(f"0 {(x + w / 2) / W:.6f} {(y + h / 2) / H:.6f} {w / W:.6f} {h / H:.6f}")
+        (root / "labels" / "train" / f"{Path(image['file_name']).stem}.txt").write_text("\n".join(lines) + "\n")
+    return root

@@ -143,42 +143,42 @@ def test_each_training_state_field_is_checked_before_a_resume(field: str, kind: 
     _refused(run / "last.pt", field, lambda p: check_training_state(payload, p))
 
 
-def test_train_resume_of_a_damaged_last_pt_is_one_line(run: Path, tmp_path: Path, capsys) -> None:
+def _resume_error(run: Path, tmp_path: Path, capsys, damage, *overrides: str) -> str:
+    """The error line of ``train --resume`` on a copy of ``run`` whose ``last.pt`` payload (and folder)
+    ``damage(payload, folder)`` edited; exit 2 and exactly one line, which is returned."""
     folder = tmp_path / "tiny"
     shutil.copytree(run, folder)
     payload = torch.load(folder / "last.pt", weights_only=True)
-    payload["rng"] = {"torch": "x"}
+    damage(payload, folder)
     torch.save(payload, folder / "last.pt")
     capsys.readouterr()
-    assert main(["train", "--resume", str(folder), "train.epochs=2"]) == 2
+    assert main(["train", "--resume", str(folder), *overrides]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "last.pt" in err[0] and "'rng'" in err[0], err
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_train_resume_of_a_damaged_last_pt_is_one_line(run: Path, tmp_path: Path, capsys) -> None:
+    line = _resume_error(run, tmp_path, capsys, lambda payload, folder: payload.update(rng={"torch": "x"}), "train.epochs=2")
+    assert line.startswith("error: ") and "last.pt" in line and "'rng'" in line, line
 
 
 def test_train_resume_of_an_optimiser_state_of_another_network_is_one_line(run: Path, tmp_path: Path, capsys) -> None:
-    folder = tmp_path / "tiny"
-    shutil.copytree(run, folder)
-    payload = torch.load(folder / "last.pt", weights_only=True)
-    group = payload["optimizer"]["param_groups"][0]
-    group["params"] = group["params"][:-1]  # one parameter fewer than the network has
-    torch.save(payload, folder / "last.pt")
-    capsys.readouterr()
-    assert main(["train", "--resume", str(folder), "train.epochs=2"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "last.pt" in err[0] and "'optimizer'" in err[0], err
+    def one_parameter_fewer(payload: dict, folder: Path) -> None:  # than the network has
+        group = payload["optimizer"]["param_groups"][0]
+        group["params"] = group["params"][:-1]
+
+    line = _resume_error(run, tmp_path, capsys, one_parameter_fewer, "train.epochs=2")
+    assert line.startswith("error: ") and "last.pt" in line and "'optimizer'" in line, line
 
 
 def test_train_resume_of_a_last_pt_without_its_experiment_is_one_line(run: Path, tmp_path: Path, capsys) -> None:
-    folder = tmp_path / "tiny"
-    shutil.copytree(run, folder)
-    (folder / "config.yaml").unlink()
-    payload = torch.load(folder / "last.pt", weights_only=True)
-    del payload["config"]
-    torch.save(payload, folder / "last.pt")
-    capsys.readouterr()
-    assert main(["train", "--resume", str(folder)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "last.pt" in err[0] and "config.yaml" in err[0] and "model.weights=" in err[0], err
+    def no_experiment(payload: dict, folder: Path) -> None:
+        (folder / "config.yaml").unlink()
+        del payload["config"]
+
+    line = _resume_error(run, tmp_path, capsys, no_experiment)
+    assert "last.pt" in line and "config.yaml" in line and "model.weights=" in line, line
 
 
 def test_val_predict_and_export_give_the_same_one_line(base: dict, tmp_path: Path, capsys) -> None:

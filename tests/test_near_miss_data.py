@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from centernet.cli import main
+from tests.helpers import raccoon_as_yolo
 
 DELETE = object()
 TAKEN = 3  # images / frames copied per case
@@ -240,19 +241,7 @@ def test_a_voc_file_that_is_not_an_annotation_is_named(voc_case: Path, capsys) -
 @pytest.fixture
 def yolo_case(data_dir: Path, tmp_path: Path):
     """Three raccoon images with YOLO labels converted from the COCO json, and their data yaml."""
-    source = json.loads((data_dir / "raccoon" / "train.json").read_text())
-    root = tmp_path / "yolo"
-    (root / "images" / "train").mkdir(parents=True)
-    (root / "labels" / "train").mkdir(parents=True)
-    for image in source["images"][:TAKEN]:
-        shutil.copy(data_dir / "raccoon" / "images" / image["file_name"], root / "images" / "train")
-        lines = []
-        for ann in source["annotations"]:
-            if ann["image_id"] == image["id"]:
-                x, y, w, h = ann["bbox"]
-                W, H = image["width"], image["height"]
-                lines.append(f"0 {(x + w / 2) / W:.6f} {(y + h / 2) / H:.6f} {w / W:.6f} {h / H:.6f}")
-        (root / "labels" / "train" / f"{Path(image['file_name']).stem}.txt").write_text("\n".join(lines) + "\n")
+    root = raccoon_as_yolo(data_dir / "raccoon", tmp_path / "yolo", TAKEN)
     spec = {"path": ".", "train": "images/train", "val": "images/train", "names": ["raccoon"]}
     yaml_path = root / "data.yaml"
 

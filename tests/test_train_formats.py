@@ -16,6 +16,7 @@ from centernet.data.check import load_dataset
 from centernet.data.kitti import read_calib
 from centernet.data.records import DataFormatError
 from centernet.engine.trainer import train
+from tests.helpers import raccoon_as_yolo
 
 FEW_STEPS = [
     "data.input_size=[64,64]",
@@ -70,18 +71,7 @@ def _learn(tmp_path: Path, name: str, floor: float, measured: str, *overrides: s
 
 def _yolo_tree(raccoon: Path, root: Path) -> Path:
     """Four raccoon images as an Ultralytics YOLO data set (images/ + labels/ + data yaml)."""
-    coco = json.loads((raccoon / "train.json").read_text())
-    (root / "images" / "train").mkdir(parents=True)
-    (root / "labels" / "train").mkdir(parents=True)
-    for image in coco["images"][:4]:
-        (root / "images" / "train" / image["file_name"]).symlink_to(raccoon / "images" / image["file_name"])
-        lines = []
-        for ann in coco["annotations"]:
-            if ann["image_id"] == image["id"]:
-                x, y, w, h = ann["bbox"]
-                W, H = image["width"], image["height"]
-                lines.append(f"0 {(x + w / 2) / W:.6f} {(y + h / 2) / H:.6f} {w / W:.6f} {h / H:.6f}")
-        (root / "labels" / "train" / (Path(image["file_name"]).stem + ".txt")).write_text("\n".join(lines) + "\n")
+    raccoon_as_yolo(raccoon, root, 4, link=True)
     data = root / "data.yaml"
     data.write_text(f"path: {root}\ntrain: images/train\nval: images/train\nnames: [raccoon]\n")
     return data
